@@ -1,0 +1,33 @@
+"""Noise Workbench: how noise shapes learning.
+
+    import workbench as wb
+    wb.studies()
+    run = wb.run("label_noise", flip_rate=0.4, epochs=60)
+    run.ds                       # xarray.Dataset
+    wb.viz.overview(run)         # the app's plots
+"""
+__version__ = "0.1.0"
+
+from . import noise  # noqa: E402
+from .errors import Cancelled, ConfigError, Diverged, RunNotFound  # noqa: E402
+from .runs import Run, Store, load, run  # noqa: E402
+
+
+def studies() -> list[str]:
+    """Names of the studies, e.g. ['label_noise', ...]."""
+    from .studies import names
+
+    return names()
+
+
+def __getattr__(name):
+    # viz pulls in HoloViews/Bokeh; import it only when asked for
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(name)
+
+
+__all__ = ["ConfigError", "Cancelled", "Diverged", "Run", "RunNotFound", "Store", "load", "noise", "run", "studies",
+           "viz"]

@@ -1,0 +1,126 @@
+"""Small data sets that ship or are generated: nothing is downloaded.
+
+Every loader returns a `Data` with a fixed train/test split drawn from `seed`; labels are clean
+(label noise is applied by the study, to the training labels only).
+"""
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+NAMES = ("digits", "blobs", "xor", "npz")
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str
+    x_train: torch.Tensor  # (n_train, *input_shape) float32
+    y_train: torch.Tensor  # (n_train,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple  # (64,) for flat digits; images also keep `image_shape`
+    image_shape: tuple | None = None
+
+    @property
+    def input_dim(self) -> int:
+        return math.prod(self.input_shape)
+
+
+def _split(x: np.ndarray, y: np.ndarray, n_train: int | None, seed: int, name: str, field="n_train"):
+    n = len(y)
+    if not n_train:  # None or 0: two thirds for training
+        n_train = int(round(n * 2 / 3))
+    if not 1 <= n_train < n:
+        raise ConfigError(field, n_train, f"between 1 and {n - 1} for data set {name!r} ({n} examples)")
+    perm = np.random.default_rng(seed).permutation(n)
+    tr, te = perm[:n_train], perm[n_train:]
+    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    return t(x[tr], torch.float32), t(y[tr], torch.long), t(x[te], torch.float32), t(y[te], torch.long)
+
+
+def digits(n_train: int | None = 1200, seed: int = 0) -> Data:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    parts = _split(x, d.target, n_train, seed, "digits")
+    return Data("digits", *parts, num_classes=10, input_shape=(64,), image_shape=(8, 8))
+
+
+def blobs(n_train: int | None = 1200, seed: int = 0, n: int = 2000, num_classes: int = 4, dim: int = 10,
+          spread: float = 1.5) -> Data:
+    """Isotropic Gaussian blobs: num_classes centres ~ U(-3, 3)^dim, unit-variance clusters times `spread`."""
+    rng = np.random.default_rng(10_000 + seed)
+    centres = rng.uniform(-3, 3, size=(num_classes, dim))
+    y = rng.integers(0, num_classes, size=n)
+    x = centres[y] + spread * rng.standard_normal((n, dim))
+    return Data("blobs", *_split(x, y, n_train, seed, "blobs"), num_classes=num_classes, input_shape=(dim,))
+
+
+def xor(n_train: int | None = 1200, seed: int = 0, n: int = 2000, dim: int = 50, separation: float = 3.0) -> Data:
+    """XOR clusters (Frei et al. 2022, benign overfitting): x = ±μ1 or ±μ2 plus N(0, I); label 0 for ±μ1, 1 for ±μ2.
+
+    μ1 ⟂ μ2 with ‖μ‖ = separation, so no linear classifier does better than chance.
+    """
+    rng = np.random.default_rng(20_000 + seed)
+    mu = np.zeros((2, dim))
+    mu[0, 0] = mu[1, 1] = separation
+    y = rng.integers(0, 2, size=n)
+    sign = rng.choice([-1.0, 1.0], size=(n, 1))
+    x = sign * mu[y] + rng.standard_normal((n, dim))
+    return Data("xor", *_split(x, y, n_train, seed, "xor"), num_classes=2, input_shape=(dim,))
+
+
+def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field: str = "data_path") -> Data:
+    """A user's own .npz holding X (n, ...) and y (n,) with integer labels 0..K-1."""
+    p = Path(str(path)).expanduser()
+    if not str(path) or not p.is_file():
+        raise ConfigError(field, str(path), "a path to an existing .npz file holding arrays X and y")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            if "X" not in f.files or "y" not in f.files:
+                raise ConfigError(field, str(path), f"an .npz holding arrays 'X' and 'y' (found {sorted(f.files)})")
+            x, y = np.asarray(f["X"]), np.asarray(f["y"])
+    except ConfigError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ConfigError(field, str(path), f"a readable .npz file ({type(e).__name__}: {e})") from None
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise ConfigError(field, str(path), f"X of shape (n, ...) and y of shape (n,) (got {x.shape} and {y.shape})")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x.astype(np.float64)).all():
+        raise ConfigError(field, str(path), "X holding finite numbers")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+        raise ConfigError(field, str(path), f"y holding integer class labels (got dtype {y.dtype})")
+    y = y.astype(np.int64)
+    if y.min() < 0 or len(np.unique(y)) < 2:
+        raise ConfigError(field, str(path), "y with labels 0..K-1 and at least 2 classes")
+    if len(y) < 4:
+        raise ConfigError(field, str(path), "at least 4 examples")
+    num_classes = int(y.max()) + 1
+    x = x.astype(np.float32)
+    image_shape = tuple(x.shape[1:]) if x.ndim == 3 else None
+    x = x.reshape(len(x), -1)
+    parts = _split(x, y, n_train, seed, p.name)
+    return Data("npz", *parts, num_classes=num_classes, input_shape=(x.shape[1],), image_shape=image_shape)
+
+
+def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "") -> Data:
+    """Load a data set by name; see NAMES."""
+    if name == "digits":
+        return digits(n_train, seed)
+    if name == "blobs":
+        return blobs(n_train, seed)
+    if name == "xor":
+        return xor(n_train, seed)
+    if name == "npz":
+        return from_npz(path, n_train, seed)
+    raise ConfigError("dataset", name, f"one of {', '.join(NAMES)}")

@@ -1,0 +1,28 @@
+"""Errors a user sees. Every bad input names the field, the value and what is allowed."""
+
+
+class ConfigError(ValueError):
+    """A dial (or other input) has a value that is not allowed. Raised before any work starts."""
+
+    def __init__(self, field: str, value, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}={shown} is not allowed: {allowed}")
+
+
+class RunNotFound(LookupError):
+    """No run with this id in the store."""
+
+
+class Cancelled(Exception):
+    """A run was asked to stop; what it computed so far is kept as `cancelled`."""
+
+
+class Diverged(Exception):
+    """A loss or tensor became NaN/inf. A result, not a crash: recorded with its step."""
+
+    def __init__(self, step: int, where: str = "loss"):
+        self.step, self.where = step, where
+        super().__init__(f"diverged at step {step} ({where} is not finite)")

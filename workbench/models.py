@@ -1,0 +1,72 @@
+"""Models, initialised from a passed-in generator so that a seed fixes them bit for bit."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """PyTorch's default Linear/Conv init (Kaiming-uniform with a = √5, bias U(±1/√fan_in)) drawn from `generator`."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            fan_in = m.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            with torch.no_grad():
+                # kaiming_uniform_(a=√5) has bound gain·√(3/fan_in) = √(2/6)·√(3/fan_in) = 1/√fan_in
+                m.weight.uniform_(-bound, bound, generator=generator)
+                if m.bias is not None:
+                    m.bias.uniform_(-bound, bound, generator=generator)
+    return module
+
+
+class MLP(nn.Module):
+    """input -> [Linear(width) -> act] × depth -> Linear(num_classes)."""
+
+    def __init__(self, input_dim: int, width: int, depth: int, num_classes: int, activation: str = "relu"):
+        super().__init__()
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}[activation]
+        layers, d = [nn.Flatten()], input_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), act()]
+            d = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(d, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class SmallCNN(nn.Module):
+    """For small images (8×8 digits): [conv3×3(width) -> ReLU] × depth, 2×2 max-pool after the first, then linear."""
+
+    def __init__(self, image_shape: tuple, width: int, depth: int, num_classes: int):
+        super().__init__()
+        h, w = image_shape
+        layers, c = [], 1
+        for i in range(depth):
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
+            if i == 0 and h >= 4 and w >= 4:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = width
+        layers.append(nn.Flatten())
+        self.image_shape = tuple(image_shape)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * h * w, num_classes)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], 1, *self.image_shape)  # (n, 1, H, W)
+        return self.head(self.features(x))
+
+
+def build(kind: str, *, input_dim: int, width: int, depth: int, num_classes: int, generator: torch.Generator,
+          image_shape: tuple | None = None) -> nn.Module:
+    if kind == "mlp":
+        model = MLP(input_dim, width, depth, num_classes)
+    elif kind == "cnn":
+        model = SmallCNN(image_shape, width, depth, num_classes)
+    else:
+        raise ValueError(f"unknown model {kind!r}")
+    return init_(model, generator)

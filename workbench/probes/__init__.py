@@ -1,0 +1,4 @@
+"""Measurements taken during or after training."""
+from . import metrics
+
+__all__ = ["metrics"]

@@ -1,0 +1,5 @@
+"""Runs, the store (netCDF files + SQLite catalog)."""
+from .run import Run, load, run, run_id, summarize
+from .store import Store, default_root
+
+__all__ = ["Run", "Store", "default_root", "load", "run", "run_id", "summarize"]

@@ -1,0 +1,150 @@
+"""The store: one netCDF file per run under <root>/runs/<study>/, and a SQLite catalog <root>/catalog.sqlite.
+
+Files are written atomically (temp file in the same folder, fsync, rename) so a killed process never leaves a
+half-written result; the catalog row is written after the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import ConfigError, RunNotFound
+
+RUN_ID = re.compile(r"^[0-9a-f]{12}$")
+STATUSES = ("done", "diverged", "failed", "cancelled")
+_COLUMNS = ("id", "study", "status", "params", "created", "finished", "wall_s", "path", "error", "step", "device",
+            "tags")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, study TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL,
+    created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL, error TEXT, step INTEGER,
+    device TEXT, tags TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS runs_study ON runs (study, status);
+"""
+
+
+def default_root() -> Path:
+    """$WORKBENCH_DATA, else the source checkout's data/ folder, else ./data."""
+    env = os.environ.get("WORKBENCH_DATA")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "pyproject.toml").is_file() and (repo / "workbench").is_dir():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise ConfigError("run_id", run_id, "12 lowercase hex digits, as printed by `workbench runs`")
+    return run_id
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.catalog = self.root / "catalog.sqlite"
+
+    # -- catalog --------------------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.catalog, timeout=30)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_SCHEMA)
+        return con
+
+    def get(self, run_id: str) -> dict | None:
+        check_run_id(run_id)
+        if not self.catalog.exists():
+            return None
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self, study: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict]:
+        if not self.catalog.exists():
+            return []
+        where, args = [], []
+        if study:
+            where.append("study = ?")
+            args.append(study)
+        if status:
+            if status not in STATUSES:
+                raise ConfigError("status", status, f"one of {', '.join(STATUSES)}")
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY finished DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with closing(self._connect()) as con:
+            return [_row(r) for r in con.execute(sql, args).fetchall()]
+
+    # -- files ----------------------------------------------------------------------------------------------------
+    def path_for(self, study: str, run_id: str) -> Path:
+        return self.root / "runs" / study / f"{check_run_id(run_id)}.nc"
+
+    def save(self, meta: dict, ds: xr.Dataset) -> Path:
+        """Write the dataset atomically, then its catalog row (replacing an earlier one of the same id)."""
+        path = self.path_for(meta["study"], meta["id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{meta['id']}.{uuid.uuid4().hex[:8]}.nc.tmp"
+        try:
+            ds.to_netcdf(tmp, engine="h5netcdf")
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        row = {k: meta.get(k) for k in _COLUMNS}
+        row["params"] = json.dumps(meta["params"], sort_keys=True)
+        row["path"] = str(path.relative_to(self.root))
+        row["tags"] = ",".join(meta.get("tags") or [])
+        with closing(self._connect()) as con, con:
+            con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                        [row[k] for k in _COLUMNS])
+        return path
+
+    def load_dataset(self, run_id: str) -> xr.Dataset:
+        meta = self.get(run_id)
+        if meta is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.catalog}")
+        path = self.root / meta["path"]
+        if not path.is_file():
+            raise RunNotFound(f"run {run_id!r} is in the catalog but its file {path} is missing")
+        return xr.load_dataset(path, engine="h5netcdf")
+
+    def delete(self, run_id: str) -> None:
+        meta = self.get(run_id)
+        if meta is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.catalog}")
+        with closing(self._connect()) as con, con:
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        (self.root / meta["path"]).unlink(missing_ok=True)
+
+    def clear_temp(self) -> int:
+        """Remove temp files left by killed writers; returns how many."""
+        n = 0
+        for p in (self.root / "runs").glob("*/.*.nc.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+
+def _row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["params"] = json.loads(d["params"])
+    d["tags"] = [t for t in (d.get("tags") or "").split(",") if t]
+    return d
+
+
+__all__ = ["Store", "default_root", "check_run_id", "STATUSES"]

@@ -1,0 +1,144 @@
+"""A study: its dials (a param.Parameterized class, declared once) and its run function.
+
+The app's widgets, the CLI's options and the notebooks' parameters cells are all derived from the dials, so a
+new study is one new file in this package.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import ClassVar
+
+import param
+
+from ..errors import ConfigError
+
+#: parameters of every Parameterized that are not dials
+_NOT_DIALS = {"name"}
+
+
+class Study(param.Parameterized):
+    """Base class. Subclasses set `key`, `title`, `question`, `paper`, the record axis and the plots, and
+    implement `execute(ctx)`."""
+
+    key: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    question: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    axis: ClassVar[str] = "epoch"  # the index of the records the run emits
+    #: groups of metrics drawn together as curves: {panel title: [metric, ...]}
+    curves: ClassVar[dict] = {}
+    #: the metric whose best value is marked on the curves (e.g. the early-learning peak) and its direction
+    peak: ClassVar[tuple] = ("", "max")
+    #: dials shown first in the app, in this order (the rest follow)
+    primary: ClassVar[tuple] = ()
+
+    seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: data split, label flips, init and batch order.")
+
+    # -- dials ------------------------------------------------------------------------------------------------
+    @classmethod
+    def dials(cls) -> dict[str, param.Parameter]:
+        """The dials by name, primary ones first."""
+        ps = {n: p for n, p in cls.param.objects("existing").items() if n not in _NOT_DIALS}
+        order = [n for n in cls.primary if n in ps] + [n for n in ps if n not in cls.primary]
+        return {n: ps[n] for n in order}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {n: p.default for n, p in cls.dials().items()}
+
+    @classmethod
+    def configure(cls, **values) -> "Study":
+        """A validated instance. Raises ConfigError naming the field, the value and what is allowed."""
+        dials = cls.dials()
+        for k in values:
+            if k not in dials:
+                raise ConfigError(k, values[k], f"a dial of study {cls.key!r}: {', '.join(sorted(dials))}")
+        clean = {k: coerce(dials[k], k, v) for k, v in values.items()}
+        try:
+            study = cls(**clean)
+        except (ValueError, TypeError) as e:
+            # param names the parameter and the bound in its message; find which field it was
+            field = next((k for k in clean if f".{k}'" in str(e) or f"'{k}'" in str(e)), "dials")
+            raise ConfigError(field, clean.get(field), str(e).split(" must ", 1)[-1].rstrip(".")) from None
+        study.check()
+        return study
+
+    def check(self) -> None:
+        """Cross-field validation; raise ConfigError. Runs before any work starts."""
+
+    def config(self) -> dict:
+        """The dial values as plain JSON types."""
+        return {n: _plain(getattr(self, n)) for n in self.dials()}
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def execute(self, ctx) -> None:  # pragma: no cover - abstract
+        """Train/sample, emitting one record per `axis` step through ctx.emit and arrays through ctx.put."""
+        raise NotImplementedError
+
+
+def coerce(p: param.Parameter, field: str, value):
+    """Turn strings (from the CLI, a URL or a text box) into the dial's type; check bounds with a clear message."""
+    if isinstance(value, str) and not isinstance(p, (param.String, param.Selector)):
+        text = value.strip()
+        try:
+            if isinstance(p, param.Boolean):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = text.lower() in ("true", "1", "yes")
+            elif isinstance(p, param.Integer):
+                value = int(text)
+            elif isinstance(p, param.Number):
+                value = float(text)
+            elif isinstance(p, param.List):
+                value = None if text in ("", "null", "None") else json.loads(text)
+        except (ValueError, json.JSONDecodeError):
+            raise ConfigError(field, value, f"{describe(p)}") from None
+    if isinstance(p, param.Integer) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(p, param.Boolean):
+        if not isinstance(value, bool):
+            raise ConfigError(field, value, "true or false")
+    elif isinstance(p, param.Integer):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, value, describe(p))
+    elif isinstance(p, param.Number):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(field, value, describe(p))
+        value = float(value)
+    if isinstance(p, param.Number) and p.bounds is not None:
+        lo, hi = p.bounds
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(field, value, describe(p))
+    if isinstance(p, param.Selector) and value not in p.objects:
+        raise ConfigError(field, value, describe(p))
+    return value
+
+
+def describe(p: param.Parameter) -> str:
+    """What values a dial allows, in words."""
+    if isinstance(p, param.Boolean):
+        return "true or false"
+    if isinstance(p, param.Selector):
+        return "one of " + ", ".join(map(str, p.objects))
+    if isinstance(p, param.Number):
+        kind = "an integer" if isinstance(p, param.Integer) else "a number"
+        lo, hi = p.bounds or (None, None)
+        if lo is not None and hi is not None:
+            return f"{kind} in [{lo}, {hi}]"
+        if lo is not None:
+            return f"{kind} >= {lo}"
+        if hi is not None:
+            return f"{kind} <= {hi}"
+        return kind
+    if isinstance(p, param.List):
+        return "a JSON list (or empty)"
+    return "a string"
+
+
+def _plain(v):
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return v
