@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 import xarray as xr
 
-from .. import studies as _studies
+from ..studies import get as get_study
 from ..engine import Context, pick_device
 from ..errors import Cancelled, Diverged
 from .store import Store, check_run_id
@@ -84,7 +84,7 @@ class Run:
 
     def summary(self) -> dict:
         """Final and best value of each scalar metric (best: min for losses and ECE, max otherwise)."""
-        return summarize(self.ds, _studies.get(self.study).axis)
+        return summarize(self.ds, get_study(self.study).axis)
 
     def plot(self):
         """The study's figures (HoloViews), as the app shows them."""
@@ -128,7 +128,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
     """
-    cls = _studies.get(study)
+    cls = get_study(study)
     cfg = cls.configure(**dials)
     config = cfg.config()
     rid = run_id(study, config)

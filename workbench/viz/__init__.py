@@ -1,0 +1,19 @@
+"""Plots (HoloViews) and thin Panel views. The only place Panel is imported."""
+import holoviews as hv
+
+from .plots import curves, frame, group_plot, loss_histogram, overview
+
+hv.extension("bokeh", logo=False)
+
+
+def app(study: str = "label_noise"):
+    """The study's dashboard page, to show inline in JupyterLab (or `.servable()`)."""
+    import panel as pn
+
+    from .app import study_page
+
+    pn.extension()
+    return study_page(study)
+
+
+__all__ = ["app", "curves", "frame", "group_plot", "loss_histogram", "overview"]
