@@ -74,7 +74,7 @@ def loss_histogram(run_or_ds, bins: int = 40) -> hv.HoloMap:
         hists = []
         for name, mask, color in (("clean", ~flipped, PALETTE[0]), ("flipped", flipped, PALETTE[1])):
             counts, _ = np.histogram(losses[k][mask], bins=edges)
-            hists.append(hv.Histogram((edges, counts), "loss", "examples", label=f"{name} (n={int(mask.sum())})")
+            hists.append(hv.Histogram((edges, counts), kdims=["loss"], vdims=["examples"], label=f"{name} (n={int(mask.sum())})")
                          .opts(color=color, alpha=0.55, line_alpha=0))
         frames[int(ep)] = hv.Overlay(hists).opts(title=f"per-example loss, {cls.axis} {int(ep)}",
                                                  responsive=True, min_height=280, legend_position="top_right")

@@ -1,0 +1,245 @@
+"""The `workbench` command. Study options come from the studies' dials, so a new study needs no change here."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, RunNotFound
+from .studies import get as get_study, names as study_names
+from .studies.base import describe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
+def _run_json(run) -> dict:
+    m = run.meta
+    out = {k: m.get(k) for k in ("id", "study", "status", "params", "created", "finished", "wall_s", "device",
+                                 "error", "step", "tags")}
+    out["path"] = str(run.path)
+    try:
+        out["summary"] = run.summary()
+    except (RunNotFound, OSError):
+        out["summary"] = None
+    return out
+
+
+def _print_run(run, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_run_json(run), indent=2, default=str))
+        return
+    m = run.meta
+    print(f"run {run.id}  study {run.study}  status {run.status}"
+          + (f" at step {run.step}" if run.status == "diverged" else "")
+          + (f"  ({m.get('wall_s')} s on {m.get('device')})" if m.get("wall_s") is not None else ""))
+    if run.error:
+        print(f"error: {run.error}")
+    print("dials: " + ", ".join(f"{k}={v}" for k, v in sorted(run.config.items())))
+    print(f"file:  {run.path}")
+    summary = run.summary()
+    if summary:
+        print()
+        print(_table([[k, _fmt(s["final"]), _fmt(s["best"]), s["best_at"]] for k, s in summary.items()],
+                     ["metric", "final", "best", "best at"]))
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    rows = []
+    for key in study_names():
+        cls = get_study(key)
+        rows.append({"study": key, "title": cls.title, "dials": list(cls.dials()), "paper": cls.paper})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table([[r["study"], r["title"]] for r in rows], ["study", "title"]))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runs import run
+
+    cls = get_study(args.study)
+    dials = {n: getattr(args, n) for n in cls.dials() if getattr(args, n) is not None}
+    result = run(args.study, force=args.force, device=args.device, progress=not (args.quiet or args.json),
+                 tags=args.tag or (), **dials)
+    _print_run(result, args.json)
+    return {"done": 0, "diverged": 0, "cancelled": 130, "failed": 1}[result.status]
+
+
+def cmd_runs(args) -> int:
+    from .runs import Store
+
+    if args.study:
+        get_study(args.study)
+    rows = Store().list(study=args.study, status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no runs yet: try `workbench run label_noise --epochs 30`")
+        return 0
+    def changed(r):  # the dials set away from their defaults
+        defaults = get_study(r["study"]).defaults() if r["study"] in study_names() else {}
+        return " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()) if defaults.get(k, object()) != v)
+
+    print(_table([[r["id"], r["study"], r["status"] + (f"@{r['step']}" if r["status"] == "diverged" else ""),
+                   r["finished"], r["wall_s"], changed(r)] for r in rows],
+                 ["id", "study", "status", "finished", "wall_s", "dials (not default)"]))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .runs import load
+
+    _print_run(load(args.run_id), args.json)
+    return 0
+
+
+def cmd_notebook_run(args) -> int:
+    import papermill as pm
+
+    from .runs import default_root
+
+    cls = get_study(args.study)
+    src = REPO / "notebooks" / f"{args.study}.ipynb"
+    if not src.is_file():
+        raise ConfigError("study", args.study, f"a study with a notebook in {src.parent}")
+    params = dict(args.parameter or [])
+    cfg = cls.configure(**params)  # bad parameters fail here, before a kernel starts
+    values = {k: v for k, v in cfg.config().items() if k in params}
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.output) if args.output else default_root() / "reports" / f"{args.study}-{stamp}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kernel = ensure_kernel(args.kernel)
+    print(f"running {src.name} with {values or 'its defaults'} on kernel {kernel!r}", file=sys.stderr)
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=values, kernel_name=kernel, cwd=str(REPO),
+                            progress_bar=not args.quiet, execution_timeout=args.timeout)
+    except pm.PapermillExecutionError as e:
+        print(f"workbench: notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+              f"the executed notebook, with the error, is at {out}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def ensure_kernel(name: str) -> str:
+    """The Jupyter kernel to run notebooks on; installed for this Python (user-wide) if it is missing."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if name not in KernelSpecManager().find_kernel_specs():
+        from ipykernel.kernelspec import install
+
+        install(user=True, kernel_name=name, display_name=f"Python ({name})")
+    return name
+
+
+def cmd_serve(args, extra: list[str]) -> int:
+    apps = sorted(str(p) for p in (REPO / "apps").glob("*.py"))
+    origin = [f"--allow-websocket-origin={h}:{args.port}" for h in ("localhost", "127.0.0.1")]
+    cmd = [sys.executable, "-m", "panel", "serve", *apps, "--address", args.address, "--port", str(args.port),
+           "--index", "index", *origin, *extra]
+    if args.show:
+        cmd.append("--show")
+    print(" ".join(cmd), file=sys.stderr)
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+# -- parser -----------------------------------------------------------------------------------------------------
+def _param_pair(text):
+    if "=" in text:
+        return tuple(text.split("=", 1))
+    raise argparse.ArgumentTypeError("expected NAME VALUE or NAME=VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="the studies")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="run a study once (results are cached by config)")
+    studies_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY")
+    for key in study_names():
+        cls = get_study(key)
+        sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
+        for name, par in cls.dials().items():
+            sp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="V",
+                            help=f"{par.doc} Allowed: {describe(par)}. Default: {par.default}.")
+        sp.add_argument("--force", action="store_true", help="recompute even if the same config is stored")
+        sp.add_argument("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, ...")
+        sp.add_argument("--tag", action="append", help="tag the run (repeatable)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("runs", help="the catalog of stored runs")
+    s.add_argument("--study")
+    s.add_argument("--status")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("show", help="one stored run: dials, status, final and best metrics")
+    s.add_argument("run_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("notebook", help="run a study's parameterised notebook with papermill")
+    nsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    nr = nsub.add_parser("run", help="execute notebooks/STUDY.ipynb; the executed copy lands in data/reports/")
+    nr.add_argument("study")
+    nr.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="a dial value (repeatable), e.g. -p flip_rate 0.4")
+    nr.add_argument("--output", help="where to write the executed notebook")
+    nr.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
+    nr.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    nr.add_argument("--quiet", action="store_true")
+    nr.set_defaults(func=cmd_notebook_run)
+
+    s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
+                                     "extra options such as --basic-auth are passed to panel")
+    s.add_argument("--port", type=int, default=5006)
+    s.add_argument("--address", default="localhost")
+    s.add_argument("--show", action="store_true", help="open a browser")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "serve":
+            return cmd_serve(args, extra)
+        return args.func(args)
+    except ConfigError as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    except RunNotFound as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
