@@ -49,7 +49,7 @@ def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False
     if not curves:
         curves = [hv.Curve([], axis, ("value", title))]
     return hv.Overlay(curves).opts(
-        hv.opts.Overlay(title=title, legend_position="bottom_left", responsive=True, min_height=280, min_width=320,
+        hv.opts.Overlay(title=title, legend_position="bottom_left", responsive=True, height=300, min_width=320,
                         logx=logx, logy=logy, show_grid=True, toolbar="above"))
 
 
@@ -77,7 +77,7 @@ def loss_histogram(run_or_ds, bins: int = 40) -> hv.HoloMap:
             hists.append(hv.Histogram((edges, counts), kdims=["loss"], vdims=["examples"], label=f"{name} (n={int(mask.sum())})")
                          .opts(color=color, alpha=0.55, line_alpha=0))
         frames[int(ep)] = hv.Overlay(hists).opts(title=f"per-example loss, {cls.axis} {int(ep)}",
-                                                 responsive=True, min_height=280, legend_position="top_right")
+                                                 responsive=True, height=300, legend_position="top_right")
     return hv.HoloMap(frames, kdims=[hv.Dimension("snapshot", label=f"snapshot {cls.axis}")])
 
 

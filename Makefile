@@ -1,0 +1,47 @@
+# Noise Workbench. `make serve`: set up and start the dashboard. `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch where there is no GPU (pip takes the wheel on this disk); override for another build.
+TORCH  ?= torch==2.13.0
+PORT   ?= 5006
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test test-all bench browser kernel clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m ipykernel install --user --name workbench --display-name "Python (workbench)" >/dev/null
+	touch $@
+
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name workbench --display-name "Python (workbench)"
+
+# The dashboard on http://localhost:$(PORT), bound to localhost; results in data/ (local files + SQLite catalog).
+serve: setup
+	$(BIN)/workbench serve --port $(PORT)
+
+# Chromium for the dashboard's browser tests (Debian's package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# The test suite (fast profile: reproduction checks at small settings, the app in headless Chromium).
+test: setup browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything, the long reproduction runs included.
+test-all: setup browser
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m pytest bench --benchmark-enable -m "" -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
