@@ -1,0 +1,68 @@
+"""The `workbench` command, in process (main(argv)) and once as a real subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from workbench.cli import main
+
+RUN = ["run", "label_noise", "--epochs", "2", "--width", "16", "--n-train", "300"]
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    assert "label_noise" in capsys.readouterr().out
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["study"] == "label_noise" and "flip_rate" in rows[0]["dials"]
+
+
+def test_run_runs_show(capsys):
+    assert main(RUN + ["--flip-rate", "0.4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "done" and out["params"]["flip_rate"] == 0.4
+    assert set(out["summary"]["test_acc"]) == {"final", "best", "best_at"}
+    rid = out["id"]
+
+    assert main(RUN + ["--flip-rate", "0.4", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert rid in text and "metric" in text and "test_acc" in text  # the summary table
+
+    assert main(["runs"]) == 0
+    assert rid in capsys.readouterr().out
+    assert main(["runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == rid
+    assert main(["show", rid]) == 0
+    assert "flip_rate=0.4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--flip-rate", "1.2"], "flip_rate=1.2"),
+    (["--width", "0"], "width=0"),
+    (["--dataset", "mnist"], "dataset='mnist'"),
+    (["--transition-matrix", "[[1, 0], [0, 1]]", "--noise-kind", "matrix"], "transition_matrix"),
+])
+def test_bad_input_exits_2_with_the_field(capsys, data_root, args, words):
+    assert main(RUN + args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "not allowed" in err
+    assert not (data_root / "runs").exists()
+
+
+def test_show_unknown_and_malformed_ids(capsys):
+    assert main(["show", "0123456789ab"]) == 1
+    assert main(["show", "../../etc/passwd"]) == 2
+    assert "run_id" in capsys.readouterr().err
+
+
+def test_the_installed_command_shows_a_progress_bar(data_root):
+    exe = os.path.join(os.path.dirname(sys.executable), "workbench")
+    out = subprocess.run([exe] + RUN, capture_output=True, text=True, env={**os.environ,
+                         "WORKBENCH_DATA": str(data_root)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "2/2" in out.stderr and "epoch" in out.stderr  # tqdm
+    assert "best at" in out.stdout
+    bad = subprocess.run([exe, "run", "label_noise", "--width", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "width=0" in bad.stderr
