@@ -33,7 +33,7 @@ def widget_for(name: str, p: param.Parameter) -> pn.widgets.Widget:
 
 
 def _make_widget(label: str, p: param.Parameter) -> pn.widgets.Widget:
-    kw = dict(name=label)
+    kw = dict(label=label)
     if isinstance(p, param.Boolean):
         return pn.widgets.Checkbox(value=p.default, **kw)
     if isinstance(p, param.Selector):
@@ -59,9 +59,9 @@ class StudyPage:
         self.cls = get_study(study)
         self.study, self.store = study, store
         self.dials = {n: widget_for(n, p) for n, p in self.cls.dials().items()}
-        self.run_button = pn.widgets.Button(name="Run", button_type="primary", width=100)
-        self.cancel_button = pn.widgets.Button(name="Cancel", button_type="warning", width=100, disabled=True)
-        self.force = pn.widgets.Checkbox(name="recompute (ignore the stored result)", value=False)
+        self.run_button = pn.widgets.Button(label="Run", color="primary", width=100)
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
+        self.force = pn.widgets.Checkbox(label="recompute (ignore the stored result)", value=False)
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("Ready. Set the dials and press **Run**.", css_classes=["wb-status"])
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])

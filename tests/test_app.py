@@ -1,0 +1,149 @@
+"""The dashboard: the study page in process, and served by `panel serve` driven in headless Chromium."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import workbench as wb
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+# -- in process -------------------------------------------------------------------------------------------------
+def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("label_noise", store=store)
+    assert list(page.dials)[:10] == ["flip_rate", "noise_kind", "width", "depth", "lr", "batch_size", "epochs",
+                                     "loss", "seed", "dataset"]
+    page.panel()
+    page.dials["width"].value = 0
+    page._on_run()
+    assert page.alert.visible and "width=0 is not allowed" in page.alert.object
+    assert page.run_button.disabled is False and store.list() == []
+
+
+def test_page_runs_and_streams_records(store):
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("label_noise", store=store)
+    for k, v in dict(epochs=3, width=16, n_train=300).items():
+        page.dials[k].value = v
+    page._work(page.values(), False, page._cancel, page._queue)  # what the worker thread does
+    page._drain()  # what the periodic callback does
+    assert len(page.buffer.data) == 4 and page.progress.value == 3
+    assert "Done" in page.status.object and page.last_run.status == "done"
+    assert page.result.objects  # the histogram and curves of the finished run
+
+
+# -- served, in a browser -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (make browser installs it)")
+    data = tmp_path_factory.mktemp("appdata")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "apps/index.py", "apps/label_noise.py", "--address", "127.0.0.1",
+         "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
+        cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/label_noise", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(proc.stdout.read().decode())
+    yield url, data
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+POINTS = """() => { let n = 0; for (const m of Bokeh.documents[0].all_models)
+                      if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "/label_noise")
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    return page
+
+
+def set_input(page, label, value):
+    field = page.locator(".bk-input-group", has_text=label).locator("input").first
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_index_links_to_the_study(server, browser):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url + "/index")
+    page.get_by_role("link", name="Label noise: early learning, then memorization").click()
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    page.close()
+
+
+def test_slider_run_live_curve_and_cancel(server, browser):
+    url, data = server
+    page = open_page(browser, url)
+    handle = page.locator(".noUi-handle").first  # the first dial: flip rate
+    handle.focus()
+    handle.press("ArrowLeft")
+    page.get_by_text("flip rate: 0.35").wait_for(timeout=10_000)
+    set_input(page, "epochs", 400)
+    set_input(page, "width", 128)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Running: epoch").wait_for(timeout=30_000)
+    page.wait_for_function(POINTS.replace("return n;", "return n >= 2;"), timeout=30_000)
+    first = page.evaluate(POINTS)
+    page.wait_for_function(POINTS.replace("return n;", f"return n > {first};"), timeout=30_000)
+    assert page.evaluate(POINTS) > first  # the curve gained points while the run went on
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Cancelled").wait_for(timeout=30_000)
+    rows = wb.Store(data).list()
+    assert [r["status"] for r in rows] == ["cancelled"]
+    assert rows[0]["params"]["flip_rate"] == pytest.approx(0.35) and rows[0]["params"]["epochs"] == 400
+    page.screenshot(path=str(data / "label_noise.png"))
+    page.close()
+
+
+def test_a_bad_value_shows_an_error_and_the_server_keeps_serving(server, browser):
+    url, data = server
+    page = open_page(browser, url)
+    set_input(page, "width", 0)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("width=0 is not allowed").wait_for(timeout=15_000)
+    assert urllib.request.urlopen(url + "/label_noise", timeout=10).status == 200
+    other = open_page(browser, url)  # another session still gets a working page
+    other.close()
+    page.close()
