@@ -20,20 +20,23 @@ def test_gce_formula_and_limits():
 
 def test_elr_targets_are_a_running_average_and_the_loss_matches():
     torch.manual_seed(0)
-    elr = losses.ELR(num_examples=5, num_classes=3, lam=2.0, beta=0.6)
-    idx = torch.tensor([1, 3])
-    y = torch.tensor([0, 2])
-    z1, z2 = torch.randn(2, 3), torch.randn(2, 3)
+    # two models with their own λ, β and examples: each follows the formula alone
+    lam, beta = torch.tensor([2.0, 0.5]), torch.tensor([0.6, 0.9])
+    elr = losses.ELR(num_models=2, num_examples=5, num_classes=3, lam=lam, beta=beta)
+    idx = torch.tensor([[1, 3], [0, 1]])
+    y = torch.tensor([[0, 2], [1, 1]])
+    z1, z2 = torch.randn(2, 2, 3), torch.randn(2, 2, 3)
     elr(z1, y, idx)
-    p1 = torch.softmax(z1, 1).clamp(1e-4, 1 - 1e-4)
-    t1 = 0.4 * p1 / p1.sum(1, keepdim=True)
-    torch.testing.assert_close(elr.targets[idx], t1)
-    assert torch.all(elr.targets[[0, 2, 4]] == 0)
     loss = elr(z2, y, idx)
-    p2 = torch.softmax(z2, 1).clamp(1e-4, 1 - 1e-4)
-    t2 = 0.6 * t1 + 0.4 * p2 / p2.sum(1, keepdim=True)
-    expected = torch.nn.functional.cross_entropy(z2, y) + 2.0 * torch.log(1 - (t2 * p2).sum(1)).mean()
-    torch.testing.assert_close(loss, expected)
+    for k in range(2):
+        p1 = torch.softmax(z1[k], 1).clamp(1e-4, 1 - 1e-4)
+        t1 = (1 - beta[k]) * p1 / p1.sum(1, keepdim=True)
+        p2 = torch.softmax(z2[k], 1).clamp(1e-4, 1 - 1e-4)
+        t2 = beta[k] * t1 + (1 - beta[k]) * p2 / p2.sum(1, keepdim=True)
+        torch.testing.assert_close(elr.targets[k, idx[k]], t2)
+        expected = torch.nn.functional.cross_entropy(z2[k], y[k]) + lam[k] * torch.log(1 - (t2 * p2).sum(1)).mean()
+        torch.testing.assert_close(loss[k], expected)
+    assert torch.all(elr.targets[0, [0, 2, 4]] == 0) and torch.all(elr.targets[1, 2:] == 0)
 
 
 def test_accuracy_and_ece():

@@ -33,11 +33,16 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 class Context:
-    """Handed to Study.execute. Records go to `records` and to every sink as they are emitted."""
+    """Handed to Study.execute_group. Records go to `records` and to every sink as they are emitted.
+
+    Studies emit per-model values ((K,) arrays) and put arrays with a leading "model" dim. With squeeze=True (a
+    single run) the model axis is dropped, so a run's records hold plain floats.
+    """
 
     def __init__(self, device: torch.device, sinks: list[Callable[[Record], None]] | tuple = (),
-                 cancel: threading.Event | None = None, total: int | None = None):
+                 cancel: threading.Event | None = None, total: int | None = None, squeeze: bool = True):
         self.device = device
+        self.squeeze = squeeze
         self.sinks = list(sinks)
         self.cancel = cancel or threading.Event()
         self.total = total  # number of records expected (for progress bars)
@@ -47,6 +52,8 @@ class Context:
         self.last_step = 0
 
     def emit(self, record: Record) -> None:
+        if self.squeeze:
+            record = {k: _scalar(v) for k, v in record.items()}
         self.records.append(record)
         self.last_step = int(record.get("step", self.last_step))
         for sink in self.sinks:
@@ -54,6 +61,8 @@ class Context:
 
     def put(self, name: str, dims: tuple, values, **coords) -> None:
         """Keep a non-scalar result (per-example losses, spectra, ...) for the run's dataset."""
+        if self.squeeze and dims and dims[0] == "model":
+            dims, values = dims[1:], values[0]
         self.arrays[name] = (dims, values)
         self.coords.update(coords)
 
@@ -61,3 +70,12 @@ class Context:
         """Raise Cancelled if the run was asked to stop."""
         if self.cancel.is_set():
             raise Cancelled()
+
+
+def _scalar(v):
+    """A length-1 per-model value as a plain number."""
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    if hasattr(v, "__len__") and len(v) == 1:
+        v = v[0]
+    return v.item() if hasattr(v, "item") else v

@@ -32,6 +32,8 @@ class Study(param.Parameterized):
     peak: ClassVar[tuple] = ("", "max")
     #: dials shown first in the app, in this order (the rest follow)
     primary: ClassVar[tuple] = ()
+    #: dials that keep tensor shapes: configs differing only in these train together as one program
+    batchable: ClassVar[frozenset] = frozenset({"seed"})
 
     seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: data split, label flips, init and batch order.")
 
@@ -72,9 +74,20 @@ class Study(param.Parameterized):
         return {n: _plain(getattr(self, n)) for n in self.dials()}
 
     # -- running ----------------------------------------------------------------------------------------------
-    def execute(self, ctx) -> None:  # pragma: no cover - abstract
-        """Train/sample, emitting one record per `axis` step through ctx.emit and arrays through ctx.put."""
+    def execute(self, ctx) -> None:
+        """Train this one config (a group of one)."""
+        type(self).execute_group(ctx, [self])
+
+    @classmethod
+    def execute_group(cls, ctx, configs: list["Study"]) -> None:  # pragma: no cover - abstract
+        """Train K configs that differ only in `batchable` dials, as one program. Emit one record per `axis` step
+        through ctx.emit (each metric a (K,) array) and arrays with a leading "model" dim through ctx.put."""
         raise NotImplementedError
+
+    def group_key(self) -> tuple:
+        """Configs with equal keys can share one program."""
+        return tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(self.config().items())
+                     if k not in self.batchable)
 
 
 def coerce(p: param.Parameter, field: str, value):

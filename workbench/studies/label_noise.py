@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import param
 import torch
-import torch.nn.functional as F
 
 from .. import datasets, models
-from ..engine import losses
+from ..engine import ensemble, losses
 from ..errors import ConfigError, Diverged
 from ..noise import labels
 from ..probes import metrics
@@ -32,6 +31,8 @@ class LabelNoise(Study):
         "Calibration (test ECE)": ["ece"],
     }
     peak = ("test_acc", "max")
+    batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
+                           "gce_q", "elr_lambda", "elr_beta"})
     primary = ("flip_rate", "noise_kind", "width", "depth", "lr", "batch_size", "epochs", "loss", "seed", "dataset")
 
     flip_rate = param.Number(0.4, bounds=(0.0, 1.0), step=0.05, doc="Fraction of training labels changed (symmetric/pair).")
@@ -74,76 +75,99 @@ class LabelNoise(Study):
             self._data, self._data_key = datasets.load(self.dataset, self.n_train, self.seed, self.data_path), key
         return self._data
 
-    def execute(self, ctx):
-        dev = ctx.device
-        data = self._load()
-        g = torch.Generator().manual_seed(self.seed)
-        T = labels.transition_matrix(self.noise_kind, data.num_classes, self.flip_rate, self.transition_matrix)
-        y_noisy, flipped = labels.flip(data.y_train, T, generator=g)
-        model = models.build(self.model, input_dim=data.input_dim, width=self.width, depth=self.depth,
-                             num_classes=data.num_classes, generator=g, image_shape=data.image_shape).to(dev)
-        if self.optimizer == "adam":
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        x_tr, x_te = data.x_train.to(dev), data.x_test.to(dev)
-        y_tr, y_te, y_true = y_noisy.to(dev), data.y_test.to(dev), data.y_train.to(dev)
-        flipped_d = flipped.to(dev)
-        n = len(y_tr)
-        loss_fn = losses.make(self.loss, num_examples=n, num_classes=data.num_classes, q=self.gce_q,
-                              lam=self.elr_lambda, beta=self.elr_beta, device=dev)
+    @classmethod
+    def execute_group(cls, ctx, configs):
+        dev, c0, k = ctx.device, configs[0], len(configs)
+        data = [c._load() for c in configs]  # the split depends on the seed: per-model data
+        num_classes = data[0].num_classes
+        gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+        flips = [labels.flip(d.y_train, labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate,
+                                                                  c.transition_matrix), generator=g)
+                 for c, d, g in zip(configs, data, gens)]
+        modules = [models.build(c.model, input_dim=d.input_dim, width=c.width, depth=c.depth,
+                                num_classes=num_classes, generator=g, image_shape=d.image_shape)
+                   for c, d, g in zip(configs, data, gens)]
+        net = ensemble.stack(modules, dev)
+        hyper = {name: ensemble.per_model([getattr(c, name) for c in configs], k, dev)
+                 for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}
+        opt = ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"])
+        stackd = lambda xs, dt=None: torch.stack(xs).to(dev)  # noqa: E731
+        x_tr, x_te = stackd([d.x_train for d in data]), stackd([d.x_test for d in data])  # (K, n, ...)
+        y_true, y_te = stackd([d.y_train for d in data]), stackd([d.y_test for d in data])  # (K, n)
+        y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask
+        n = y_tr.shape[1]
+        loss_fn = losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
+                              lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev)
 
-        snap_at = set(np.unique(np.linspace(0, self.epochs, self.loss_snapshots).round().astype(int)).tolist()) \
-            if self.loss_snapshots else set()
+        epochs = c0.epochs
+        snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
+            if c0.loss_snapshots else set()
         snaps, snap_epochs = [], []
-        ctx.put("flipped", ("example",), flipped.numpy())
-        ctx.put("noisy_label", ("example",), y_noisy.numpy())
-        ctx.put("true_label", ("example",), data.y_train.numpy())
-        classes = np.arange(data.num_classes)
-        ctx.put("transition_matrix", ("true_class", "noisy_class"), T.numpy(), true_class=classes, noisy_class=classes)
+        diverged = np.full(k, -1, dtype=np.int64)  # the step at which each model went non-finite
+        ctx.put("flipped", ("model", "example"), flipped.cpu().numpy())
+        ctx.put("noisy_label", ("model", "example"), y_tr.cpu().numpy())
+        ctx.put("true_label", ("model", "example"), y_true.cpu().numpy())
+        ctx.put("diverged_step", ("model",), diverged)
+        classes = np.arange(num_classes)
+        ctx.put("transition_matrix", ("model", "true_class", "noisy_class"),
+                np.stack([labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate, c.transition_matrix)
+                          .numpy() for c in configs]), true_class=classes, noisy_class=classes)
 
-        def evaluate(epoch: int, step: int, train_loss: float | None):
-            model.eval()
+        def evaluate(epoch: int, step: int, train_loss):
             with torch.no_grad():
-                z_tr, z_te = _logits(model, x_tr), _logits(model, x_te)
-            model.train()
-            per_example = F.cross_entropy(z_tr, y_tr, reduction="none")  # loss on the (noisy) training labels
+                z_tr, z_te = _logits(net, x_tr), _logits(net, x_te)  # (K, n, C)
+            per_example = losses.cross_entropy(z_tr, y_tr)  # (K, n) loss on the (noisy) training labels
+            pred_tr, pred_te = z_tr.argmax(-1), z_te.argmax(-1)
+            clean = ~flipped
             rec = {
                 "epoch": epoch, "step": step,
-                "train_loss": train_loss if train_loss is not None else per_example.mean().item(),
-                "train_acc": metrics.accuracy(z_tr, y_tr),
-                "train_clean_acc": metrics.accuracy(z_tr[~flipped_d], y_true[~flipped_d]),
-                "memorized": metrics.accuracy(z_tr[flipped_d], y_tr[flipped_d]),
-                "flipped_true_acc": metrics.accuracy(z_tr[flipped_d], y_true[flipped_d]),
-                "test_acc": metrics.accuracy(z_te, y_te),
-                "test_loss": F.cross_entropy(z_te, y_te).item(),
-                "ece": metrics.ece(z_te, y_te),
+                "train_loss": per_example.mean(1) if train_loss is None else train_loss,
+                "train_acc": _mean(pred_tr == y_tr),
+                "train_clean_acc": _mean(pred_tr == y_true, clean),
+                "memorized": _mean(pred_tr == y_tr, flipped),
+                "flipped_true_acc": _mean(pred_tr == y_true, flipped),
+                "test_acc": _mean(pred_te == y_te),
+                "test_loss": losses.cross_entropy(z_te, y_te).mean(1),
+                "ece": torch.tensor([metrics.ece(z_te[i], y_te[i]) for i in range(k)]),
             }
+            rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
             if epoch in snap_at:
                 snaps.append(per_example.cpu().numpy())
                 snap_epochs.append(epoch)
-                ctx.put("example_loss", ("snapshot", "example"), np.stack(snaps), snapshot=np.array(snap_epochs))
+                ctx.put("example_loss", ("model", "snapshot", "example"), np.stack(snaps, axis=1),
+                        snapshot=np.array(snap_epochs))
             ctx.emit(rec)
 
         step = 0
         evaluate(0, 0, None)
-        for epoch in range(1, self.epochs + 1):
-            perm = torch.randperm(n, generator=g).to(dev)
-            total, count = 0.0, 0
-            for start in range(0, n, self.batch_size):
+        for epoch in range(1, epochs + 1):
+            perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)  # (K, n)
+            total = torch.zeros(k, device=dev)
+            for idx in ensemble.batches(perms, c0.batch_size):  # idx: (K, B)
                 ctx.check()
-                idx = perm[start:start + self.batch_size]
-                loss = loss_fn(model(x_tr[idx]), y_tr[idx], idx)
+                per_model = loss_fn(net(ensemble.gather(x_tr, idx)), ensemble.gather(y_tr, idx), idx)  # (K,)
                 step += 1
-                if not torch.isfinite(loss):
-                    raise Diverged(step, "loss")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-            evaluate(epoch, step, total / count)
+                bad = ~torch.isfinite(per_model.detach())
+                if bad.any():
+                    newly = bad.cpu().numpy() & (diverged < 0)
+                    diverged[newly] = step
+                    ctx.put("diverged_step", ("model",), diverged.copy())
+                    if (diverged >= 0).all():
+                        raise Diverged(int(diverged.max()), "loss")
+                grads = torch.autograd.grad(per_model.sum(), net.tensors())  # models never mix: each gets its own
+                opt.step(grads)
+                total += per_model.detach() * idx.shape[1]
+            evaluate(epoch, step, total / n)
 
 
-def _logits(model, x, chunk: int = 8192):
-    return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else model(x)
+def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-model fraction of True in `hit` (K, n), over the examples where `mask` is True (nan where none)."""
+    hit = hit.float()
+    if mask is None:
+        return hit.mean(1)
+    m = mask.float()
+    return (hit * m).sum(1) / m.sum(1)  # 0/0 -> nan for a model with no such examples
+
+
+def _logits(net, x, chunk: int = 8192):
+    return torch.cat([net(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
