@@ -74,11 +74,63 @@ def cmd_run(args) -> int:
     from .runs import run
 
     cls = get_study(args.study)
-    dials = {n: getattr(args, n) for n in cls.dials() if getattr(args, n) is not None}
+    dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
     result = run(args.study, force=args.force, device=args.device, progress=not (args.quiet or args.json),
                  tags=args.tag or (), **dials)
     _print_run(result, args.json)
     return {"done": 0, "diverged": 0, "cancelled": 130, "failed": 1}[result.status]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [0, 1, 2]; '0,5,7' -> [0, 5, 7]."""
+    try:
+        if "," in text:
+            return [int(v) for v in text.split(",") if v.strip()]
+        n = int(text)
+    except ValueError:
+        raise ConfigError("seeds", text, "a count (3 -> seeds 0, 1, 2) or a comma-separated list of seeds") from None
+    if n < 1:
+        raise ConfigError("seeds", text, "a count of at least 1")
+    return list(range(n))
+
+
+def cmd_sweep(args) -> int:
+    from .runs import sweep
+    from .runs.sweep import parse_values
+
+    cls = get_study(args.study)
+    grid = {}
+    for spec in args.grid or []:
+        name, sep, values = spec.partition("=")
+        if not sep:
+            raise ConfigError("grid", spec, "NAME=START:STOP:COUNT or NAME=V1,V2,...")
+        grid[name.strip().replace("-", "_")] = parse_values(values)
+    dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
+    result = sweep(args.study, grid, parse_seeds(args.seeds), force=args.force, device=args.device,
+                   executor="dask" if (args.dask or args.scheduler) else "local", scheduler=args.scheduler,
+                   progress=not (args.quiet or args.json), tags=args.tag or (), **dials)
+    metric = cls.peak[0]
+    if args.json:
+        out = {k: result.meta.get(k) for k in ("id", "study", "kind", "status", "params", "wall_s", "error")}
+        out["path"] = str(result.path)
+        if metric in result.ds:
+            final = result.ds[metric].isel({cls.axis: -1})
+            out[f"final_{metric}"] = {"dims": list(final.dims), "values": final.values.tolist()}
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"sweep {result.id}  study {result.study}  status {result.status}  ({result.meta.get('wall_s')} s)")
+        if result.error:
+            print(f"error: {result.error}")
+        print(f"file:  {result.path}")
+        if metric in result.ds:
+            final = result.ds[metric].isel({cls.axis: -1})
+            stats = final.mean("seed").to_dataframe(name="mean").join(
+                final.std("seed", ddof=1 if final.sizes["seed"] > 1 else 0).to_dataframe(name="std")[["std"]])
+            print(f"\nfinal {metric}, mean ± std over {final.sizes['seed']} seeds")
+            rows = [[*(idx if isinstance(idx, tuple) else (idx,)), f"{r['mean']:.4g}", f"{r['std']:.2g}"]
+                    for idx, r in stats[["mean", "std"]].iterrows()]
+            print(_table(rows, [*stats.index.names, "mean", "std"]))
+    return {"done": 0, "cancelled": 130, "failed": 1}.get(result.status, 1)
 
 
 def cmd_runs(args) -> int:
@@ -97,16 +149,31 @@ def cmd_runs(args) -> int:
         defaults = get_study(r["study"]).defaults() if r["study"] in study_names() else {}
         return " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()) if defaults.get(k, object()) != v)
 
-    print(_table([[r["id"], r["study"], r["status"] + (f"@{r['step']}" if r["status"] == "diverged" else ""),
-                   r["finished"], r["wall_s"], changed(r)] for r in rows],
-                 ["id", "study", "status", "finished", "wall_s", "dials (not default)"]))
+    def dials(r):
+        if r.get("kind") == "sweep":
+            return "grid " + " ".join(f"{k}={len(v)}" for k, v in r["params"]["grid"].items()) + \
+                f" seeds={len(r['params']['seeds'])}"
+        return changed(r)
+
+    print(_table([[r["id"], r["study"], r.get("kind", "run"),
+                   r["status"] + (f"@{r['step']}" if r["status"] == "diverged" else ""),
+                   r["finished"], r["wall_s"], dials(r)] for r in rows],
+                 ["id", "study", "kind", "status", "finished", "wall_s", "dials (not default)"]))
     return 0
 
 
 def cmd_show(args) -> int:
-    from .runs import load
+    from .runs import Sweep, load
 
-    _print_run(load(args.run_id), args.json)
+    run = load(args.run_id)
+    if isinstance(run, Sweep):
+        if args.json:
+            print(json.dumps({**run.meta, "path": str(run.path)}, indent=2, default=str))
+        else:
+            print(f"{run!r}\nfile:  {run.path}\n")
+            print(run.ds)
+        return 0
+    _print_run(run, args.json)
     return 0
 
 
@@ -168,6 +235,13 @@ def _param_pair(text):
     raise argparse.ArgumentTypeError("expected NAME VALUE or NAME=VALUE")
 
 
+def _add_dials(parser, cls, skip=()) -> None:
+    for name, par in cls.dials().items():
+        if name not in skip:
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="V",
+                                help=f"{par.doc} Allowed: {describe(par)}. Default: {par.default}.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -181,15 +255,33 @@ def build_parser() -> argparse.ArgumentParser:
     for key in study_names():
         cls = get_study(key)
         sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
-        for name, par in cls.dials().items():
-            sp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="V",
-                            help=f"{par.doc} Allowed: {describe(par)}. Default: {par.default}.")
+        _add_dials(sp, cls)
         sp.add_argument("--force", action="store_true", help="recompute even if the same config is stored")
         sp.add_argument("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, ...")
         sp.add_argument("--tag", action="append", help="tag the run (repeatable)")
         sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
         sp.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sweep", help="a grid over dials x seeds, trained as ensembles; resumable; Dask if asked")
+    sweep_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY")
+    for key in study_names():
+        cls = get_study(key)
+        sp = sweep_sub.add_parser(key, help=cls.title, description=f"Sweep: {cls.title}. Dials not in a --grid "
+                                  "are fixed at the value given (or their default).")
+        sp.add_argument("--grid", action="append", metavar="NAME=VALUES",
+                        help="a swept dial: NAME=START:STOP:COUNT or NAME=V1,V2,... (repeatable)")
+        sp.add_argument("--seeds", default="1", help="a count (3 -> seeds 0,1,2) or a list (0,5,7)")
+        _add_dials(sp, cls, skip=("seed",))
+        sp.add_argument("--dask", action="store_true", help="run the tasks on a Dask LocalCluster")
+        sp.add_argument("--scheduler", default=None,
+                        help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS with --dask)")
+        sp.add_argument("--force", action="store_true", help="recompute every cell")
+        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+        sp.add_argument("--tag", action="append", help="tag the sweep (repeatable)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("runs", help="the catalog of stored runs")
     s.add_argument("--study")

@@ -5,6 +5,7 @@ Every loader returns a `Data` with a fixed train/test split drawn from `seed`; l
 """
 from __future__ import annotations
 
+import functools
 import math
 import zipfile
 from dataclasses import dataclass
@@ -114,7 +115,16 @@ def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field:
 
 
 def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "") -> Data:
-    """Load a data set by name; see NAMES."""
+    """Load a data set by name; see NAMES. Results are cached (a sweep asks for the same split many times)."""
+    stamp = None
+    if name == "npz" and path and Path(path).expanduser().is_file():
+        st = Path(path).expanduser().stat()
+        stamp = (st.st_mtime_ns, st.st_size)  # a changed file is read again
+    return _load(name, n_train, seed, path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(name: str, n_train: int | None, seed: int, path: str, stamp) -> Data:
     if name == "digits":
         return digits(n_train, seed)
     if name == "blobs":

@@ -115,8 +115,11 @@ def to_dataset(ctx: Context, axis: str) -> xr.Dataset:
     """Records (one dict per axis step) and kept arrays -> one Dataset."""
     keys = [k for k in (ctx.records[0] if ctx.records else {}) if k != axis]
     index = np.array([r[axis] for r in ctx.records], dtype=np.int64)
-    data = {k: ((axis,), np.array([r.get(k, np.nan) for r in ctx.records])) for k in keys}
-    data.update({k: v for k, v in ctx.arrays.items()})
+    data = {}
+    for k in keys:
+        values = np.array([r.get(k, np.nan) for r in ctx.records])  # (steps,) or (steps, K) for a group
+        data[k] = ((axis,), values) if values.ndim == 1 else (("model", axis), values.T)
+    data.update(ctx.arrays)
     return xr.Dataset(data, coords={axis: index, **ctx.coords})
 
 
@@ -185,6 +188,10 @@ def load(run_id: str, store: Store | None = None) -> Run:
     meta = store.get(check_run_id(run_id))
     if meta is None:
         raise RunNotFound(f"no run {run_id!r} in {store.catalog}")
+    if meta.get("kind") == "sweep":
+        from .sweep import Sweep
+
+        return Sweep(meta, store=store)
     return Run(meta, store=store)
 
 

@@ -19,11 +19,12 @@ from ..errors import ConfigError, RunNotFound
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 STATUSES = ("done", "diverged", "failed", "cancelled")
-_COLUMNS = ("id", "study", "status", "params", "created", "finished", "wall_s", "path", "error", "step", "device",
-            "tags")
+_COLUMNS = ("id", "study", "kind", "status", "params", "created", "finished", "wall_s", "path", "error", "step",
+            "device", "tags")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, study TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL,
+    id TEXT PRIMARY KEY, study TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'run', status TEXT NOT NULL,
+    params TEXT NOT NULL,
     created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL, error TEXT, step INTEGER,
     device TEXT, tags TEXT NOT NULL DEFAULT ''
 );
@@ -70,10 +71,14 @@ class Store:
             row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _row(row) if row else None
 
-    def list(self, study: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict]:
+    def list(self, study: str | None = None, status: str | None = None, limit: int | None = None,
+             kind: str | None = None) -> list[dict]:
         if not self.catalog.exists():
             return []
         where, args = [], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
         if study:
             where.append("study = ?")
             args.append(study)
@@ -109,6 +114,7 @@ class Store:
         row["params"] = json.dumps(meta["params"], sort_keys=True)
         row["path"] = str(path.relative_to(self.root))
         row["tags"] = ",".join(meta.get("tags") or [])
+        row["kind"] = meta.get("kind") or "run"
         with closing(self._connect()) as con, con:
             con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                         [row[k] for k in _COLUMNS])

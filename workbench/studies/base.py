@@ -84,6 +84,10 @@ class Study(param.Parameterized):
         through ctx.emit (each metric a (K,) array) and arrays with a leading "model" dim through ctx.put."""
         raise NotImplementedError
 
+    def model_bytes(self) -> int:
+        """About how much memory one model of this config needs while training (sizes a sweep's tasks)."""
+        return 64 << 20
+
     def group_key(self) -> tuple:
         """Configs with equal keys can share one program."""
         return tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(self.config().items())

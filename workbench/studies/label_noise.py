@@ -75,6 +75,13 @@ class LabelNoise(Study):
             self._data, self._data_key = datasets.load(self.dataset, self.n_train, self.seed, self.data_path), key
         return self._data
 
+    def model_bytes(self) -> int:
+        data = self._load()
+        n, d, c, w = len(data.y_train) + len(data.y_test), data.input_dim, data.num_classes, self.width
+        params = d * w + (self.depth - 1) * w * w + w * c
+        # parameters with grad and optimizer state; per-example data and labels; the evaluation's activations
+        return 4 * (4 * params + n * (d + 4) + n * w * (self.depth + 1) + len(data.y_train) * c * 2)
+
     @classmethod
     def execute_group(cls, ctx, configs):
         dev, c0, k = ctx.device, configs[0], len(configs)

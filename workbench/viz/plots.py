@@ -88,3 +88,72 @@ def overview(run_or_ds) -> hv.Layout:
     if "example_loss" in ds:
         layout = (layout + loss_histogram(ds)).cols(3)
     return layout
+
+
+REDUCTIONS = ("final", "best", "peak_minus_final")
+
+
+def reduce_axis(da: xr.DataArray, axis: str, epoch="final") -> xr.DataArray:
+    """One value per cell from a curve: its final value, its best (max; min for losses and ECE), the peak minus
+    the final value (the size of an early-learning drop), or the value at a given step of `axis`."""
+    lower = "loss" in str(da.name) or da.name == "ece"
+    if epoch == "final":
+        return da.isel({axis: -1})
+    if epoch == "best":
+        return da.min(axis) if lower else da.max(axis)
+    if epoch == "peak_minus_final":
+        return (da.min(axis) if lower else da.max(axis)) - da.isel({axis: -1})
+    if isinstance(epoch, (int, np.integer)):
+        return da.sel({axis: int(epoch)})
+    raise ValueError(f"epoch={epoch!r} is not allowed: one of {', '.join(REDUCTIONS)} or an integer {axis}")
+
+
+def cell_table(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final") -> pd.DataFrame:
+    """Per (x, y) cell: mean, std and n over seeds (other swept dims averaged) of the reduced metric."""
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    if metric not in ds:
+        raise ValueError(f"metric={metric!r} is not allowed: one of {', '.join(n for n in ds.data_vars)}")
+    for name, dim in (("x", x), ("y", y)):
+        if dim not in ds[metric].dims:
+            raise ValueError(f"{name}={dim!r} is not allowed: a swept dim of {metric}: {', '.join(ds[metric].dims)}")
+    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    extra = [d for d in da.dims if d not in (x, y, "seed")]
+    if extra:
+        da = da.mean(extra)
+    if "seed" in da.dims:
+        mean, std, n = da.mean("seed"), da.std("seed", ddof=1) if da.sizes["seed"] > 1 else da.mean("seed") * np.nan, \
+            da.count("seed")
+    else:
+        mean, std, n = da, da * np.nan, da.notnull().astype(int)
+    df = xr.Dataset({"mean": mean, "std": std, "n": n}).to_dataframe().reset_index()
+    return df[[x, y, "mean", "std", "n"]]
+
+
+def phase_diagram(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis") -> hv.HeatMap:
+    """A metric over two swept dials, each cell the mean over seeds (hover: spread and n); other dials averaged."""
+    df = cell_table(ds, metric, x, y, epoch)
+    for dim in (x, y):  # categorical axes keep the grid's own order and show every value
+        df[dim] = df[dim].map(lambda v: f"{v:g}" if isinstance(v, (float, np.floating)) else str(v))
+    label = LABELS.get(metric, metric)
+    title = f"{label} ({epoch if isinstance(epoch, str) else f'epoch {epoch}'}), mean over seeds"
+    return hv.HeatMap(df, kdims=[x, y], vdims=[("mean", label), "std", "n"]).opts(
+        cmap=cmap, colorbar=True, tools=["hover", "tap"], title=title, responsive=True, height=360,
+        xlabel=x, ylabel=y, line_color="white", line_width=1)
+
+
+def sweep_curves(ds: xr.Dataset, metric: str, cell: dict) -> hv.Overlay:
+    """The curves of one cell of a sweep: one faint line per seed and their mean."""
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    da = ds[metric].sel(cell)
+    extra = [d for d in da.dims if d not in (cls.axis, "seed")]
+    if extra:
+        da = da.mean(extra)
+    seeds = da["seed"].values if "seed" in da.dims else [None]
+    lines = [hv.Curve((da[cls.axis].values, (da.sel(seed=s) if s is not None else da).values), cls.axis, metric)
+             .opts(color="gray", alpha=0.4, line_width=1) for s in seeds]
+    mean = da.mean("seed") if "seed" in da.dims else da
+    lines.append(hv.Curve((mean[cls.axis].values, mean.values), cls.axis, metric, label="mean over seeds")
+                 .opts(color=PALETTE[0], line_width=2))
+    where = ", ".join(f"{k}={v}" for k, v in cell.items())
+    return hv.Overlay(lines).opts(title=f"{LABELS.get(metric, metric)} at {where}", responsive=True, height=300,
+                                  show_grid=True)

@@ -1,0 +1,318 @@
+"""Sweeps: a grid over dials × seeds, trained group by group, stored part by part, resumable, on Dask if asked.
+
+Cells that differ only in shape-keeping dials (the study's `batchable`: seed, flip rate, learning rate, ...) train
+together as one program; dials that change shapes (width, depth, ...) split the grid into groups. Each group (or a
+memory-sized chunk of one) is one task. Every finished task is written to the store atomically before the next is
+awaited; a rerun of a killed sweep computes only the missing tasks. Workers compute and return; only the client
+writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import xarray as xr
+
+from ..engine import Context, pick_device
+from ..errors import Cancelled, ConfigError, Diverged
+from ..studies import get as get_study
+from ..studies.base import coerce
+from .run import Run, code_version, git_commit, now, to_dataset, versions
+from .store import Store
+
+log = logging.getLogger("workbench")
+MAX_MODELS = 64  # models per task at most: keeps tasks short enough to resume and to spread over workers
+
+
+class Sweep(Run):
+    """A finished (or partly finished) sweep. `ds` has one dim per swept dial, plus seed and the study's axis."""
+
+    @property
+    def grid(self) -> dict:
+        return self.config["grid"]
+
+    def summary(self) -> dict:
+        return {}
+
+    def phase_diagram(self, metric: str, x: str, y: str, **kw):
+        from .. import viz
+
+        return viz.phase_diagram(self.ds, metric, x=x, y=y, **kw)
+
+    def __repr__(self):
+        dims = ", ".join(f"{k}={len(v)}" for k, v in self.grid.items())
+        return f"Sweep(id={self.id!r}, study={self.study!r}, status={self.status!r}, grid=({dims}), " \
+               f"seeds={self.config['seeds']})"
+
+
+def parse_values(text: str) -> list:
+    """CLI grid syntax: 'a:b:n' (n evenly spaced values from a to b) or 'v1,v2,...'."""
+    parts = text.split(":")
+    if len(parts) == 3:
+        try:
+            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise ConfigError("grid", text, "START:STOP:COUNT or a comma-separated list") from None
+        if n < 1:
+            raise ConfigError("grid", text, "a COUNT of at least 1")
+        return [round(float(v), 12) for v in np.linspace(a, b, n)]
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def plan(study: str, grid: dict, seeds: Iterable[int], dials: dict):
+    """Validate everything and lay out the cells. Nothing runs and nothing is written here."""
+    cls = get_study(study)
+    names = cls.dials()
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("grid", grid, "a dict of at least one dial -> list of values")
+    clean = {}
+    for name, values in grid.items():
+        if name == "seed":
+            raise ConfigError("grid", name, "dials other than seed (pass seeds=[...] instead)")
+        if name not in names:
+            raise ConfigError("grid", name, f"dials of study {study!r}: {', '.join(names)}")
+        if name in dials:
+            raise ConfigError(name, dials[name], "either a grid dial or a fixed dial, not both")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ConfigError(f"grid.{name}", values, "a list of values")
+        values = [coerce(names[name], name, v) for v in values]
+        if not values:
+            raise ConfigError(f"grid.{name}", values, "a non-empty list")
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise ConfigError(f"grid.{name}", values, "distinct values")
+        clean[name] = values
+    seeds = [coerce(names["seed"], "seeds", s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", seeds, "a non-empty list of distinct seeds")
+    if "seed" in dials:
+        raise ConfigError("seed", dials["seed"], "seeds=[...] for a sweep")
+    cls.configure(**dials)  # the fixed dials alone, for a clear message
+    cells = []
+    for combo in itertools.product(*clean.values(), seeds):
+        values = dict(zip(list(clean) + ["seed"], combo))
+        cells.append(cls.configure(**dials, **values))
+    fixed = {k: v for k, v in cells[0].config().items() if k not in clean and k != "seed"}
+    config = {"grid": clean, "seeds": seeds, "fixed": fixed}
+    blob = json.dumps({"study": study, "sweep": config, "version": code_version()}, sort_keys=True)
+    return cls, cells, config, hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def tasks(cls, cells: list, device) -> list[list]:
+    """Group cells by their shape-changing dials; split groups into chunks that fit in memory."""
+    groups: dict[tuple, list] = {}
+    for cell in cells:
+        groups.setdefault(cell.group_key(), []).append(cell)
+    budget = _memory_budget(device)
+    out = []
+    for members in groups.values():
+        per_model = max(1, members[0].model_bytes())
+        size = int(max(1, min(MAX_MODELS, budget // per_model)))
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out
+
+
+def _memory_budget(device) -> int:
+    """Bytes a task may use: half the free GPU memory, or a quarter of the available RAM."""
+    import torch
+
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0] * 0.5)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return int(info.get("MemAvailable", 4 << 30) * 0.25)
+    except OSError:
+        return 1 << 30
+
+
+def train_task(study: str, configs: list[dict], device: str | None = None, sinks=(), cancel=None,
+               threads: int | None = None) -> xr.Dataset:
+    """Train one task's cells as one program; returns its Dataset (dims: model, axis, ...). Runs on workers."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    cls = get_study(study)
+    cells = [cls.configure(**c) for c in configs]
+    ctx = Context(pick_device(device), sinks, cancel, squeeze=False)
+    error = ""
+    try:
+        cls.execute_group(ctx, cells)
+    except Diverged:  # every model of the task diverged: its cells say where (diverged_step)
+        pass
+    except Cancelled:
+        raise
+    except Exception as e:  # noqa: BLE001 - the task is reported failed, the sweep goes on
+        log.exception("sweep task of %s failed", study)
+        error = f"{type(e).__name__}: {e}"
+    ds = to_dataset(ctx, cls.axis)
+    ds.attrs["error"] = error
+    ds.attrs["device"] = str(ctx.device)
+    return ds
+
+
+def _label(ds: xr.Dataset, cells: list, grid: dict) -> xr.Dataset:
+    """Attach each model's grid values and seed as coordinates along "model"."""
+    coords = {name: ("model", [getattr(c, name) for c in cells]) for name in list(grid) + ["seed"]}
+    if "model" not in ds.dims:
+        ds = ds.expand_dims(model=len(cells))
+    return ds.assign_coords(coords)
+
+
+def _combine(parts: list[xr.Dataset], grid: dict, seeds: list, axis: str) -> xr.Dataset:
+    """Parts (dims: model, ...) -> one Dataset with a dim per swept dial, seed, and the axis."""
+    merged = xr.concat(parts, dim="model", join="outer", data_vars="all", coords="different", compat="equals",
+                       combine_attrs="drop")
+    keys = list(grid) + ["seed"]
+    merged = merged.set_index(model=keys).unstack("model")
+    order = {k: grid[k] for k in grid}
+    order["seed"] = seeds
+    merged = merged.reindex(order)  # the grid's own order, not sorted
+    lead = [*keys, axis]
+    return merged.transpose(*[d for d in lead if d in merged.dims], ...)
+
+
+def _part_path(store: Store, study: str, sweep_id: str, cells: list) -> Path:
+    key = hashlib.sha256(json.dumps([c.config() for c in cells], sort_keys=True).encode()).hexdigest()[:12]
+    return store.root / "sweeps" / study / sweep_id / f"part-{key}.nc"
+
+
+def _write_atomic(ds: xr.Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _client(executor: str, scheduler: str | None):
+    """A Dask client: an existing scheduler (argument or DASK_SCHEDULER_ADDRESS), else a LocalCluster on loopback."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        return Client(address, timeout="30s"), None
+    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // 1), threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def sweep(study: str, grid: dict, seeds: Iterable[int] = (0,), *, force: bool = False, device: str | None = None,
+          executor: str = "local", scheduler: str | None = None, client=None, progress: bool = True,
+          store: Store | None = None, sinks: Iterable[Callable] = (), cancel: threading.Event | None = None,
+          tags: Iterable[str] = (), **dials) -> Sweep:
+    """Train every cell of grid × seeds (the other dials fixed as given) and return a Sweep.
+
+    executor: "local" (this process) or "dask" (a LocalCluster, or `scheduler` / DASK_SCHEDULER_ADDRESS, or a
+    given `client`). Sinks receive ("record", task, record) while a local task trains and ("part", task, dataset)
+    when any task is stored. A killed sweep resumes: stored tasks are read back, not recomputed.
+    """
+    if executor not in ("local", "dask"):
+        raise ConfigError("executor", executor, "local or dask")
+    cls, cells, config, sid = plan(study, grid, seeds, dials)
+    store = store or Store()
+    if not force:
+        meta = store.get(sid)
+        if meta and meta["status"] == "done" and (store.root / meta["path"]).is_file():
+            return Sweep(meta, store=store)
+    dev = pick_device(device)
+    jobs = tasks(cls, cells, dev)
+    paths = [_part_path(store, study, sid, job) for job in jobs]
+    if force:
+        for p in paths:
+            p.unlink(missing_ok=True)
+    sinks = list(sinks)
+    cancel = cancel or threading.Event()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), unit="cell", desc=f"sweep {study}", dynamic_ncols=True)
+    parts: dict[int, xr.Dataset] = {}
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    created = now()
+
+    def finish(j: int, ds: xr.Dataset) -> None:
+        if ds.attrs.get("error"):
+            errors.append(ds.attrs["error"])
+        else:
+            _write_atomic(ds, paths[j])
+        parts[j] = ds
+        if bar is not None:
+            bar.update(len(jobs[j]))
+        for sink in sinks:
+            sink(("part", j, ds))
+
+    for j, p in enumerate(paths):  # resume
+        if p.is_file():
+            finish(j, xr.load_dataset(p, engine="h5netcdf"))
+    todo = [j for j in range(len(jobs)) if j not in parts]
+    status = "done"
+    try:
+        if executor == "local" or not todo:
+            for j in todo:
+                if cancel.is_set():
+                    raise Cancelled()
+                task_sinks = [lambda rec, j=j: [s(("record", j, rec)) for s in sinks]] if sinks else []
+                ds = train_task(study, [c.config() for c in jobs[j]], str(dev), task_sinks, cancel)
+                finish(j, _label(ds, jobs[j], config["grid"]))
+        else:
+            from distributed import as_completed
+
+            own = None
+            if client is None:
+                client, own = _client(executor, scheduler)
+            try:
+                futures = {client.submit(train_task, study, [c.config() for c in jobs[j]], device, threads=1,
+                                         pure=False): j for j in todo}
+                for fut in as_completed(futures):
+                    if cancel.is_set():
+                        for f in futures:
+                            f.cancel()
+                        raise Cancelled()
+                    j = futures[fut]
+                    finish(j, _label(fut.result(), jobs[j], config["grid"]))
+            finally:
+                if own is not None:
+                    client.close()
+                    own.close()
+    except (Cancelled, KeyboardInterrupt):
+        status = "cancelled"
+    finally:
+        if bar is not None:
+            bar.close()
+    if errors and status == "done":
+        status = "failed"
+    ok = [parts[j] for j in sorted(parts) if not parts[j].attrs.get("error")]
+    ds = _combine(ok, config["grid"], config["seeds"], cls.axis) if ok else xr.Dataset()
+    meta = {"id": sid, "study": study, "kind": "sweep", "params": config, "status": status, "created": created,
+            "finished": now(), "wall_s": round(time.perf_counter() - t0, 3), "device": str(dev), "tags": list(tags),
+            "error": "; ".join(sorted(set(errors))) or None, "step": None}
+    ds.attrs.update({"run_id": sid, "study": study, "kind": "sweep", "status": status,
+                     "config": json.dumps(config, sort_keys=True), "error": meta["error"] or "",
+                     "versions": json.dumps(versions()), "git_commit": git_commit(), "device": meta["device"],
+                     "created": created, "finished": meta["finished"], "wall_s": meta["wall_s"]})
+    store.save(meta, ds)
+    if status == "done":
+        for p in paths:
+            p.unlink(missing_ok=True)
+        try:
+            paths[0].parent.rmdir()
+        except OSError:
+            pass
+    return Sweep(store.get(sid), ds=ds, store=store)
