@@ -41,7 +41,7 @@ test-all: setup browser
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python -m pytest bench --benchmark-enable -m "" -p no:cacheprovider
+	$(BIN)/python bench/bench_ensemble.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -33,16 +33,81 @@ class Stack:
     def tensors(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    def gradients(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]):
+        """(per-model losses (K,), gradients of their sum): autograd through the whole program."""
+        per_model = loss_fn(self(x))
+        return per_model.detach(), list(torch.autograd.grad(per_model.sum(), self.tensors()))
+
+
+class StackedMLP(Stack):
+    """K MLPs as batched matmuls, with a hand-written backward pass (checked against autograd in the tests).
+
+    The output layer is padded with zero columns to a multiple of 16 (narrow batched matmuls are slow); the
+    padded logits are never read, so their weights get zero gradients and stay exactly zero.
+    """
+
+    ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+
+    def __init__(self, modules: list[MLP], device):
+        linears = [[layer for layer in m.modules() if isinstance(layer, nn.Linear)] for m in modules]
+        self.act = self.ACTIVATIONS[type(modules[0].features[2])]
+        self.n_layers, self.classes = len(linears[0]), linears[0][-1].out_features
+        pad = -self.classes % 16
+        params = {}
+        for j in range(self.n_layers):
+            w = torch.stack([ls[j].weight.detach().T for ls in linears])  # (K, in, out)
+            b = torch.stack([ls[j].bias.detach()[None] for ls in linears])  # (K, 1, out)
+            if j == self.n_layers - 1 and pad:
+                w, b = nn.functional.pad(w, (0, pad)), nn.functional.pad(b, (0, pad))
+            params[f"w{j}"] = w.to(device).contiguous().requires_grad_()
+            params[f"b{j}"] = b.to(device).contiguous().requires_grad_()
+        super().__init__(params, self._forward_sliced)
+
+    def _layers(self, p, x):
+        """The input of each layer (K, B, in) and the padded logits."""
+        h = x.reshape(x.shape[0], x.shape[1], -1)
+        inputs = []
+        for j in range(self.n_layers):
+            inputs.append(h)
+            h = torch.baddbmm(p[f"b{j}"], h, p[f"w{j}"])
+            if j < self.n_layers - 1:
+                h = torch.relu(h) if self.act == "relu" else torch.tanh(h)
+        return inputs, h
+
+    def _forward_sliced(self, p, x):
+        return self._layers(p, x)[1][..., :self.classes]
+
+    def gradients(self, x, loss_fn):
+        p = self.params
+        with torch.no_grad():
+            inputs, logits = self._layers(p, x)
+        z = logits[..., :self.classes].detach().requires_grad_()
+        per_model = loss_fn(z)
+        (g,) = torch.autograd.grad(per_model.sum(), z)  # dL/dlogits (K, B, C), through the loss's own autograd
+        with torch.no_grad():
+            g = nn.functional.pad(g, (0, logits.shape[-1] - self.classes))
+            grads = {}
+            for j in reversed(range(self.n_layers)):
+                h = inputs[j]
+                grads[f"w{j}"] = torch.bmm(h.transpose(1, 2), g)  # (K, in, out)
+                grads[f"b{j}"] = g.sum(1, keepdim=True)
+                if j > 0:
+                    g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))  # back through layer j: (K, B, in)
+                    if self.act == "relu":
+                        g = torch.ops.aten.threshold_backward(g, h, 0.0)  # g where h > 0, else 0
+                    else:
+                        g.mul_(1 - h * h)  # tanh' = 1 - tanh²
+        return per_model.detach(), [grads[n] for n in p]
+
 
 def stack(modules: list[nn.Module], device="cpu") -> Stack:
     """Stack K modules of one architecture (each initialised from its own seed) into one program."""
-    if all(isinstance(m, MLP) for m in modules):
-        return _stack_mlp(modules, device)
-    template = modules[0]
+    if all(isinstance(m, MLP) for m in modules) and type(modules[0].features[2]) in StackedMLP.ACTIVATIONS:
+        return StackedMLP(modules, device)
+    template = modules[0].to(device)
     names = [n for n, _ in template.named_parameters()]
     params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]).to(device).requires_grad_()
               for n in names}
-    template = template.to(device)
 
     def one(p, x):
         return functional_call(template, p, (x,))
@@ -50,36 +115,14 @@ def stack(modules: list[nn.Module], device="cpu") -> Stack:
     return Stack(params, vmap(one, in_dims=(0, 0)))
 
 
-def _stack_mlp(modules: list[MLP], device) -> Stack:
-    linears = [[layer for layer in m.modules() if isinstance(layer, nn.Linear)] for m in modules]
-    acts = [type(layer) for layer in modules[0].features if not isinstance(layer, (nn.Linear, nn.Flatten))]
-    params = {}
-    for j in range(len(linears[0])):
-        params[f"w{j}"] = torch.stack([ls[j].weight.detach().T for ls in linears]).to(device).contiguous()  # (K, in, out)
-        params[f"b{j}"] = torch.stack([ls[j].bias.detach()[None] for ls in linears]).to(device)  # (K, 1, out)
-    for p in params.values():
-        p.requires_grad_()
-    act_fns = [a() for a in acts]
-    n_layers = len(linears[0])
-
-    def forward(p, x):
-        h = x.reshape(x.shape[0], x.shape[1], -1)  # (K, B, in)
-        for j in range(n_layers):
-            h = torch.baddbmm(p[f"b{j}"], h, p[f"w{j}"])
-            if j < n_layers - 1:
-                h = act_fns[j](h)
-        return h
-
-    return Stack(params, forward)
-
-
-def unstack_mlp(stack_: Stack, k: int, template: MLP) -> MLP:
+def unstack_mlp(stack_: "StackedMLP", k: int, template: MLP) -> MLP:
     """Model k of a stacked MLP as a plain module (for probes or export)."""
     linears = [layer for layer in template.modules() if isinstance(layer, nn.Linear)]
     with torch.no_grad():
         for j, layer in enumerate(linears):
-            layer.weight.copy_(stack_.params[f"w{j}"][k].T)
-            layer.bias.copy_(stack_.params[f"b{j}"][k, 0])
+            out = layer.out_features
+            layer.weight.copy_(stack_.params[f"w{j}"][k, :, :out].T)
+            layer.bias.copy_(stack_.params[f"b{j}"][k, 0, :out])
     return template
 
 
@@ -104,25 +147,37 @@ class Optimizer:
         self.params, self.kind, self.betas, self.eps = params, kind, betas, eps
         k, dev = params[0].shape[0], params[0].device
         self.lr, self.momentum, self.wd = (per_model(v, k, dev) for v in (lr, momentum, weight_decay))
-        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p) if kind == "adam" else None) for p in params]
         self.t = 0
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
         self.t += 1
-        b1, b2 = self.betas
-        bc1, bc2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
-        for p, g, (s1, s2) in zip(self.params, grads, self.state):
-            lr = _bcast(self.lr, p)
-            if self.wd.any():
-                g = g + _bcast(self.wd, p) * p
-            if self.kind == "adam":
-                s1.lerp_(g, 1 - b1)
-                s2.mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.sub_((lr / bc1) * s1 / (s2.sqrt() / bc2 + self.eps))
-            else:
-                s1.mul_(_bcast(self.momentum, p)).add_(g)  # torch's buffer: g on the first step, then μ·buf + g
-                p.sub_(lr * s1)
+        params = self.params
+        grads = list(grads)
+        if self.wd.any():
+            grads = [g + _bcast(self.wd, p) * p for p, g in zip(params, grads)]
+        s1 = [s[0] for s in self.state]
+        lrs = [_bcast(self.lr, p) for p in params]
+        if self.kind == "adam":
+            # torch.optim.Adam's update, elementwise over all models at once (multi-tensor ops)
+            b1, b2 = self.betas
+            bc1, bc2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
+            s2 = [s[1] for s in self.state]
+            torch._foreach_lerp_(s1, grads, 1 - b1)
+            torch._foreach_mul_(s2, b2)
+            torch._foreach_addcmul_(s2, grads, grads, value=1 - b2)
+            denom = torch._foreach_sqrt(s2)
+            torch._foreach_div_(denom, bc2)
+            torch._foreach_add_(denom, self.eps)
+            update = torch._foreach_div(s1, denom)
+            for p, u, lr in zip(params, update, lrs):
+                p.addcmul_(u, lr, value=-1.0 / bc1)  # the per-model step size lr_k / bc1
+        else:
+            # torch's momentum buffer: g on the first step, then μ·buf + g (dampening 0)
+            for p, g, buf, lr in zip(params, grads, s1, lrs):
+                buf.mul_(_bcast(self.momentum, p)).add_(g)
+                p.addcmul_(buf, lr, value=-1.0)
 
 
 def batches(perms: torch.Tensor, batch_size: int):
@@ -135,3 +190,14 @@ def batches(perms: torch.Tensor, batch_size: int):
 def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x: (K, n, ...) per-model data, idx: (K, B) -> (K, B, ...)."""
     return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
+
+
+def train_step(net: Stack, opt: Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+    """One step of every model on its own minibatch idx (K, B); returns the per-model losses (K,), detached.
+
+    Models never mix: the gradient of the summed losses with respect to model k's parameters is model k's own.
+    """
+    y_b = gather(y, idx)
+    per_model, grads = net.gradients(gather(x, idx), lambda logits: loss_fn(logits, y_b, idx))  # (K,)
+    opt.step(grads)
+    return per_model

@@ -232,6 +232,8 @@ def sweep(study: str, grid: dict, seeds: Iterable[int] = (0,), *, force: bool = 
     dev = pick_device(device)
     jobs = tasks(cls, cells, dev)
     paths = [_part_path(store, study, sid, job) for job in jobs]
+    for p in paths[0].parent.glob(".*.tmp") if paths[0].parent.is_dir() else ():
+        p.unlink(missing_ok=True)  # torn writes of a killed sweep: never read, removed
     if force:
         for p in paths:
             p.unlink(missing_ok=True)

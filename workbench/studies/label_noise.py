@@ -152,18 +152,15 @@ class LabelNoise(Study):
             total = torch.zeros(k, device=dev)
             for idx in ensemble.batches(perms, c0.batch_size):  # idx: (K, B)
                 ctx.check()
-                per_model = loss_fn(net(ensemble.gather(x_tr, idx)), ensemble.gather(y_tr, idx), idx)  # (K,)
+                per_model = ensemble.train_step(net, opt, loss_fn, x_tr, y_tr, idx)  # (K,)
                 step += 1
-                bad = ~torch.isfinite(per_model.detach())
-                if bad.any():
-                    newly = bad.cpu().numpy() & (diverged < 0)
-                    diverged[newly] = step
+                bad = ~torch.isfinite(per_model)
+                if bad.any():  # a diverged model is a result: its step is kept, the others train on
+                    diverged[bad.cpu().numpy() & (diverged < 0)] = step
                     ctx.put("diverged_step", ("model",), diverged.copy())
                     if (diverged >= 0).all():
                         raise Diverged(int(diverged.max()), "loss")
-                grads = torch.autograd.grad(per_model.sum(), net.tensors())  # models never mix: each gets its own
-                opt.step(grads)
-                total += per_model.detach() * idx.shape[1]
+                total += per_model * idx.shape[1]
             evaluate(epoch, step, total / n)
 
 

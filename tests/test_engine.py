@@ -1,0 +1,83 @@
+"""The ensemble engine: the hand-written MLP backward equals autograd; the batched optimizers equal torch.optim."""
+import pytest
+import torch
+
+from workbench import models
+from workbench.engine import ensemble, losses
+
+
+def modules(k, act="relu", depth=2, width=24, classes=10):
+    gens = [torch.Generator().manual_seed(i) for i in range(k)]
+    mods = [models.build("mlp", input_dim=12, width=width, depth=depth, num_classes=classes, generator=g)
+            for g in gens]
+    if act == "tanh":
+        for m in mods:
+            for i, layer in enumerate(m.features):
+                if isinstance(layer, torch.nn.ReLU):
+                    m.features[i] = torch.nn.Tanh()
+    return mods
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("loss", ["ce", "gce", "elr"])
+def test_manual_backward_equals_autograd(act, depth, loss):
+    k, b = 3, 7
+    net = ensemble.stack(modules(k, act, depth), "cpu")
+    assert isinstance(net, ensemble.StackedMLP)
+    x = torch.randn(k, b, 12)
+    y = torch.randint(0, 10, (k, b))
+    idx = torch.randint(0, 20, (k, b))
+    make = lambda: losses.make(loss, num_models=k, num_examples=20, num_classes=10)  # noqa: E731
+    fn1, fn2 = make(), make()
+    got_loss, got = net.gradients(x, lambda z: fn1(z, y, idx))
+    want_loss, want = ensemble.Stack.gradients(net, x, lambda z: fn2(z, y, idx))  # plain autograd
+    torch.testing.assert_close(got_loss, want_loss)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_models_match_each_module():
+    mods = modules(4)
+    net = ensemble.stack(mods, "cpu")
+    x = torch.randn(4, 5, 12)
+    out = net(x)
+    assert out.shape == (4, 5, 10)
+    for i, m in enumerate(mods):
+        torch.testing.assert_close(out[i], m(x[i]))
+        back = ensemble.unstack_mlp(net, i, modules(1)[0])
+        torch.testing.assert_close(back(x[i]), m(x[i]))
+
+
+@pytest.mark.parametrize("kind, extra", [("adam", {}), ("adam", {"weight_decay": 0.01}),
+                                         ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.0, "weight_decay": 0.1})])
+def test_batched_optimizer_equals_torch_optim_per_model(kind, extra):
+    k = 3
+    lrs = [1e-3, 3e-2, 1e-1]
+    mods = modules(k)
+    net = ensemble.stack(mods, "cpu")
+    opt = ensemble.Optimizer(net.tensors(), kind, lr=lrs, **{n: [v] * k for n, v in extra.items()})
+    refs = [(torch.optim.Adam if kind == "adam" else torch.optim.SGD)(m.parameters(), lr=lr, **extra)
+            for m, lr in zip(mods, lrs)]
+    for step in range(5):
+        x = torch.randn(k, 8, 12)
+        y = torch.randint(0, 10, (k, 8))
+        _, grads = net.gradients(x, lambda z: losses.cross_entropy(z, y).mean(1))
+        opt.step(grads)
+        for i, (m, ref) in enumerate(zip(mods, refs)):
+            ref.zero_grad()
+            torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
+            ref.step()
+    for i, m in enumerate(mods):
+        torch.testing.assert_close(ensemble.unstack_mlp(net, i, modules(1)[0])(x[i]), m(x[i]), rtol=1e-4, atol=1e-5)
+    assert torch.all(net.params["w2"][:, :, 10:] == 0)  # the padded logits stay exactly zero
+
+
+def test_other_modules_go_through_vmap():
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    cnns = [models.build("cnn", input_dim=64, width=4, depth=2, num_classes=10, generator=g, image_shape=(8, 8))
+            for g in gens]
+    net = ensemble.stack(cnns, "cpu")
+    x = torch.randn(2, 3, 64)
+    for i, m in enumerate(cnns):
+        torch.testing.assert_close(net(x)[i], m(x[i]))
