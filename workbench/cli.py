@@ -106,7 +106,8 @@ def cmd_sweep(args) -> int:
             raise ConfigError("grid", spec, "NAME=START:STOP:COUNT or NAME=V1,V2,...")
         grid[name.strip().replace("-", "_")] = parse_values(values)
     dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
-    result = sweep(args.study, grid, parse_seeds(args.seeds), force=args.force, device=args.device,
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    result = sweep(args.study, grid or None, seeds, preset=args.preset, force=args.force, device=args.device,
                    executor="dask" if (args.dask or args.scheduler) else "local", scheduler=args.scheduler,
                    progress=not (args.quiet or args.json), tags=args.tag or (), **dials)
     metric = cls.peak[0]
@@ -271,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "are fixed at the value given (or their default).")
         sp.add_argument("--grid", action="append", metavar="NAME=VALUES",
                         help="a swept dial: NAME=START:STOP:COUNT or NAME=V1,V2,... (repeatable)")
-        sp.add_argument("--seeds", default="1", help="a count (3 -> seeds 0,1,2) or a list (0,5,7)")
+        sp.add_argument("--seeds", default=None, help="a count (3 -> seeds 0,1,2) or a list (0,5,7); default 1")
+        sp.add_argument("--preset", default=None, choices=list(cls.presets) or None,
+                        help="a named sweep of this study (its grid, seeds and dials; options given here win)")
         _add_dials(sp, cls, skip=("seed",))
         sp.add_argument("--dask", action="store_true", help="run the tasks on a Dask LocalCluster")
         sp.add_argument("--scheduler", default=None,

@@ -204,8 +204,8 @@ class _TqdmSink:
         self.bar = tqdm(total=total, unit=cls.axis, desc=cls.key, leave=True, dynamic_ncols=True)
 
     def __call__(self, rec):
-        if rec[self.axis] > 0:
-            self.bar.update(1)
+        if rec[self.axis] > self.bar.n:
+            self.bar.update(rec[self.axis] - self.bar.n)
         self.bar.set_postfix({k: f"{rec[k]:.3g}" for k in self.show if k in rec}, refresh=False)
 
     def close(self):

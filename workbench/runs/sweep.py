@@ -211,16 +211,34 @@ def _client(executor: str, scheduler: str | None):
     return Client(cluster), cluster
 
 
-def sweep(study: str, grid: dict, seeds: Iterable[int] = (0,), *, force: bool = False, device: str | None = None,
+def get_preset(study: str, name: str) -> dict:
+    """A study's named sweep: {"about", "grid", "seeds", "dials", "x", "y", "metric", "epoch"}."""
+    presets = get_study(study).presets
+    if name not in presets:
+        raise ConfigError("preset", name, f"one of {', '.join(presets) or '(none for this study)'}")
+    return presets[name]
+
+
+def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = None, *, preset: str | None = None,
+          force: bool = False, device: str | None = None,
           executor: str = "local", scheduler: str | None = None, client=None, progress: bool = True,
           store: Store | None = None, sinks: Iterable[Callable] = (), cancel: threading.Event | None = None,
           tags: Iterable[str] = (), **dials) -> Sweep:
     """Train every cell of grid × seeds (the other dials fixed as given) and return a Sweep.
 
     executor: "local" (this process) or "dask" (a LocalCluster, or `scheduler` / DASK_SCHEDULER_ADDRESS, or a
-    given `client`). Sinks receive ("record", task, record) while a local task trains and ("part", task, dataset)
-    when any task is stored. A killed sweep resumes: stored tasks are read back, not recomputed.
+    given `client`). `preset` names one of the study's presets (grid, seeds and dials; arguments given here win).
+    Sinks receive ("start", task, cells) and ("record", task, record) while a local task trains, and
+    ("part", task, dataset) when any task is stored. A killed sweep resumes: stored tasks are read back.
     """
+    if preset is not None:
+        p = get_preset(study, preset)
+        grid = grid if grid is not None else p["grid"]
+        seeds = seeds if seeds is not None else p["seeds"]
+        dials = {**p["dials"], **dials}
+    if grid is None:
+        raise ConfigError("grid", None, "a dict of at least one dial -> list of values (or a preset)")
+    seeds = [0] if seeds is None else seeds
     if executor not in ("local", "dask"):
         raise ConfigError("executor", executor, "local or dask")
     cls, cells, config, sid = plan(study, grid, seeds, dials)
@@ -270,6 +288,9 @@ def sweep(study: str, grid: dict, seeds: Iterable[int] = (0,), *, force: bool = 
             for j in todo:
                 if cancel.is_set():
                     raise Cancelled()
+                cells_j = [{k: getattr(c, k) for k in [*config["grid"], "seed"]} for c in jobs[j]]
+                for sink in sinks:
+                    sink(("start", j, cells_j))
                 task_sinks = [lambda rec, j=j: [s(("record", j, rec)) for s in sinks]] if sinks else []
                 ds = train_task(study, [c.config() for c in jobs[j]], str(dev), task_sinks, cancel)
                 finish(j, _label(ds, jobs[j], config["grid"]))

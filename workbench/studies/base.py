@@ -32,6 +32,9 @@ class Study(param.Parameterized):
     peak: ClassVar[tuple] = ("", "max")
     #: dials shown first in the app, in this order (the rest follow)
     primary: ClassVar[tuple] = ()
+    #: named sweeps a user can launch in one click: {name: {"about", "grid", "seeds", "dials", "x", "y", "metric",
+    #: "epoch"}}
+    presets: ClassVar[dict] = {}
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
 

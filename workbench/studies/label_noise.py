@@ -33,6 +33,26 @@ class LabelNoise(Study):
     peak = ("test_acc", "max")
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
                            "gce_q", "elr_lambda", "elr_beta"})
+    presets = {
+        "double_descent": {
+            "about": "Model-wise double descent (Nakkiran et al. 2019): with 20% flips the test error peaks where the "
+                     "net starts to fit every noisy label (width ~16 here) and falls again beyond; without flips "
+                     "it only falls.",
+            "grid": {"width": [2, 4, 8, 16, 32, 64, 128, 256, 1024], "flip_rate": [0.0, 0.2]},
+            "seeds": [0, 1],
+            "dials": {"n_train": 500, "depth": 1, "batch_size": 500, "lr": 2e-3, "epochs": 1500, "eval_every": 50,
+                      "loss_snapshots": 0},
+            "x": "width", "y": "flip_rate", "metric": "test_acc", "epoch": "final",
+        },
+        "early_learning": {
+            "about": "Early learning then memorization over flip rate x width: the drop from the peak of clean test "
+                     "accuracy to its final value (Arpit et al. 2017).",
+            "grid": {"flip_rate": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "width": [16, 32, 64, 128, 256, 512]},
+            "seeds": [0, 1, 2],
+            "dials": {"epochs": 60, "loss_snapshots": 0},
+            "x": "flip_rate", "y": "width", "metric": "test_acc", "epoch": "peak_minus_final",
+        },
+    }
     primary = ("flip_rate", "noise_kind", "width", "depth", "lr", "batch_size", "epochs", "loss", "seed", "dataset")
 
     flip_rate = param.Number(0.4, bounds=(0.0, 1.0), step=0.05, doc="Fraction of training labels changed (symmetric/pair).")
@@ -59,6 +79,7 @@ class LabelNoise(Study):
     elr_lambda = param.Number(3.0, bounds=(0.0, 100.0), doc="ELR strength λ.")
     elr_beta = param.Number(0.7, bounds=(0.0, 0.999), doc="ELR target momentum β.")
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses are kept.")
+    eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
 
     def check(self):
         if self.dataset == "npz" and not self.data_path:
@@ -147,6 +168,7 @@ class LabelNoise(Study):
 
         step = 0
         evaluate(0, 0, None)
+        snap_at = {e - e % c0.eval_every if e < epochs else e for e in snap_at}  # snapshots fall on measured epochs
         for epoch in range(1, epochs + 1):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)  # (K, n)
             total = torch.zeros(k, device=dev)
@@ -161,7 +183,8 @@ class LabelNoise(Study):
                     if (diverged >= 0).all():
                         raise Diverged(int(diverged.max()), "loss")
                 total += per_model * idx.shape[1]
-            evaluate(epoch, step, total / n)
+            if epoch % c0.eval_every == 0 or epoch == epochs:
+                evaluate(epoch, step, total / n)
 
 
 def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
