@@ -147,3 +147,28 @@ def test_a_bad_value_shows_an_error_and_the_server_keeps_serving(server, browser
     other = open_page(browser, url)  # another session still gets a working page
     other.close()
     page.close()
+
+
+TITLES = "() => [...Bokeh.documents[0].all_models].filter(m => m.type === 'Title').map(m => m.text)"
+
+
+def test_sweep_mode_fills_the_phase_diagram_and_a_click_shows_a_cell(server, browser):
+    url, data = server
+    page = open_page(browser, url)
+    set_input(page, "epochs", 6)
+    set_input(page, "n train", 300)
+    set_input(page, "width", 32)
+    page.locator(".bk-tab", has_text="Sweep").click()
+    set_input(page, "x values", "0,0.5")
+    set_input(page, "y values", "16,32")
+    page.get_by_role("button", name="Sweep").click()
+    page.get_by_text("Sweep done").wait_for(timeout=60_000)
+    assert any("mean over seeds" in t for t in page.evaluate(TITLES))
+    heat = [c for c in page.locator(".bk-Canvas").all() if c.is_visible()][0].bounding_box()
+    page.mouse.click(heat["x"] + heat["width"] * 0.7, heat["y"] + heat["height"] * 0.3)
+    page.wait_for_function(TITLES.replace("map(m => m.text)", "some(m => m.text.startsWith('test_acc at'))"),
+                           timeout=15_000)
+    rows = wb.Store(data).list(kind="sweep")
+    assert rows and rows[0]["status"] == "done" and rows[0]["params"]["grid"] == {"flip_rate": [0.0, 0.5],
+                                                                                   "width": [16, 32]}
+    page.close()

@@ -7,10 +7,12 @@ a few batched updates a second and the page stays responsive.
 from __future__ import annotations
 
 import html
+import itertools
 import queue
 import threading
 
 import holoviews as hv
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
@@ -19,7 +21,7 @@ from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
 from ..runs import run as run_study
 from ..studies.base import describe
-from .plots import frame, group_plot, overview
+from .plots import frame, group_plot, heatmap, overview
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 
@@ -76,6 +78,7 @@ class StudyPage:
         self._cancel = threading.Event()
         self._callback = None
         self.last_run = None
+        self.sweep = SweepPanel(self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def _empty(self) -> pd.DataFrame:
@@ -88,9 +91,10 @@ class StudyPage:
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
-        main = pn.Column(header, self.alert, self.status, self.progress, self.live, self.result,
-                         sizing_mode="stretch_width")
-        return pn.Row(controls, main, sizing_mode="stretch_width")
+        run_tab = pn.Column(self.status, self.progress, self.live, self.result, sizing_mode="stretch_width")
+        tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), dynamic=False, sizing_mode="stretch_width")
+        return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
 
     # -- actions (on the event loop) ------------------------------------------------------------------------------
     def values(self) -> dict:
@@ -195,3 +199,238 @@ def index_page() -> pn.viewable.Viewable:
             styles={"border": "1px solid #ddd", "border-radius": "8px", "padding": "8px"}, width=420))
     return pn.Column(pn.pane.Markdown("# Noise Workbench\nHow does noise shape learning? Pick a study."),
                      pn.FlexBox(*cards))
+
+
+class SweepPanel:
+    """Sweep mode of a study page: two dials and their values, seeds, Sweep / Cancel; the phase diagram fills in
+    as cells train (live values while a task runs, final ones when it is stored); click a cell for its curves.
+    The other dials come from the page's own widgets."""
+
+    def __init__(self, page: StudyPage):
+        self.page, cls = page, page.cls
+        self.grid: dict = {}
+        self.curves: dict[tuple, dict[int, float]] = {}  # (x, y, seed) -> {epoch: value} for the chosen metric
+        self.tasks: dict[int, list[dict]] = {}  # task -> its cells, in model order
+        self._queue: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._callback = None
+        self.last_sweep = None
+        numeric = [n for n, p in cls.dials().items() if isinstance(p, (param.Number, param.Selector)) and n != "seed"]
+        metrics = [m for ms in cls.curves.values() for m in ms]
+        presets = ["(custom)"] + list(cls.presets)
+        self.preset = pn.widgets.Select(label="preset", options=presets, value="(custom)")
+        self.x = pn.widgets.Select(label="x dial", options=numeric, value=numeric[0])
+        self.x_values = pn.widgets.TextInput(label="x values", value="0:0.6:4", placeholder="START:STOP:COUNT or a,b,c")
+        self.y = pn.widgets.Select(label="y dial", options=numeric, value=numeric[min(2, len(numeric) - 1)])
+        self.y_values = pn.widgets.TextInput(label="y values", value="16,64", placeholder="START:STOP:COUNT or a,b,c")
+        self.seeds = pn.widgets.TextInput(label="seeds", value="2", placeholder="a count, or 0,5,7")
+        self.metric = pn.widgets.Select(label="metric", options=metrics, value=cls.peak[0] or metrics[0])
+        self.reduce = pn.widgets.Select(label="cell value", options=["final", "best", "peak_minus_final"], value="final")
+        self.button = pn.widgets.Button(label="Sweep", color="primary", width=100)
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
+        self.status = pn.pane.Markdown("Pick two dials and their values, then press **Sweep**.",
+                                       css_classes=["wb-sweep-status"])
+        self.about = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.pipe = None
+        self.diagram_area = pn.Column(pn.pane.Markdown("*The phase diagram fills in here, cell by cell.*"),
+                                      sizing_mode="stretch_width")
+        self.preset.param.watch(self._on_preset, "value")
+        for w in (self.metric, self.reduce):
+            w.param.watch(lambda e: self._refresh(), "value")
+        self.button.on_click(self._on_sweep)
+        self.cancel_button.on_click(lambda e: self._cancel.set())
+
+    def panel(self):
+        controls = pn.Column(self.preset, self.x, self.x_values, self.y, self.y_values, self.seeds, self.metric,
+                             self.reduce, pn.Row(self.button, self.cancel_button), width=300)
+        return pn.Row(controls, pn.Column(self.about, self.status, self.progress, self.diagram_area,
+                                          sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+    def _new_diagram(self):
+        """A fresh diagram for a new grid: every cell present from the start (empty), so the axes are fixed."""
+        self.pipe = hv.streams.Pipe(data=self._table())
+        diagram = hv.DynamicMap(self._heatmap, streams=[self.pipe])
+        tap = hv.streams.Tap(source=diagram, x=None, y=None)
+        self.diagram_area.objects = [
+            pn.pane.HoloViews(diagram, sizing_mode="stretch_width"),
+            pn.pane.HoloViews(hv.DynamicMap(self._cell_curves, streams=[tap]), sizing_mode="stretch_width")]
+
+    # -- the diagram --------------------------------------------------------------------------------------------
+    def _table(self) -> pd.DataFrame:
+        x, y = (list(self.grid) + [None, None])[:2] if self.grid else ("x", "y")
+        rows = []
+        by_cell: dict = {cell: [] for cell in itertools.product(*list(self.grid.values())[:2])}
+        for (xv, yv, seed), curve in self.curves.items():
+            if curve:
+                by_cell.setdefault((xv, yv), []).append(self._reduce(curve))
+        for (xv, yv), vals in by_cell.items():
+            v = np.array(vals or [np.nan], dtype=float)
+            rows.append({x: xv, y: yv, "mean": np.nanmean(v) if np.isfinite(v).any() else np.nan,
+                         "std": np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else np.nan,
+                         "n": int(np.isfinite(v).sum())})
+        return pd.DataFrame(rows, columns=[x, y, "mean", "std", "n"])
+
+    def _reduce(self, curve: dict) -> float:
+        values = np.array([curve[e] for e in sorted(curve)], dtype=float)
+        lower = "loss" in self.metric.value or self.metric.value == "ece"
+        best = np.nanmin(values) if lower else np.nanmax(values)
+        return {"final": values[-1], "best": best, "peak_minus_final": best - values[-1]}[self.reduce.value] \
+            if np.isfinite(values).any() else np.nan
+
+    def _heatmap(self, data):
+        x, y = list(data.columns[:2])
+        order = tuple(list(self.grid.values())[:2]) if self.grid else None
+        return heatmap(data, self.metric.value, x, y, self.reduce.value, order=order)
+
+    def _cell_curves(self, x, y):
+        if x is None or not self.grid:
+            return hv.Overlay([hv.Curve([], self.page.cls.axis, self.metric.value)]).opts(
+                title="click a cell of the diagram to see its curves", responsive=True, height=260)
+        xs, ys = list(self.grid.values())[:2]
+        xv, yv = _nearest(xs, x), _nearest(ys, y)
+        lines = []
+        for (cx, cy, seed), curve in sorted(self.curves.items(), key=lambda kv: kv[0][2]):
+            if cx == xv and cy == yv and curve:
+                ep = sorted(curve)
+                lines.append(hv.Curve((ep, [curve[e] for e in ep]), self.page.cls.axis, self.metric.value,
+                                      label=f"seed {seed}"))
+        names = list(self.grid)
+        return hv.Overlay(lines or [hv.Curve([], self.page.cls.axis, self.metric.value)]).opts(
+            title=f"{self.metric.value} at {names[0]}={xv}, {names[1]}={yv}", responsive=True, height=260,
+            show_grid=True, legend_position="bottom_right", framewise=True)
+
+    def _refresh(self):
+        if self.pipe is not None:
+            self.pipe.send(self._table())
+
+    # -- actions ------------------------------------------------------------------------------------------------
+    def _on_preset(self, event):
+        if event.new == "(custom)":
+            self.about.object = ""
+            return
+        p = self.page.cls.presets[event.new]
+        (xn, xv), (yn, yv) = list(p["grid"].items())[:2]
+        self.x.value, self.y.value = xn, yn
+        self.x_values.value, self.y_values.value = ",".join(map(str, xv)), ",".join(map(str, yv))
+        self.seeds.value = ",".join(map(str, p["seeds"]))
+        self.metric.value, self.reduce.value = p["metric"], p["epoch"]
+        for name, value in p["dials"].items():
+            if name in self.page.dials:
+                self.page.dials[name].value = value
+        self.about.object = f"**{event.new}**: {html.escape(p['about'])}"
+
+    def _alert(self, text):
+        self.page.alert.object = f"**Cannot sweep:** {html.escape(text)}"
+        self.page.alert.visible = True
+
+    def _on_sweep(self, event=None):
+        from ..cli import parse_seeds
+        from ..runs.sweep import parse_values, plan
+
+        try:
+            if self.x.value == self.y.value:
+                raise ConfigError("y dial", self.y.value, "a dial other than the x dial")
+            grid = {self.x.value: parse_values(self.x_values.value), self.y.value: parse_values(self.y_values.value)}
+            seeds = parse_seeds(self.seeds.value)
+            dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
+            _, cells, config, _ = plan(self.page.study, grid, seeds, dials)
+        except ConfigError as e:
+            self._alert(str(e))
+            return
+        self.page.alert.visible = False
+        self.grid = config["grid"]
+        self.curves = {}
+        self.tasks = {}
+        self._new_diagram()
+        self.progress.max, self.progress.value = len(cells), 0
+        self.status.object = f"Sweeping {len(cells)} cells..."
+        self.button.disabled, self.cancel_button.disabled = True, False
+        self._cancel, self._queue = threading.Event(), queue.Queue()
+        threading.Thread(target=self._work, args=(grid, seeds, dials, self._cancel, self._queue), daemon=True,
+                         name=f"wb-sweep-{self.page.study}").start()
+        self._callback = pn.state.add_periodic_callback(self._drain, period=PERIOD_MS * 2)
+
+    def _work(self, grid, seeds, dials, cancel, q):  # worker thread
+        from ..runs.sweep import sweep
+
+        try:
+            result = sweep(self.page.study, grid, seeds, sinks=[q.put], cancel=cancel, progress=False,
+                           store=self.page.store, **dials)
+        except Exception as e:  # noqa: BLE001 - shown on the page
+            result = e
+        q.put(("finished", None, result))
+
+    def _drain(self):
+        changed, finished = False, None
+        metric, axis = self.metric.value, self.page.cls.axis
+        names = list(self.grid)
+        while True:
+            try:
+                kind, j, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "start":
+                self.tasks[j] = payload
+            elif kind == "record" and metric in payload and j in self.tasks:
+                for cell, v in zip(self.tasks[j], np.atleast_1d(payload[metric])):
+                    key = (cell[names[0]], cell[names[1]], cell["seed"])
+                    self.curves.setdefault(key, {})[int(payload[axis])] = float(v)
+                changed = True
+            elif kind == "part":
+                self._read(payload)
+                self.progress.value = min(self.progress.max, self.progress.value + payload.sizes.get("model", 1))
+                changed = True
+            elif kind == "finished":
+                finished = payload
+        if changed:
+            self._refresh()
+            self.status.object = f"Sweeping: {self.progress.value}/{self.progress.max} cells stored"
+        if finished is not None:
+            self._finish(finished)
+
+    def _read(self, ds):
+        """Curves of the chosen metric for every cell in a stored part (dims: model, axis)."""
+        metric, axis = self.metric.value, self.page.cls.axis
+        if metric not in ds:
+            return
+        names = list(self.grid)
+        for m in range(ds.sizes.get("model", 1)):
+            one = ds.isel(model=m) if "model" in ds.dims else ds
+            key = (one[names[0]].item(), one[names[1]].item(), one["seed"].item())
+            self.curves[key] = {int(e): float(v) for e, v in zip(one[axis].values, one[metric].values)}
+
+    def _finish(self, result):
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.button.disabled, self.cancel_button.disabled = False, True
+        if isinstance(result, Exception):
+            self._alert(str(result))
+            self.status.object = "Failed."
+            return
+        self.last_sweep = result
+        if result.ds.sizes and self.metric.value in result.ds:  # a stored sweep streams nothing: read it whole
+            names = list(self.grid)
+            da = result.ds[self.metric.value]
+            for idx in itertools.product(*(range(result.ds.sizes[d]) for d in [*names, "seed"])):
+                one = da.isel(dict(zip([*names, "seed"], idx)))
+                key = (one[names[0]].item(), one[names[1]].item(), one["seed"].item())
+                curve = {int(e): float(v) for e, v in zip(one[self.page.cls.axis].values, one.values)
+                         if np.isfinite(v)}
+                if curve:
+                    self.curves[key] = curve
+            self.progress.value = self.progress.max
+        self._refresh()
+        self.status.object = f"Sweep {result.status}: `{result.id}` — `wb.load('{result.id}')`" + \
+            (f" ({html.escape(result.error)})" if result.error else "") + ". Click a cell for its curves."
+
+
+def _nearest(values, v):
+    """The grid value a tap landed on (categorical axes report the value itself; numeric ones a position)."""
+    if v in values:
+        return v
+    try:
+        return min(values, key=lambda a: abs(float(a) - float(v)))
+    except (TypeError, ValueError):
+        return next((a for a in values if str(a) == str(v)), values[0])

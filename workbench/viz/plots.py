@@ -131,14 +131,28 @@ def cell_table(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final") -> pd
 
 def phase_diagram(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis") -> hv.HeatMap:
     """A metric over two swept dials, each cell the mean over seeds (hover: spread and n); other dials averaged."""
-    df = cell_table(ds, metric, x, y, epoch)
-    for dim in (x, y):  # categorical axes keep the grid's own order and show every value
-        df[dim] = df[dim].map(lambda v: f"{v:g}" if isinstance(v, (float, np.floating)) else str(v))
+    order = (list(ds[x].values), list(ds[y].values))
+    return heatmap(cell_table(ds, metric, x, y, epoch), metric, x, y, epoch, cmap, order)
+
+
+def _tick(v) -> str:
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def heatmap(df: pd.DataFrame, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis",
+            order: tuple | None = None) -> hv.HeatMap:
+    """A phase diagram from a cell table (columns x, y, mean, std, n), as the app fills it live. The axes are
+    categorical, in the grid's own order (`order`: the x values and the y values)."""
+    df = df.copy()
+    xs, ys = order if order is not None else (sorted(df[x].unique()), sorted(df[y].unique()))
+    df["_x"], df["_y"] = df[x].map(_tick), df[y].map(_tick)
     label = LABELS.get(metric, metric)
     title = f"{label} ({epoch if isinstance(epoch, str) else f'epoch {epoch}'}), mean over seeds"
-    return hv.HeatMap(df, kdims=[x, y], vdims=[("mean", label), "std", "n"]).opts(
+    kdims = [hv.Dimension("_x", label=x, values=[_tick(v) for v in xs]),
+             hv.Dimension("_y", label=y, values=[_tick(v) for v in ys])]
+    return hv.HeatMap(df[["_x", "_y", "mean", "std", "n"]], kdims=kdims, vdims=[("mean", label), "std", "n"]).opts(
         cmap=cmap, colorbar=True, tools=["hover", "tap"], title=title, responsive=True, height=360,
-        xlabel=x, ylabel=y, line_color="white", line_width=1)
+        line_color="white", line_width=1, framewise=True)
 
 
 def sweep_curves(ds: xr.Dataset, metric: str, cell: dict) -> hv.Overlay:
