@@ -81,3 +81,21 @@ def test_other_modules_go_through_vmap():
     x = torch.randn(2, 3, 64)
     for i, m in enumerate(cnns):
         torch.testing.assert_close(net(x)[i], m(x[i]))
+
+
+def test_gradient_noise_scale_equals_the_definition():
+    k, m = 2, 9
+    net = ensemble.stack(modules(k, classes=3), "cpu")
+    x = torch.randn(k, m, 12)
+    y = torch.randint(0, 3, (k, m))
+    got = net.gradient_noise_scale(x, lambda z: losses.cross_entropy(z, y).sum(1))
+    for i, mod in enumerate(modules(k, classes=3)):
+        per = []
+        for n in range(m):
+            mod.zero_grad()
+            torch.nn.functional.cross_entropy(mod(x[i, n:n + 1]), y[i, n:n + 1]).backward()
+            per.append(torch.cat([p.grad.flatten() for p in mod.parameters()]))
+        per = torch.stack(per)  # (m, params)
+        G = per.mean(0)
+        trace = ((per - G) ** 2).sum(1).mean()  # tr of the (population) covariance
+        torch.testing.assert_close(got[i], trace / (G @ G), rtol=1e-4, atol=1e-6)

@@ -47,3 +47,31 @@ def test_cli_notebook_run_lands_in_reports_and_refuses_bad_parameters(data_root,
                  "300", "--quiet"]) == 0
     out = Path(capsys.readouterr().out.strip())
     assert out.parent == data_root / "reports" and out.is_file()
+
+
+def _execute(name, tmp_path, parameters):
+    import papermill as pm
+
+    out = tmp_path / f"{name}.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name=ensure_kernel("workbench"),
+                        parameters=parameters, progress_bar=False, execution_timeout=300, cwd=str(NOTEBOOKS))
+    nb = nbformat.read(out, as_version=4)
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_papermill_runs_the_sgd_noise_notebook(data_root, tmp_path):
+    text = _execute("sgd_noise", tmp_path, {"steps": 100, "eval_every": 50, "n_train": 64, "width": 16})
+    assert "status done" in text and "final test error" in text
+
+
+@pytest.mark.parametrize("study, preset, grid, x", [
+    ("sgd_noise", "phase_diagram", {"alpha": [0.1, 10.0], "temperature": [1e-3, 1e-2]}, "temperature"),
+    ("label_noise", "early_learning", {"flip_rate": [0.0, 0.4], "width": [16, 32]}, "flip_rate"),
+])
+def test_papermill_runs_the_phase_diagrams_notebook_on_a_tiny_grid(data_root, tmp_path, study, preset, grid, x):
+    dials = {"steps": 100, "eval_every": 50, "n_train": 64} if study == "sgd_noise" else {"epochs": 3, "n_train": 300}
+    text = _execute("phase_diagrams", tmp_path, {"study": study, "preset": preset, "grid": grid, "seeds": [0, 1],
+                                                 "dials": dials})
+    assert "Sweep(" in text and "status='done'" in text and "HeatMap" in text and "exponent" in text
+    assert x in text

@@ -206,11 +206,47 @@ def cmd_notebook_run(args) -> int:
     return 0
 
 
-def ensure_kernel(name: str) -> str:
-    """The Jupyter kernel to run notebooks on; installed for this Python (user-wide) if it is missing."""
-    from jupyter_client.kernelspec import KernelSpecManager
+def parameters_source(study: str) -> str:
+    """The `parameters` cell of a study's notebook: every dial at its default, its doc above it."""
+    cls = get_study(study)
+    lines = [f"# Dials of the {study} study (papermill overrides these). The same names as the CLI options and the "
+             "app's widgets."]
+    for name, par in cls.dials().items():
+        lines += [f"# {par.doc}", f"{name} = {par.default!r}"]
+    return "\n".join(lines)
 
-    if name not in KernelSpecManager().find_kernel_specs():
+
+def cmd_notebook_sync(args) -> int:
+    """Rewrite the parameters cell of every study notebook from the study's dials."""
+    import nbformat
+
+    for key in study_names():
+        path = REPO / "notebooks" / f"{key}.ipynb"
+        if not path.is_file():
+            print(f"{key}: no notebook at {path}", file=sys.stderr)
+            continue
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        if len(cells) != 1:
+            raise ConfigError("notebook", str(path), "exactly one cell tagged 'parameters'")
+        new = parameters_source(key)
+        if cells[0].source != new:
+            cells[0].source = new
+            nbformat.write(nb, path)
+            print(f"{key}: parameters cell updated")
+    return 0
+
+
+def ensure_kernel(name: str) -> str:
+    """The Jupyter kernel to run notebooks on, running this Python: installed (user-wide) if it is missing or if it
+    points at another interpreter (another checkout's environment, say)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        current = KernelSpecManager().get_kernel_spec(name).argv[0]
+    except NoSuchKernel:
+        current = None
+    if current != sys.executable:
         from ipykernel.kernelspec import install
 
         install(user=True, kernel_name=name, display_name=f"Python ({name})")
@@ -309,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     nr.add_argument("--quiet", action="store_true")
     nr.set_defaults(func=cmd_notebook_run)
+    ns = nsub.add_parser("sync", help="rewrite each study notebook's parameters cell from the study's dials")
+    ns.set_defaults(func=cmd_notebook_sync)
 
     s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
                                      "extra options such as --basic-auth are passed to panel")

@@ -100,6 +100,35 @@ class StackedMLP(Stack):
         return per_model.detach(), [grads[n] for n in p]
 
 
+    def gradient_noise_scale(self, x, loss_sum_fn) -> torch.Tensor:
+        """B_simple = tr Σ / |G|² (McCandlish et al. 2018) of each model on the m examples x (K, m, ...), exactly.
+
+        G is the mean gradient over the m examples and Σ the covariance of the per-example gradients; a weight
+        gradient is an outer product h gᵀ per example, so its squared norm is |h|²|g|² and no per-example
+        gradient is ever formed. `loss_sum_fn(logits)` returns the summed per-example losses, shape (K,).
+        """
+        p = self.params
+        with torch.no_grad():
+            inputs, logits = self._layers(p, x)
+        z = logits[..., :self.classes].detach().requires_grad_()
+        (g,) = torch.autograd.grad(loss_sum_fn(z).sum(), z)  # per-example dℓ_i/dz (K, m, C)
+        m = x.shape[1]
+        with torch.no_grad():
+            g = nn.functional.pad(g, (0, logits.shape[-1] - self.classes))
+            per_example = torch.zeros(x.shape[0], m, device=x.device)  # Σ_layers |∇ℓ_i|²
+            mean_sq = torch.zeros(x.shape[0], device=x.device)  # |G|²
+            for j in reversed(range(self.n_layers)):
+                h = inputs[j]
+                g2 = (g * g).sum(-1)
+                per_example += (h * h).sum(-1) * g2 + g2
+                mean_sq += (torch.bmm(h.transpose(1, 2), g) / m).pow(2).sum((1, 2)) + g.mean(1).pow(2).sum(-1)
+                if j > 0:
+                    g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))
+                    g = torch.ops.aten.threshold_backward(g, h, 0.0) if self.act == "relu" else g * (1 - h * h)
+            trace = per_example.mean(1) - mean_sq  # tr Σ over the m examples
+        return trace / mean_sq
+
+
 def stack(modules: list[nn.Module], device="cpu") -> Stack:
     """Stack K modules of one architecture (each initialised from its own seed) into one program."""
     if all(isinstance(m, MLP) for m in modules) and type(modules[0].features[2]) in StackedMLP.ACTIVATIONS:

@@ -22,3 +22,8 @@ def ece(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     n = torch.bincount(idx, minlength=bins).float()
     gap = (torch.bincount(idx, weights=correct, minlength=bins) - torch.bincount(idx, weights=conf, minlength=bins)).abs()
     return (gap.sum() / len(y)).item() if n.sum() > 0 else float("nan")
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a metric's best value is its minimum (losses, errors, calibration error)."""
+    return "loss" in name or name.endswith("_err") or name == "ece"

@@ -19,6 +19,7 @@ import xarray as xr
 from ..studies import get as get_study
 from ..engine import Context, pick_device
 from ..errors import Cancelled, Diverged
+from ..probes.metrics import lower_is_better
 from .store import Store, check_run_id
 
 log = logging.getLogger("workbench")
@@ -103,7 +104,7 @@ def summarize(ds: xr.Dataset, axis: str) -> dict:
         if var.dims != (axis,) or name == "step" or var.size == 0:
             continue
         v = var.values.astype(float)
-        lower = "loss" in name or name == "ece"
+        lower = lower_is_better(name)
         finite = v[np.isfinite(v)]
         best = (finite.min() if lower else finite.max()) if finite.size else float("nan")
         out[name] = {"final": float(v[-1]), "best": float(best),

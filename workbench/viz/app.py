@@ -19,6 +19,7 @@ import param
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
+from ..probes.metrics import lower_is_better
 from ..runs import run as run_study
 from ..studies.base import describe
 from .plots import frame, group_plot, heatmap, overview
@@ -273,7 +274,7 @@ class SweepPanel:
 
     def _reduce(self, curve: dict) -> float:
         values = np.array([curve[e] for e in sorted(curve)], dtype=float)
-        lower = "loss" in self.metric.value or self.metric.value == "ece"
+        lower = lower_is_better(self.metric.value)
         best = np.nanmin(values) if lower else np.nanmax(values)
         return {"final": values[-1], "best": best, "peak_minus_final": best - values[-1]}[self.reduce.value] \
             if np.isfinite(values).any() else np.nan

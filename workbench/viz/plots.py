@@ -6,10 +6,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..probes.metrics import lower_is_better
 from ..studies import get as get_study, names as study_names
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 LABELS = {
+    "test_err": "test error", "train_err": "train error", "fit": "fraction fitted (margin ≥ 1)",
+    "weight_change": "|w − w0| / |w0|", "grad_noise_scale": "gradient noise scale B_simple",
     "test_acc": "clean test accuracy", "train_clean_acc": "train acc (clean subset)",
     "memorized": "flipped fit to noisy label", "train_loss": "train loss", "test_loss": "test loss",
     "ece": "test ECE", "train_acc": "train acc (noisy labels)", "flipped_true_acc": "flipped predicted as true",
@@ -96,7 +99,7 @@ REDUCTIONS = ("final", "best", "peak_minus_final")
 def reduce_axis(da: xr.DataArray, axis: str, epoch="final") -> xr.DataArray:
     """One value per cell from a curve: its final value, its best (max; min for losses and ECE), the peak minus
     the final value (the size of an early-learning drop), or the value at a given step of `axis`."""
-    lower = "loss" in str(da.name) or da.name == "ece"
+    lower = lower_is_better(str(da.name))
     if epoch == "final":
         return da.isel({axis: -1})
     if epoch == "best":
@@ -171,3 +174,36 @@ def sweep_curves(ds: xr.Dataset, metric: str, cell: dict) -> hv.Overlay:
     where = ", ".join(f"{k}={v}" for k, v in cell.items())
     return hv.Overlay(lines).opts(title=f"{LABELS.get(metric, metric)} at {where}", responsive=True, height=300,
                                   show_grid=True)
+
+
+def fit_power_law(x, y) -> tuple[float, float]:
+    """Least-squares fit of log y = a log x + log c over the positive, finite points; returns (a, c)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if keep.sum() < 2:
+        return float("nan"), float("nan")
+    a, logc = np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)
+    return float(a), float(np.exp(logc))
+
+
+def power_law(ds: xr.Dataset, metric: str, x: str, by: str | None = None, epoch="final") -> hv.Overlay:
+    """`metric` against the swept dial `x` on log-log axes, one series per value of `by`, each with its fitted
+    power law y = c·x^a (the exponent in the legend); seeds averaged, other dims averaged."""
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    keep = [x] + ([by] if by else [])
+    da = da.mean([d for d in da.dims if d not in keep])
+    groups = list(da[by].values) if by else [None]
+    items = []
+    for i, g in enumerate(groups):
+        series = da.sel({by: g}) if by else da
+        xs, ys = series[x].values.astype(float), series.values.astype(float)
+        a, c = fit_power_law(xs, ys)
+        color = PALETTE[i % len(PALETTE)]
+        name = f"{by}={_tick(g)}" if by else metric
+        items.append(hv.Scatter((xs, ys), x, metric, label=f"{name}: exponent {a:.2f}").opts(color=color, size=8))
+        if np.isfinite(a):
+            grid = np.geomspace(xs[xs > 0].min(), xs.max(), 50)
+            items.append(hv.Curve((grid, c * grid**a), x, metric).opts(color=color, line_dash="dashed"))
+    return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
+                                  legend_position="bottom_right", title=f"{LABELS.get(metric, metric)} vs {x}")
