@@ -30,17 +30,31 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
     assert page.run_button.disabled is False and store.list() == []
 
 
-def test_page_runs_and_streams_records(store):
+@pytest.mark.parametrize("study, tiny, records", [
+    ("label_noise", dict(epochs=3, width=16, n_train=300), 4),
+    ("sgd_noise", dict(steps=100, eval_every=50, n_train=64, width=16, temperature=1e-4), 3),
+])
+def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     from workbench.viz.app import StudyPage
 
-    page = StudyPage("label_noise", store=store)
-    for k, v in dict(epochs=3, width=16, n_train=300).items():
+    page = StudyPage(study, store=store)
+    page.panel()
+    for k, v in tiny.items():
         page.dials[k].value = v
     page._work(page.values(), False, page._cancel, page._queue)  # what the worker thread does
     page._drain()  # what the periodic callback does
-    assert len(page.buffer.data) == 4 and page.progress.value == 3
+    assert len(page.buffer.data) == records and page.progress.value == page.buffer.data[page.cls.axis].max()
     assert "Done" in page.status.object and page.last_run.status == "done"
-    assert page.result.objects  # the histogram and curves of the finished run
+    if study == "label_noise":
+        assert page.result.objects  # the histogram and curves of the finished run
+
+
+def test_index_lists_every_study():
+    from workbench.viz.app import index_page
+
+    text = " ".join(str(o.object) for o in index_page().objects[1].objects)
+    for study in wb.studies():
+        assert f"](./{study})" in text
 
 
 # -- served, in a browser -----------------------------------------------------------------------------------------
@@ -57,7 +71,8 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("appdata")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", "apps/index.py", "apps/label_noise.py", "--address", "127.0.0.1",
+        [sys.executable, "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
+         "--address", "127.0.0.1",
          "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
         cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
