@@ -279,6 +279,14 @@ def _add_dials(parser, cls, skip=()) -> None:
                                 help=f"{par.doc} Allowed: {describe(par)}. Default: {par.default}.")
 
 
+def _add_run_options(parser, what: str) -> None:
+    parser.add_argument("--force", action="store_true", help=f"recompute {what} even if the same config is stored")
+    parser.add_argument("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, ...")
+    parser.add_argument("--tag", action="append", help=f"tag {what} (repeatable)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -293,11 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         cls = get_study(key)
         sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
         _add_dials(sp, cls)
-        sp.add_argument("--force", action="store_true", help="recompute even if the same config is stored")
-        sp.add_argument("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, ...")
-        sp.add_argument("--tag", action="append", help="tag the run (repeatable)")
-        sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_run_options(sp, "the run")
         sp.set_defaults(func=cmd_run)
 
     s = sub.add_parser("sweep", help="a grid over dials x seeds, trained as ensembles; resumable; Dask if asked")
@@ -315,11 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dask", action="store_true", help="run the tasks on a Dask LocalCluster")
         sp.add_argument("--scheduler", default=None,
                         help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS with --dask)")
-        sp.add_argument("--force", action="store_true", help="recompute every cell")
-        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
-        sp.add_argument("--tag", action="append", help="tag the sweep (repeatable)")
-        sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_run_options(sp, "the sweep")
         sp.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("runs", help="the catalog of stored runs")

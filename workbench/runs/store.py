@@ -100,16 +100,7 @@ class Store:
     def save(self, meta: dict, ds: xr.Dataset) -> Path:
         """Write the dataset atomically, then its catalog row (replacing an earlier one of the same id)."""
         path = self.path_for(meta["study"], meta["id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{meta['id']}.{uuid.uuid4().hex[:8]}.nc.tmp"
-        try:
-            ds.to_netcdf(tmp, engine="h5netcdf")
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(ds, path)
         row = {k: meta.get(k) for k in _COLUMNS}
         row["params"] = json.dumps(meta["params"], sort_keys=True)
         row["path"] = str(path.relative_to(self.root))
@@ -140,10 +131,25 @@ class Store:
     def clear_temp(self) -> int:
         """Remove temp files left by killed writers; returns how many."""
         n = 0
-        for p in (self.root / "runs").glob("*/.*.nc.tmp"):
+        for p in (self.root / "runs").glob("*/.*.tmp"):
             p.unlink(missing_ok=True)
             n += 1
         return n
+
+
+def write_atomic(ds: xr.Dataset, path: Path) -> None:
+    """Write a dataset to `path` so that a reader sees the old file or the whole new one, never half of it: a temp
+    file in the same folder (.NAME.*.tmp), fsync, rename. A killed writer leaves at most a temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _row(row: sqlite3.Row) -> dict:

@@ -26,7 +26,7 @@ from ..errors import Cancelled, ConfigError, Diverged
 from ..studies import get as get_study
 from ..studies.base import coerce
 from .run import Run, code_version, git_commit, now, to_dataset, versions
-from .store import Store
+from .store import Store, write_atomic
 
 log = logging.getLogger("workbench")
 MAX_MODELS = 64  # models per task at most: keeps tasks short enough to resume and to spread over workers
@@ -186,19 +186,6 @@ def _part_path(store: Store, study: str, sweep_id: str, cells: list) -> Path:
     return store.root / "sweeps" / study / sweep_id / f"part-{key}.nc"
 
 
-def _write_atomic(ds: xr.Dataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _client(executor: str, scheduler: str | None):
     """A Dask client: an existing scheduler (argument or DASK_SCHEDULER_ADDRESS), else a LocalCluster on loopback."""
     from distributed import Client, LocalCluster
@@ -271,7 +258,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         if ds.attrs.get("error"):
             errors.append(ds.attrs["error"])
         else:
-            _write_atomic(ds, paths[j])
+            write_atomic(ds, paths[j])
         parts[j] = ds
         if bar is not None:
             bar.update(len(jobs[j]))
