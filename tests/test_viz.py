@@ -34,3 +34,37 @@ def test_loss_histogram_has_one_frame_per_snapshot(run):
 def test_overview_from_a_dataset_and_from_run_plot(run):
     hv.render(wb.viz.overview(run.ds), backend="bokeh")
     hv.render(run.plot(), backend="bokeh")
+
+
+def synthetic_sweep(exponent=-0.5):
+    """metric(T, P) = 1 + (T / T_c(P))², T_c = 0.01·(P/100)^exponent: the crossover is known exactly."""
+    import numpy as np
+    import xarray as xr
+
+    temps, sizes = np.geomspace(1e-5, 1.0, 61), np.array([100, 200, 400, 800, 1600])
+    tc = 0.01 * (sizes / 100.0) ** exponent
+    values = 1 + (temps[None, :, None] / tc[:, None, None]) ** 2 * np.ones((1, 1, 2))
+    ds = xr.Dataset({"weight_change": (("n_train", "temperature", "seed"), values)},
+                    coords={"n_train": sizes, "temperature": temps, "seed": [0, 1]}, attrs={"study": "sgd_noise"})
+    return ds, tc
+
+
+def test_power_law_fit_recovers_the_exponent():
+    import numpy as np
+
+    x = np.geomspace(1, 100, 20)
+    a, c = wb.viz.fit_power_law(x, 3.0 * x**-0.7)
+    assert abs(a + 0.7) < 1e-9 and abs(c - 3.0) < 1e-9
+
+
+def test_crossover_and_its_exponent():
+    import numpy as np
+
+    ds, tc = synthetic_sweep(-0.5)
+    table = wb.viz.crossover(ds, "weight_change", x="temperature", by="n_train")
+    # the metric has doubled from its low-T plateau (1) exactly at T = T_c
+    np.testing.assert_allclose(table["crossover"].values, tc, rtol=0.05)
+    a, _ = wb.viz.fit_power_law(table["n_train"], table["crossover"])
+    assert abs(a + 0.5) < 0.02
+    hv.render(wb.viz.crossover_plot(ds, "weight_change", "temperature", "n_train"), backend="bokeh")
+    hv.render(wb.viz.power_law(ds, "weight_change", x="temperature", by="n_train"), backend="bokeh")

@@ -68,6 +68,15 @@ class SGDNoise(Study):
             "dials": {"task": "perceptron", "n_train": 256, "steps": 4000},
             "x": "temperature", "y": "alpha", "metric": "test_err", "epoch": "final",
         },
+        "crossover_vs_P": {
+            "about": "Lazy regime (α = 100): the weight change |w − w0|/|w0| against T for several training-set sizes "
+                     "P; the crossover temperature T_c, where it departs from its small-T plateau, against P with "
+                     "its fitted exponent.",
+            "grid": {"temperature": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "n_train": [64, 128, 256, 512]},
+            "seeds": [0, 1],
+            "dials": {"task": "perceptron", "alpha": 100.0, "steps": 4000},
+            "x": "temperature", "y": "n_train", "metric": "weight_change", "epoch": "final",
+        },
     }
 
     task = param.Selector(default="perceptron", objects=list(TASKS),

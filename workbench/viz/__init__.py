@@ -1,7 +1,7 @@
 """Plots (HoloViews) and thin Panel views. The only place Panel is imported."""
 import holoviews as hv
 
-from .plots import (cell_table, curves, fit_power_law, frame, group_plot, heatmap, loss_histogram, power_law, overview, phase_diagram, reduce_axis,
+from .plots import (cell_table, crossover, crossover_plot, curves, fit_power_law, frame, group_plot, heatmap, loss_histogram, power_law, overview, phase_diagram, reduce_axis,
                     sweep_curves)
 
 hv.extension("bokeh", logo=False)
@@ -17,5 +17,5 @@ def app(study: str = "label_noise"):
     return study_page(study)
 
 
-__all__ = ["app", "cell_table", "curves", "fit_power_law", "power_law", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
+__all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "fit_power_law", "power_law", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
            "reduce_axis", "sweep_curves"]

@@ -207,3 +207,41 @@ def power_law(ds: xr.Dataset, metric: str, x: str, by: str | None = None, epoch=
             items.append(hv.Curve((grid, c * grid**a), x, metric).opts(color=color, line_dash="dashed"))
     return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
                                   legend_position="bottom_right", title=f"{LABELS.get(metric, metric)} vs {x}")
+
+
+def crossover(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final", factor: float = 2.0) -> pd.DataFrame:
+    """The crossover value of the dial `x` (e.g. the temperature T_c) for each value of `by` (e.g. P): the first x at
+    which the metric, averaged over seeds, has moved by `factor` (up or down) from its value at the smallest x,
+    interpolated linearly in log-log. A table: by, crossover (nan where it never moves that far)."""
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    da = da.mean([d for d in da.dims if d not in (x, by)]).transpose(by, x)
+    da = da.isel({x: np.nonzero(da[x].values.astype(float) > 0)[0]})  # a log axis: positive x only
+    xs = np.log(da[x].values.astype(float))
+    rows = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.abs(np.log(np.abs(da.values.astype(float)) / np.abs(da.values[:, :1].astype(float))))
+    for b, series in zip(da[by].values, moved - np.log(factor)):
+        above = np.nonzero(series >= 0)[0]
+        if not len(above) or above[0] == 0 or not np.isfinite(series[:above[0] + 1]).all():
+            rows.append({by: b, "crossover": np.nan})
+            continue
+        i = above[0] - 1
+        t = -series[i] / (series[i + 1] - series[i])
+        rows.append({by: b, "crossover": float(np.exp(xs[i] + t * (xs[i + 1] - xs[i])))})
+    return pd.DataFrame(rows)
+
+
+def crossover_plot(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final") -> hv.Overlay:
+    """The crossover of `x` against `by` on log-log axes with its fitted power law (Sclocchi et al.'s T_c ∝ P^-b)."""
+    table = crossover(ds, metric, x, by, epoch)
+    a, c = fit_power_law(table[by], table["crossover"])
+    points = hv.Scatter(table, by, ("crossover", f"crossover {x}"), label=f"fit: exponent {a:.2f}").opts(
+        size=9, color=PALETTE[0])
+    items = [points]
+    if np.isfinite(a):
+        grid = np.geomspace(table[by].min(), table[by].max(), 50)
+        items.append(hv.Curve((grid, c * grid**a), by, ("crossover", f"crossover {x}")).opts(
+            color=PALETTE[0], line_dash="dashed"))
+    return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
+                                  title=f"crossover {x} (from {LABELS.get(metric, metric)}) vs {by}")
