@@ -1,4 +1,4 @@
 """The noise math: small pure functions, each with its paper and formula."""
-from . import labels
+from . import formats, labels
 
-__all__ = ["labels"]
+__all__ = ["formats", "labels"]

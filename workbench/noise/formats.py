@@ -1,0 +1,227 @@
+"""Number formats and rounding to them, exactly as the standards define them, on any machine.
+
+Floating formats follow IEEE 754 (fp32, bf16, fp16 and any custom `eXmY`: the top exponent holds inf and NaN) and
+the OCP 8-bit FP specification (fp8_e4m3 is the "fn" variant: no infinities, max 448, saturating on cast;
+fp8_e5m2 has infinities, max 57344) and OCP Microscaling (fp6_e2m3, fp6_e3m2, fp4_e2m1: no inf or NaN, saturating;
+MX blocks of 32 elements sharing a power-of-two E8M0 scale). Integer formats are symmetric, scaled from the
+absolute maximum. `quantize` returns the same dtype and shape; its gradient is straight-through.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+
+ROUNDINGS = ("nearest", "stochastic")
+SCALINGS = (None, "tensor", "channel")
+
+
+@dataclass(frozen=True)
+class Format:
+    """Facts of one number format. Floating: exp_bits, man_bits, bias, max, min_normal, min_subnormal;
+    integer: bits, qmax; MX: block size and element format."""
+
+    name: str
+    kind: str  # "float" | "int" | "mx"
+    exp_bits: int = 0
+    man_bits: int = 0
+    ieee: bool = True  # top exponent reserved for inf/NaN (IEEE 754); False: all codes finite (OCP fn/MX)
+    bits: int = 0
+    block: int = 0
+    element: "Format | None" = None
+
+    @property
+    def bias(self) -> int:
+        return 2 ** (self.exp_bits - 1) - 1
+
+    @property
+    def emax(self) -> int:
+        """The largest exponent of a finite value."""
+        top = 2**self.exp_bits - 1 - (1 if self.ieee else 0)
+        return top - self.bias
+
+    @property
+    def emin(self) -> int:
+        return 1 - self.bias
+
+    @property
+    def max(self) -> float:
+        if self.kind == "int":
+            return float(self.qmax)
+        if self.kind == "mx":
+            return self.element.max * 2.0**127
+        if self.name == "fp8_e4m3":  # OCP E4M3 "fn": S.1111.111 is NaN, so the top mantissa is 110
+            return (2 - 2 ** -(self.man_bits - 1)) * 2.0**self.emax
+        return (2 - 2.0**-self.man_bits) * 2.0**self.emax
+
+    @property
+    def min_normal(self) -> float:
+        return 2.0**self.emin if self.kind == "float" else float("nan")
+
+    @property
+    def min_subnormal(self) -> float:
+        return 2.0 ** (self.emin - self.man_bits) if self.kind == "float" else float("nan")
+
+    @property
+    def has_inf(self) -> bool:
+        return self.kind == "float" and self.ieee
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+
+def _float(name, e, m, ieee=True):
+    return Format(name, "float", exp_bits=e, man_bits=m, ieee=ieee, bits=1 + e + m)
+
+
+_FORMATS = {
+    "fp32": _float("fp32", 8, 23),
+    "bf16": _float("bf16", 8, 7),
+    "fp16": _float("fp16", 5, 10),
+    "fp8_e4m3": _float("fp8_e4m3", 4, 3, ieee=False),
+    "fp8_e5m2": _float("fp8_e5m2", 5, 2),
+    "fp6_e2m3": _float("fp6_e2m3", 2, 3, ieee=False),
+    "fp6_e3m2": _float("fp6_e3m2", 3, 2, ieee=False),
+    "fp4_e2m1": _float("fp4_e2m1", 2, 1, ieee=False),
+    "int8": Format("int8", "int", bits=8),
+    "int4": Format("int4", "int", bits=4),
+}
+_FORMATS.update({
+    "mxfp8_e4m3": Format("mxfp8_e4m3", "mx", block=32, element=_FORMATS["fp8_e4m3"]),
+    "mxfp8_e5m2": Format("mxfp8_e5m2", "mx", block=32, element=_FORMATS["fp8_e5m2"]),
+    "mxfp6_e2m3": Format("mxfp6_e2m3", "mx", block=32, element=_FORMATS["fp6_e2m3"]),
+    "mxfp6_e3m2": Format("mxfp6_e3m2", "mx", block=32, element=_FORMATS["fp6_e3m2"]),
+    "mxfp4_e2m1": Format("mxfp4_e2m1", "mx", block=32, element=_FORMATS["fp4_e2m1"]),
+    # MXINT8: 8-bit two's complement elements with an implicit scale of 2^-6 (values in [-2, 2 - 2^-6])
+    "mxint8": Format("mxint8", "mx", block=32, element=Format("int8_mx", "int", bits=8)),
+})
+NAMES = tuple(_FORMATS)
+
+
+def get(name: str) -> Format:
+    """A format by name: one of NAMES, or a custom IEEE-style float "eXmY" (e.g. "e3m4")."""
+    if isinstance(name, Format):
+        return name
+    if name in _FORMATS:
+        return _FORMATS[name]
+    match = re.fullmatch(r"e(\d+)m(\d+)", str(name))
+    if match and 2 <= int(match[1]) <= 11 and 0 <= int(match[2]) <= 52:
+        return _float(name, int(match[1]), int(match[2]))
+    raise ConfigError("format", name, f"one of {', '.join(NAMES)}, or eXmY with 2 <= X <= 11 and Y <= 52")
+
+
+def _round(v: torch.Tensor, rounding: str, generator) -> torch.Tensor:
+    """Round to an integer: half to even, or stochastically (floor(v + u), u ~ U[0, 1): E = v)."""
+    if rounding == "nearest":
+        return torch.round(v)  # round half to even
+    u = torch.rand(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
+    return torch.floor(v + u)
+
+
+def _float_round(a: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    """Round |x| (float64, finite, ≥ 0) to `fmt`: ulp = 2^(max(e, emin) - man_bits), e = floor(log2 |x|)."""
+    _, exp = torch.frexp(a)  # a = m·2^exp, m in [0.5, 1): floor(log2 a) = exp - 1
+    e = torch.clamp(exp - 1, min=fmt.emin)  # subnormals share the smallest exponent
+    ulp = torch.ldexp(torch.ones_like(a), e - fmt.man_bits)
+    q = _round(a / ulp, rounding, generator) * ulp  # exact: a / ulp is a power-of-two scaling
+    if fmt.has_inf:
+        return torch.where(q > fmt.max, torch.full_like(q, math.inf), q)
+    return torch.clamp(q, max=fmt.max)  # saturating
+
+
+def _float_quantize(x64: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    a = x64.abs()
+    finite = torch.isfinite(a)
+    q = _float_round(torch.where(finite, a, torch.zeros_like(a)), fmt, rounding, generator)
+    q = torch.where(finite, q, a if fmt.has_inf else torch.full_like(a, fmt.max))  # ±inf: kept or saturated
+    q = torch.where(torch.isnan(x64), x64, q)
+    return torch.copysign(q, x64)  # keeps the sign of zero
+
+
+def _int_quantize(v: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    return torch.clamp(_round(v, rounding, generator), -fmt.qmax, fmt.qmax)
+
+
+def _absmax(x: torch.Tensor, scaling: str | None) -> torch.Tensor:
+    if scaling == "channel" and x.ndim >= 2:
+        return x.abs().amax(dim=tuple(range(1, x.ndim)), keepdim=True)  # one scale per row (output channel)
+    return x.abs().amax()
+
+
+def _mx_quantize(x64: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    """OCP MX: blocks of 32 along the last dim share X = 2^(floor(log2 amax) - emax_elem) (E8M0, 2^-127..2^127)."""
+    shape = x64.shape
+    flat = x64.reshape(-1, shape[-1]) if x64.ndim else x64.reshape(1, 1)
+    n = flat.shape[-1]
+    pad = -n % fmt.block
+    blocks = torch.nn.functional.pad(flat, (0, pad)).reshape(flat.shape[0], -1, fmt.block)
+    amax = torch.nan_to_num(blocks.abs(), nan=0.0, posinf=0.0).amax(-1, keepdim=True)
+    elem = fmt.element
+    emax_elem = 0 if elem.kind == "int" else elem.emax
+    _, exp = torch.frexp(amax)
+    shared = torch.clamp(exp - 1 - emax_elem, -127, 127)
+    shared = torch.where(amax > 0, shared, torch.full_like(shared, -127))
+    scale = torch.ldexp(torch.ones_like(amax), shared)
+    v = blocks / scale
+    if elem.kind == "int":
+        q = _int_quantize(v * 64, elem, rounding, generator).clamp(min=-128) / 64  # 2^-6 implicit scale
+    else:
+        q = _float_quantize(v, elem, rounding, generator)
+    out = (q * scale).reshape(flat.shape[0], -1)[:, :n]
+    return out.reshape(shape)
+
+
+def quantize(x: torch.Tensor, fmt="fp8_e4m3", rounding: str = "nearest", generator: torch.Generator | None = None,
+             scale: str | None = None) -> torch.Tensor:
+    """Round x to the values `fmt` can hold (quantize-dequantize); same dtype and shape out.
+
+    rounding: "nearest" (ties to even) or "stochastic" (unbiased; draws from `generator`).
+    scale (floating formats): None (the raw values), "tensor" or "channel" (x is scaled so that its absolute maximum,
+    per tensor or per row, maps to the format's max, rounded, and scaled back). Integer formats always scale from
+    the absolute maximum ("tensor" unless "channel"); MX formats carry their own per-block scales.
+    The gradient is straight-through (identity).
+    """
+    f = get(fmt)
+    if rounding not in ROUNDINGS:
+        raise ConfigError("rounding", rounding, f"one of {', '.join(ROUNDINGS)}")
+    if scale not in SCALINGS:
+        raise ConfigError("scale", scale, "None, tensor or channel")
+    if not torch.is_floating_point(x):
+        raise ConfigError("x", str(x.dtype), "a floating-point tensor")
+    with torch.no_grad():
+        x64 = x.detach().double()
+        if f.kind == "mx":
+            q = _mx_quantize(x64, f, rounding, generator)
+        elif f.kind == "int":
+            s = _absmax(x64, scale) / f.qmax
+            s = torch.where(s > 0, s, torch.ones_like(s))
+            q = _int_quantize(x64 / s, f, rounding, generator) * s
+        elif scale is None:
+            q = _float_quantize(x64, f, rounding, generator)
+        else:
+            s = _absmax(x64, scale) / f.max
+            s = torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
+            q = _float_quantize(x64 / s, f, rounding, generator) * s
+        q = q.to(x.dtype)
+    if x.requires_grad:
+        return x + (q - x).detach()  # straight-through estimator
+    return q
+
+
+def values(fmt) -> torch.Tensor:
+    """Every finite value a floating format (≤ 16 bits) can hold, sorted, as float64 (both zeros once)."""
+    f = get(fmt)
+    if f.kind != "float" or f.bits > 16:
+        raise ConfigError("format", f.name, "a floating format of at most 16 bits")
+    exps = torch.arange(0, 2**f.exp_bits - (1 if f.ieee else 0), dtype=torch.float64)
+    mans = torch.arange(0, 2**f.man_bits, dtype=torch.float64)
+    e, m = torch.meshgrid(exps, mans, indexing="ij")
+    mag = torch.where(e == 0, m / 2**f.man_bits * 2.0**f.emin, (1 + m / 2**f.man_bits) * 2.0 ** (e - f.bias))
+    mag = mag.flatten()
+    mag = mag[mag <= f.max]
+    return torch.cat([-mag.flip(0), mag[1:]])
