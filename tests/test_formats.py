@@ -98,8 +98,8 @@ def test_integer_formats_are_symmetric_from_the_absolute_maximum():
     s = 4.0 / 127
     torch.testing.assert_close(q, torch.round(x / s) * s)
     qc = formats.quantize(x, "int4", scale="channel")
-    s_rows = torch.tensor([[1.0 / 7], [4.0 / 7]], dtype=torch.float64)  # 0.5 / (1/7) = 3.5: a tie, to even (4)
-    torch.testing.assert_close(qc, (torch.clamp(torch.round(x.double() / s_rows), -7, 7) * s_rows).float())
+    s_rows = torch.tensor([[1.0], [4.0]]) / 7  # the scale and x / s in x's dtype
+    torch.testing.assert_close(qc, torch.clamp(torch.round(x / s_rows), -7, 7) * s_rows)
 
 
 def test_per_tensor_scaling_uses_the_whole_range():
@@ -140,3 +140,20 @@ def test_bad_arguments(kwargs, field):
     with pytest.raises(ConfigError) as e:
         formats.quantize(torch.ones(3), **{"fmt": "fp8_e4m3", **kwargs})
     assert e.value.field == field
+
+
+@pytest.mark.parametrize("name", SMALL_FLOATS)
+def test_float32_paths_equal_the_float64_formula(name):
+    x = wide_random(200_000, seed=3)
+    f = formats.get(name)
+    fast = formats._float_quantize(x, f, "nearest", None)  # float32 in: a native cast or the in-place bit path
+    exact = formats._float_quantize(x.double(), f, "nearest", None).float()  # float64: frexp/ldexp formula
+    assert torch.equal(torch.nan_to_num(fast, nan=7.0), torch.nan_to_num(exact, nan=7.0))
+
+
+def test_mx_block_must_divide_the_last_dimension():
+    with pytest.raises(ConfigError) as e:
+        formats.quantize(torch.ones(3, 48), "mxfp8_e4m3")
+    assert e.value.field == "block" and "16" in str(e.value)
+    q = formats.quantize(torch.randn(3, 48), "mxfp8_e4m3", block=16)
+    assert q.shape == (3, 48)

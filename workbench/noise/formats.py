@@ -115,6 +115,11 @@ def get(name: str) -> Format:
     raise ConfigError("format", name, f"one of {', '.join(NAMES)}, or eXmY with 2 <= X <= 11 and Y <= 52")
 
 
+#: formats PyTorch can cast to natively: round-to-nearest-even by a cast gives the same bits (tested)
+_NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3": torch.float8_e4m3fn,
+           "fp8_e5m2": torch.float8_e5m2}
+
+
 def _round(v: torch.Tensor, rounding: str, generator) -> torch.Tensor:
     """Round to an integer: half to even, or stochastically (floor(v + u), u ~ U[0, 1): E = v)."""
     if rounding == "nearest":
@@ -124,7 +129,7 @@ def _round(v: torch.Tensor, rounding: str, generator) -> torch.Tensor:
 
 
 def _float_round(a: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
-    """Round |x| (float64, finite, ≥ 0) to `fmt`: ulp = 2^(max(e, emin) - man_bits), e = floor(log2 |x|)."""
+    """Round |x| (finite, ≥ 0) to `fmt`: ulp = 2^(max(e, emin) - man_bits), e = floor(log2 |x|)."""
     _, exp = torch.frexp(a)  # a = m·2^exp, m in [0.5, 1): floor(log2 a) = exp - 1
     e = torch.clamp(exp - 1, min=fmt.emin)  # subnormals share the smallest exponent
     ulp = torch.ldexp(torch.ones_like(a), e - fmt.man_bits)
@@ -134,13 +139,40 @@ def _float_round(a: torch.Tensor, fmt: Format, rounding: str, generator) -> torc
     return torch.clamp(q, max=fmt.max)  # saturating
 
 
-def _float_quantize(x64: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
-    a = x64.abs()
+def _float_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    native = _NATIVE.get(fmt.name)
+    if native is not None and fmt.name != "fp8_e4m3" and rounding == "nearest" and \
+            x.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return x.to(native).to(x.dtype)  # one correctly rounded cast (e4m3fn's cast back is slow on CPUs)
+    if x.dtype != torch.float64 and fmt.exp_bits <= 7 and fmt.man_bits <= 22:
+        return _float32_quantize(x.float(), fmt, rounding, generator).to(x.dtype)
+    a = x.double().abs()
     finite = torch.isfinite(a)
     q = _float_round(torch.where(finite, a, torch.zeros_like(a)), fmt, rounding, generator)
     q = torch.where(finite, q, a if fmt.has_inf else torch.full_like(a, fmt.max))  # ±inf: kept or saturated
-    q = torch.where(torch.isnan(x64), x64, q)
-    return torch.copysign(q, x64)  # keeps the sign of zero
+    q = torch.where(torch.isnan(a), a, q)
+    return torch.copysign(q, x.double()).to(x.dtype)  # keeps the sign of zero
+
+
+def _float32_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+    """The same rounding on float32 bits, in place (a training step calls this on every tensor): the ulp of |x| is
+    its exponent field less man_bits, floored at the format's subnormal ulp; every step is exact in float32 for
+    formats whose values and ulps are float32 normals (exp_bits ≤ 7, man_bits ≤ 22)."""
+    a = x.abs()
+    ulp = a.view(torch.int32) & 0x7F800000
+    ulp.sub_(fmt.man_bits << 23).clamp_(min=(fmt.emin - fmt.man_bits + 127) << 23)
+    ulp = ulp.view(torch.float32)
+    a.div_(ulp)
+    if rounding == "nearest":
+        a.round_()  # half to even
+    else:
+        a.add_(torch.rand(a.shape, generator=generator, device="cpu").to(a.device)).floor_()
+    a.mul_(ulp)
+    if fmt.has_inf:
+        a.masked_fill_(a > fmt.max, math.inf)  # inf / ulp stays inf; NaN stays NaN
+    else:
+        a.clamp_(max=fmt.max)  # saturating, inf included
+    return a.copysign_(x)
 
 
 def _int_quantize(v: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
@@ -153,38 +185,38 @@ def _absmax(x: torch.Tensor, scaling: str | None) -> torch.Tensor:
     return x.abs().amax()
 
 
-def _mx_quantize(x64: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
-    """OCP MX: blocks of 32 along the last dim share X = 2^(floor(log2 amax) - emax_elem) (E8M0, 2^-127..2^127)."""
-    shape = x64.shape
-    flat = x64.reshape(-1, shape[-1]) if x64.ndim else x64.reshape(1, 1)
-    n = flat.shape[-1]
-    pad = -n % fmt.block
-    blocks = torch.nn.functional.pad(flat, (0, pad)).reshape(flat.shape[0], -1, fmt.block)
+def _mx_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, block: int) -> torch.Tensor:
+    """OCP MX: blocks along the last dim share X = 2^(floor(log2 amax) - emax_elem) (E8M0, 2^-127..2^127)."""
+    shape = x.shape
+    xw = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    flat = xw.reshape(-1, shape[-1]) if xw.ndim else xw.reshape(1, 1)
+    blocks = flat.reshape(flat.shape[0], -1, block)
     amax = torch.nan_to_num(blocks.abs(), nan=0.0, posinf=0.0).amax(-1, keepdim=True)
     elem = fmt.element
     emax_elem = 0 if elem.kind == "int" else elem.emax
     _, exp = torch.frexp(amax)
     shared = torch.clamp(exp - 1 - emax_elem, -127, 127)
     shared = torch.where(amax > 0, shared, torch.full_like(shared, -127))
-    scale = torch.ldexp(torch.ones_like(amax), shared)
-    v = blocks / scale
+    # the scale as a power of two, in float64 (2^-127 is below float32's normals): dividing by it is exact
+    v = (blocks.double() * torch.ldexp(torch.ones_like(amax, dtype=torch.float64), -shared))
     if elem.kind == "int":
         q = _int_quantize(v * 64, elem, rounding, generator).clamp(min=-128) / 64  # 2^-6 implicit scale
     else:
         q = _float_quantize(v, elem, rounding, generator)
-    out = (q * scale).reshape(flat.shape[0], -1)[:, :n]
-    return out.reshape(shape)
+    out = torch.ldexp(q, shared).reshape(flat.shape)
+    return out.reshape(shape).to(x.dtype)
 
 
 def quantize(x: torch.Tensor, fmt="fp8_e4m3", rounding: str = "nearest", generator: torch.Generator | None = None,
-             scale: str | None = None) -> torch.Tensor:
+             scale: str | None = None, block: int | None = None) -> torch.Tensor:
     """Round x to the values `fmt` can hold (quantize-dequantize); same dtype and shape out.
 
     rounding: "nearest" (ties to even) or "stochastic" (unbiased; draws from `generator`).
-    scale (floating formats): None (the raw values), "tensor" or "channel" (x is scaled so that its absolute maximum,
-    per tensor or per row, maps to the format's max, rounded, and scaled back). Integer formats always scale from
-    the absolute maximum ("tensor" unless "channel"); MX formats carry their own per-block scales.
-    The gradient is straight-through (identity).
+    scale (floating formats): None (the raw values), "tensor" or "channel": x is divided by s = amax / fmt.max
+    (amax per tensor, or per row of dim 0), rounded, and multiplied back, s and x / s computed in x's dtype.
+    Integer formats always scale from the absolute maximum ("tensor" unless "channel"); MX formats carry their own
+    per-block power-of-two scales along the last dim, in blocks of `block` (default the format's, 32), which must
+    divide it. The gradient is straight-through (identity).
     """
     f = get(fmt)
     if rounding not in ROUNDINGS:
@@ -193,20 +225,26 @@ def quantize(x: torch.Tensor, fmt="fp8_e4m3", rounding: str = "nearest", generat
         raise ConfigError("scale", scale, "None, tensor or channel")
     if not torch.is_floating_point(x):
         raise ConfigError("x", str(x.dtype), "a floating-point tensor")
+    if f.kind == "mx":
+        block = block or f.block
+        last = x.shape[-1] if x.ndim else 1
+        if block < 1 or last % block:
+            raise ConfigError("block", block, f"a block size dividing the last dimension ({last}), e.g. "
+                                              f"{', '.join(str(b) for b in (8, 16, 32) if last % b == 0) or 1}")
     with torch.no_grad():
-        x64 = x.detach().double()
+        xd = x.detach()
         if f.kind == "mx":
-            q = _mx_quantize(x64, f, rounding, generator)
+            q = _mx_quantize(xd, f, rounding, generator, block)
         elif f.kind == "int":
-            s = _absmax(x64, scale) / f.qmax
+            s = _absmax(xd, scale) / f.qmax
             s = torch.where(s > 0, s, torch.ones_like(s))
-            q = _int_quantize(x64 / s, f, rounding, generator) * s
+            q = _int_quantize(xd / s, f, rounding, generator) * s
         elif scale is None:
-            q = _float_quantize(x64, f, rounding, generator)
+            q = _float_quantize(xd, f, rounding, generator)
         else:
-            s = _absmax(x64, scale) / f.max
+            s = _absmax(xd, scale) / f.max
             s = torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
-            q = _float_quantize(x64 / s, f, rounding, generator) * s
+            q = _float_quantize(xd / s, f, rounding, generator) * s
         q = q.to(x.dtype)
     if x.requires_grad:
         return x + (q - x).detach()  # straight-through estimator
