@@ -79,3 +79,44 @@ def _scalar(v):
     if hasattr(v, "__len__") and len(v) == 1:
         v = v[0]
     return v.item() if hasattr(v, "item") else v
+
+
+class DivergenceLog:
+    """Which of K models went non-finite, at which step and in which tensor; kept in the run's dataset as
+    diverged_step (-1: never) and diverged_tensor ("" : never). A diverged model is a result: the others go on."""
+
+    def __init__(self, ctx: Context, k: int):
+        import numpy as np
+
+        self.ctx = ctx
+        self.step = np.full(k, -1, dtype=np.int64)
+        self.tensor = np.full(k, "", dtype="<U16")
+        self._put()
+
+    def _put(self) -> None:
+        self.ctx.put("diverged_step", ("model",), self.step.copy())
+        self.ctx.put("diverged_tensor", ("model",), self.tensor.copy())
+
+    def update(self, step: int, bad, where: str) -> None:
+        """bad: (K,) bool, models found non-finite at `step` in tensor `where`. Raises Diverged when all have."""
+        import numpy as np
+
+        from ..errors import Diverged
+
+        bad = np.asarray(bad.cpu() if isinstance(bad, torch.Tensor) else bad, dtype=bool)
+        new = bad & (self.step < 0)
+        if new.any():
+            self.step[new], self.tensor[new] = step, where
+            self._put()
+        if (self.step >= 0).all():
+            raise Diverged(int(self.step.max()), where)
+
+    def check_step(self, step: int, per_model_loss: torch.Tensor, net) -> None:
+        """After a training step: a non-finite loss (the forward pass), else non-finite gradients (precision)."""
+        loss_bad = ~torch.isfinite(per_model_loss)
+        prec = getattr(net, "precision", None)
+        grad_bad = ~prec.grad_finite if prec is not None and prec.grad_finite is not None else None
+        if loss_bad.any():
+            self.update(step, loss_bad, "loss")
+        if grad_bad is not None and grad_bad.any():
+            self.update(step, grad_bad, "gradients")

@@ -14,11 +14,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ..errors import ConfigError
 from ..models import MLP
 
 
 class Stack:
     """Stacked parameters `params` (name -> (K, ...)) and `forward(params, x) -> logits`, x: (K, B, ...)."""
+
+    precision = None  # a Precision rounds weights, activations and gradients (stacked MLPs only)
 
     def __init__(self, params: dict[str, torch.Tensor], forward: Callable):
         self.params, self._forward = params, forward
@@ -63,42 +66,54 @@ class StackedMLP(Stack):
             params[f"b{j}"] = b.to(device).contiguous().requires_grad_()
         super().__init__(params, self._forward_sliced)
 
-    def _layers(self, p, x):
-        """The input of each layer (K, B, in) and the padded logits."""
+    def _layers(self, p, x, prec=None):
+        """The input of each layer (K, B, in) as the matmul reads it, the weights as read, the activations before
+        rounding (for the activation's derivative), and the padded logits."""
         h = x.reshape(x.shape[0], x.shape[1], -1)
-        inputs = []
+        inputs, weights, raw = [], [], []
         for j in range(self.n_layers):
+            raw.append(h)
+            w = p[f"w{j}"]
+            if prec is not None:
+                h, w = prec.act(h), prec.weight(w)
             inputs.append(h)
-            h = torch.baddbmm(p[f"b{j}"], h, p[f"w{j}"])
+            weights.append(w)
+            h = torch.baddbmm(p[f"b{j}"], h, w)  # fp32 accumulation
             if j < self.n_layers - 1:
                 h = torch.relu(h) if self.act == "relu" else torch.tanh(h)
-        return inputs, h
+        return inputs, weights, raw, h
 
     def _forward_sliced(self, p, x):
-        return self._layers(p, x)[1][..., :self.classes]
+        return self._layers(p, x, self.precision)[-1][..., :self.classes]
 
     def gradients(self, x, loss_fn):
-        p = self.params
+        p, prec = self.params, self.precision
         with torch.no_grad():
-            inputs, logits = self._layers(p, x)
+            inputs, weights, raw, logits = self._layers(p, x, prec)
         z = logits[..., :self.classes].detach().requires_grad_()
         per_model = loss_fn(z)
         (g,) = torch.autograd.grad(per_model.sum(), z)  # dL/dlogits (K, B, C), through the loss's own autograd
         with torch.no_grad():
             g = nn.functional.pad(g, (0, logits.shape[-1] - self.classes))
+            if prec is not None:
+                g = prec.grad(g * prec.loss_scale.view(-1, 1, 1))
             grads = {}
             for j in reversed(range(self.n_layers)):
-                h = inputs[j]
-                grads[f"w{j}"] = torch.bmm(h.transpose(1, 2), g)  # (K, in, out)
+                grads[f"w{j}"] = torch.bmm(inputs[j].transpose(1, 2), g)  # (K, in, out)
                 grads[f"b{j}"] = g.sum(1, keepdim=True)
                 if j > 0:
-                    g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))  # back through layer j: (K, B, in)
+                    g = torch.bmm(g, weights[j].transpose(1, 2))  # back through layer j: (K, B, in)
+                    h = raw[j]  # the activation's output, before rounding: its derivative
                     if self.act == "relu":
                         g = torch.ops.aten.threshold_backward(g, h, 0.0)  # g where h > 0, else 0
                     else:
                         g.mul_(1 - h * h)  # tanh' = 1 - tanh²
+                    if prec is not None:
+                        g = prec.grad(g)
+            if prec is not None and prec.dynamic:
+                for v in grads.values():
+                    v.div_(prec.loss_scale.view(-1, 1, 1))
         return per_model.detach(), [grads[n] for n in p]
-
 
     def gradient_noise_scale(self, x, loss_sum_fn) -> torch.Tensor:
         """B_simple = tr Σ / |G|² (McCandlish et al. 2018) of each model on the m examples x (K, m, ...), exactly.
@@ -109,7 +124,7 @@ class StackedMLP(Stack):
         """
         p = self.params
         with torch.no_grad():
-            inputs, logits = self._layers(p, x)
+            inputs, _, _, logits = self._layers(p, x)
         z = logits[..., :self.classes].detach().requires_grad_()
         (g,) = torch.autograd.grad(loss_sum_fn(z).sum(), z)  # per-example dℓ_i/dz (K, m, C)
         m = x.shape[1]
@@ -129,10 +144,16 @@ class StackedMLP(Stack):
         return trace / mean_sq
 
 
-def stack(modules: list[nn.Module], device="cpu") -> Stack:
-    """Stack K modules of one architecture (each initialised from its own seed) into one program."""
+def stack(modules: list[nn.Module], device="cpu", precision=None) -> Stack:
+    """Stack K modules of one architecture (each initialised from its own seed) into one program; `precision`
+    (an engine.precision.Precision) makes it quantization-aware."""
     if all(isinstance(m, MLP) for m in modules) and type(modules[0].features[2]) in StackedMLP.ACTIVATIONS:
-        return StackedMLP(modules, device)
+        net = StackedMLP(modules, device)
+        net.precision = precision if precision is not None and precision.active else None
+        return net
+    if precision is not None and precision.active:
+        raise ConfigError("precision", precision.format.name,
+                          f"fp32 for a {type(modules[0]).__name__}: low-precision training runs on ReLU/tanh MLPs")
     template = modules[0].to(device)
     names = [n for n, _ in template.named_parameters()]
     params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]).to(device).requires_grad_()
@@ -167,37 +188,63 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 class Optimizer:
     """Adam or SGD (with momentum, L2 weight decay) over stacked parameters, the update of torch.optim's
-    Adam/SGD for each model, with a learning rate, momentum and weight decay per model."""
+    Adam/SGD for each model, with a learning rate, momentum and weight decay per model. decoupled=True makes the
+    weight decay AdamW's (p <- p·(1 - lr·wd) before the step)."""
 
     def __init__(self, params: list[torch.Tensor], kind: str, lr, momentum=0.0, weight_decay=0.0,
-                 betas=(0.9, 0.999), eps=1e-8):
+                 betas=(0.9, 0.999), eps=1e-8, decoupled: bool = False):
         if kind not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {kind!r}")
-        self.params, self.kind, self.betas, self.eps = params, kind, betas, eps
+        self.params, self.kind, self.betas, self.eps, self.decoupled = params, kind, betas, eps, decoupled
         k, dev = params[0].shape[0], params[0].device
         self.lr, self.momentum, self.wd = (per_model(v, k, dev) for v in (lr, momentum, weight_decay))
         self.state = [(torch.zeros_like(p), torch.zeros_like(p) if kind == "adam" else None) for p in params]
         self.t = 0
+        self.skipped = torch.zeros(k, device=dev)  # steps skipped per model (loss-scale overflow)
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor]) -> None:
+    def step(self, grads: list[torch.Tensor], skip: torch.Tensor | None = None) -> None:
+        """One step of every model; models where `skip` (K,) is True keep their parameters and state."""
+        if skip is not None and skip.any():
+            keep = [(p.clone(), *(s.clone() for s in st if s is not None)) for p, st in zip(self.params, self.state)]
+            grads = [torch.where(_bcast(skip, g), 0.0, g) for g in grads]
+            self._step(grads, skip)
+            for p, st, old in zip(self.params, self.state, keep):
+                for now, before in zip((p, *(s for s in st if s is not None)), old):
+                    now.copy_(torch.where(_bcast(skip, now), before, now))
+            self.skipped += skip.float()
+        else:
+            self._step(grads)
+
+    def _step(self, grads, skip=None) -> None:
         self.t += 1
         params = self.params
         grads = list(grads)
-        if self.wd.any():
-            grads = [g + _bcast(self.wd, p) * p for p, g in zip(params, grads)]
-        s1 = [s[0] for s in self.state]
         lrs = [_bcast(self.lr, p) for p in params]
+        if self.wd.any():
+            if self.decoupled:
+                for p, lr in zip(params, lrs):
+                    p.mul_(1 - lr * _bcast(self.wd, p))
+            else:
+                grads = [g + _bcast(self.wd, p) * p for p, g in zip(params, grads)]
+        s1 = [s[0] for s in self.state]
         if self.kind == "adam":
             # torch.optim.Adam's update, elementwise over all models at once (multi-tensor ops)
             b1, b2 = self.betas
-            bc1, bc2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
             s2 = [s[1] for s in self.state]
             torch._foreach_lerp_(s1, grads, 1 - b1)
             torch._foreach_mul_(s2, b2)
             torch._foreach_addcmul_(s2, grads, grads, value=1 - b2)
             denom = torch._foreach_sqrt(s2)
-            torch._foreach_div_(denom, bc2)
+            if self.skipped.any():  # models that skipped steps have their own step count
+                t = self.t - self.skipped
+                bc1, bc2 = 1 - b1**t, torch.sqrt(1 - b2**t)
+                torch._foreach_div_(denom, [_bcast(bc2, p) for p in params])
+                lrs = [lr / _bcast(bc1, p) for lr, p in zip(lrs, params)]
+                bc1 = 1.0
+            else:
+                bc1, bc2 = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
+                torch._foreach_div_(denom, bc2)
             torch._foreach_add_(denom, self.eps)
             update = torch._foreach_div(s1, denom)
             for p, u, lr in zip(params, update, lrs):
@@ -228,5 +275,11 @@ def train_step(net: Stack, opt: Optimizer, loss_fn, x: torch.Tensor, y: torch.Te
     """
     y_b = gather(y, idx)
     per_model, grads = net.gradients(gather(x, idx), lambda logits: loss_fn(logits, y_b, idx))  # (K,)
-    opt.step(grads)
+    skip = None
+    prec = net.precision
+    if prec is not None:  # low precision: note non-finite gradients; with fp16 loss scaling, skip those steps
+        finite = torch.stack([torch.isfinite(g.sum(tuple(range(1, g.ndim)))) for g in grads]).all(0)
+        skip = prec.update_scale(finite)
+        prec.grad_finite = finite | skip
+    opt.step(grads, skip)
     return per_model

@@ -97,6 +97,24 @@ class Study(param.Parameterized):
                      if k not in self.batchable)
 
 
+def precision_dial(**kw) -> param.Selector:
+    """The precision-format dial shared by the studies that train MLPs on the stacked engine."""
+    from ..noise import formats
+
+    return param.Selector(default="fp32", objects=list(formats.NAMES), doc=(
+        "Number format that weights, activations and gradients are rounded to in training (fp32 master weights "
+        "and accumulation; narrow formats scaled per tensor, fp16 with a dynamic loss scale)."), **kw)
+
+
+def precision_metrics(prec) -> dict:
+    """The per-model rounding statistics since the last call (empty for fp32); resets them."""
+    if prec is None:
+        return {}
+    out = {k: v.cpu().numpy() for k, v in prec.stats().items()}
+    prec.reset_stats()
+    return out
+
+
 def coerce(p: param.Parameter, field: str, value):
     """Turn strings (from the CLI, a URL or a text box) into the dial's type; check bounds with a clear message."""
     if isinstance(value, str) and not isinstance(p, (param.String, param.Selector)):

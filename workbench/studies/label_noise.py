@@ -13,10 +13,12 @@ import torch
 
 from .. import datasets, models
 from ..engine import ensemble, losses
-from ..errors import ConfigError, Diverged
+from ..engine.context import DivergenceLog
+from ..engine.precision import Precision
+from ..errors import ConfigError
 from ..noise import labels
 from ..probes import metrics
-from .base import Study
+from .base import Study, precision_dial, precision_metrics
 
 
 class LabelNoise(Study):
@@ -80,6 +82,7 @@ class LabelNoise(Study):
     elr_beta = param.Number(0.7, bounds=(0.0, 0.999), doc="ELR target momentum β.")
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
+    precision = precision_dial()
 
     def check(self):
         if self.dataset == "npz" and not self.data_path:
@@ -89,6 +92,9 @@ class LabelNoise(Study):
             labels.transition_matrix("matrix", data.num_classes, matrix=self.transition_matrix)
         if self.model == "cnn" and data.image_shape is None:
             raise ConfigError("model", "cnn", f"'mlp' for data set {self.dataset!r}, which has no image shape")
+        if self.model == "cnn" and self.precision != "fp32":
+            raise ConfigError("precision", self.precision, "fp32 with model='cnn' (low precision runs on the MLP)")
+        Precision(self.precision).check_dims({"the input dimension": data.input_dim, "width": self.width})
 
     def _load(self) -> datasets.Data:
         key = (self.dataset, self.data_path, self.n_train, self.seed)
@@ -115,7 +121,8 @@ class LabelNoise(Study):
         modules = [models.build(c.model, input_dim=d.input_dim, width=c.width, depth=c.depth,
                                 num_classes=num_classes, generator=g, image_shape=d.image_shape)
                    for c, d, g in zip(configs, data, gens)]
-        net = ensemble.stack(modules, dev)
+        prec = Precision(c0.precision, num_models=k, device=dev, seed=c0.seed) if c0.precision != "fp32" else None
+        net = ensemble.stack(modules, dev, prec)
         hyper = {name: ensemble.per_model([getattr(c, name) for c in configs], k, dev)
                  for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}
         opt = ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"])
@@ -131,11 +138,10 @@ class LabelNoise(Study):
         snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
             if c0.loss_snapshots else set()
         snaps, snap_epochs = [], []
-        diverged = np.full(k, -1, dtype=np.int64)  # the step at which each model went non-finite
+        diverged = DivergenceLog(ctx, k)  # the step (and tensor) at which each model went non-finite
         ctx.put("flipped", ("model", "example"), flipped.cpu().numpy())
         ctx.put("noisy_label", ("model", "example"), y_tr.cpu().numpy())
         ctx.put("true_label", ("model", "example"), y_true.cpu().numpy())
-        ctx.put("diverged_step", ("model",), diverged)
         classes = np.arange(num_classes)
         ctx.put("transition_matrix", ("model", "true_class", "noisy_class"),
                 np.stack([labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate, c.transition_matrix)
@@ -157,6 +163,7 @@ class LabelNoise(Study):
                 "test_acc": _mean(pred_te == y_te),
                 "test_loss": losses.cross_entropy(z_te, y_te).mean(1),
                 "ece": torch.tensor([metrics.ece(z_te[i], y_te[i]) for i in range(k)]),
+                **precision_metrics(prec),
             }
             rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
             if epoch in snap_at:
@@ -172,18 +179,16 @@ class LabelNoise(Study):
         for epoch in range(1, epochs + 1):
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)  # (K, n)
             total = torch.zeros(k, device=dev)
-            for idx in ensemble.batches(perms, c0.batch_size):  # idx: (K, B)
+            measured = epoch % c0.eval_every == 0 or epoch == epochs
+            for b, idx in enumerate(ensemble.batches(perms, c0.batch_size)):  # idx: (K, B)
                 ctx.check()
+                if prec is not None:
+                    prec.measure = measured and b == 0  # rounding statistics from one step per measurement
                 per_model = ensemble.train_step(net, opt, loss_fn, x_tr, y_tr, idx)  # (K,)
                 step += 1
-                bad = ~torch.isfinite(per_model)
-                if bad.any():  # a diverged model is a result: its step is kept, the others train on
-                    diverged[bad.cpu().numpy() & (diverged < 0)] = step
-                    ctx.put("diverged_step", ("model",), diverged.copy())
-                    if (diverged >= 0).all():
-                        raise Diverged(int(diverged.max()), "loss")
+                diverged.check_step(step, per_model, net)  # a diverged model is a result; the others train on
                 total += per_model * idx.shape[1]
-            if epoch % c0.eval_every == 0 or epoch == epochs:
+            if measured:
                 evaluate(epoch, step, total / n)
 
 

@@ -13,8 +13,10 @@ import torch
 
 from .. import models
 from ..engine import ensemble
-from ..errors import ConfigError, Diverged
-from .base import Study
+from ..engine.context import DivergenceLog
+from ..engine.precision import Precision
+from ..errors import ConfigError
+from .base import Study, precision_dial, precision_metrics
 
 TASKS = ("parity", "perceptron")
 
@@ -97,10 +99,13 @@ class SGDNoise(Study):
     steps = param.Integer(4000, bounds=(1, 10_000_000), doc="SGD steps at most (training stops once every model "
                                                              "fits its training set).")
     eval_every = param.Integer(100, bounds=(1, 1_000_000), doc="Steps between measurements.")
+    precision = precision_dial()
 
     def check(self):
         if self.task == "parity" and not 1 <= self.n_train < 1797:
             raise ConfigError("n_train", self.n_train, "between 1 and 1796 for the parity task (digits)")
+        Precision(self.precision).check_dims({"the input dimension": 64 if self.task == "parity" else self.dim,
+                                              "width": self.width})
 
     def _data(self):
         if self.task == "parity":
@@ -125,7 +130,10 @@ class SGDNoise(Study):
         gens = [torch.Generator().manual_seed(c.seed) for c in configs]
         mods = [models.build("mlp", input_dim=dim, width=c0.width, depth=c0.depth, num_classes=1, generator=g)
                 for g in gens]
-        net, init = ensemble.stack(mods, dev), ensemble.stack(mods, dev)  # init: the frozen f_w0
+        prec = (lambda: Precision(c0.precision, num_models=k, device=dev, seed=c0.seed)) \
+            if c0.precision != "fp32" else (lambda: None)
+        # init: the frozen f_w0, read at the same precision so that F = 0 at the start
+        net, init = ensemble.stack(mods, dev, prec()), ensemble.stack(mods, dev, prec())
         w0 = [p.detach().clone() for p in net.tensors()]
         w0_norm = torch.sqrt(sum(p.pow(2).sum(tuple(range(1, p.ndim))) for p in w0))  # (K,)
         alpha = ensemble.per_model([c.alpha for c in configs], k, dev)
@@ -136,9 +144,8 @@ class SGDNoise(Study):
             f0_tr, f0_te = init(x_tr)[..., 0], init(x_te)[..., 0]  # (K, n)
         probe = slice(0, min(n, 256))
         fit_step = np.full(k, -1, dtype=np.int64)  # the first measured step at which all training points fit
-        diverged = np.full(k, -1, dtype=np.int64)
+        diverged = DivergenceLog(ctx, k)
         ctx.put("fit_step", ("model",), fit_step)
-        ctx.put("diverged_step", ("model",), diverged)
         a = alpha[:, None]
 
         def hinge(F, y):  # per example
@@ -159,15 +166,12 @@ class SGDNoise(Study):
             rec = {"train_loss": hinge(F_tr, y_tr).mean(1), "fit": fit, "train_err": (margin <= 0).float().mean(1),
                    "test_err": (y_te * F_te <= 0).float().mean(1), "weight_change": change, "grad_noise_scale": gns}
             rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
-            rec = {"step": step, **rec}
+            rec = {"step": step, **rec, **precision_metrics(net.precision)}
             fit_step[(rec["fit"] >= 1.0) & (fit_step < 0)] = step
             ctx.put("fit_step", ("model",), fit_step.copy())
             bad = ~ok.cpu().numpy()
-            diverged[bad & (diverged < 0)] = step
-            ctx.put("diverged_step", ("model",), diverged.copy())
             ctx.emit(rec)
-            if bad.all():
-                raise Diverged(step, "output")
+            diverged.update(step, bad, "output")
             return bool(((fit_step >= 0) | bad).all())
 
         evaluate(0)
@@ -187,6 +191,8 @@ class SGDNoise(Study):
                     z0 = init(x_b)[..., 0]
             else:
                 z0 = ensemble.gather(f0_tr, idx)
+            if net.precision is not None:
+                net.precision.measure = (step + 1) % c0.eval_every == 0
             _, grads = net.gradients(x_b, lambda z: hinge(a * (z[..., 0] - z0), y_b).mean(1) / alpha**2)
             opt.step(grads)
             step += 1
