@@ -81,6 +81,19 @@ def xor(n_train: int | None = 1200, seed: int = 0, n: int = 2000, dim: int = 50,
     return Data("xor", *_split(x, y, n_train, seed, "xor"), num_classes=2, input_shape=(dim,))
 
 
+def modular_addition(p: int = 113, train_fraction: float = 0.4, seed: int = 0) -> Data:
+    """All pairs (a, b) of residues mod p, label (a + b) mod p; inputs are the two one-hot vectors concatenated
+    (2p dims), as in "Grokking at the edge of numerical stability" (Prieto et al. 2025)."""
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    x = np.zeros((p * p, 2 * p), dtype=np.float32)
+    x[np.arange(p * p), a] = 1.0
+    x[np.arange(p * p), p + b] = 1.0
+    n_train = int(round(train_fraction * p * p))
+    parts = _split(x, (a + b) % p, n_train, seed, f"modular addition mod {p}", field="train_fraction")
+    return Data(f"mod{p}", *parts, num_classes=p, input_shape=(2 * p,))
+
+
 def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field: str = "data_path") -> Data:
     """A user's own .npz holding X (n, ...) and y (n,) with integer labels 0..K-1."""
     p = Path(str(path)).expanduser()

@@ -96,6 +96,7 @@ class DivergenceLog:
     def _put(self) -> None:
         self.ctx.put("diverged_step", ("model",), self.step.copy())
         self.ctx.put("diverged_tensor", ("model",), self.tensor.copy())
+        self.ctx.put("diverged", ("model",), (self.step >= 0).astype(float))  # averaged over seeds: a fraction
 
     def update(self, step: int, bad, where: str) -> None:
         """bad: (K,) bool, models found non-finite at `step` in tensor `where`. Raises Diverged when all have."""

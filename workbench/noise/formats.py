@@ -112,7 +112,11 @@ def get(name: str) -> Format:
     match = re.fullmatch(r"e(\d+)m(\d+)", str(name))
     if match and 2 <= int(match[1]) <= 11 and 0 <= int(match[2]) <= 52:
         return _float(name, int(match[1]), int(match[2]))
-    raise ConfigError("format", name, f"one of {', '.join(NAMES)}, or eXmY with 2 <= X <= 11 and Y <= 52")
+    match = re.fullmatch(r"int(\d+)", str(name))
+    if match and 2 <= int(match[1]) <= 16:
+        return Format(name, "int", bits=int(match[1]))
+    raise ConfigError("format", name, f"one of {', '.join(NAMES)}, eXmY (2 <= X <= 11, Y <= 52) or intN "
+                                      "(2 <= N <= 16)")
 
 
 #: formats PyTorch can cast to natively: round-to-nearest-even by a cast gives the same bits (tested)

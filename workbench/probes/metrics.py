@@ -26,4 +26,5 @@ def ece(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
 
 def lower_is_better(name: str) -> bool:
     """Whether a metric's best value is its minimum (losses, errors, calibration error)."""
-    return "loss" in name or name.endswith("_err") or name == "ece"
+    return "loss" in name or name.endswith(("_err", "_epoch", "_step")) or name == "ece" or \
+        name.startswith(("diverged", "underflow", "overflow", "sc_"))

@@ -35,6 +35,8 @@ class Study(param.Parameterized):
     #: named sweeps a user can launch in one click: {name: {"about", "grid", "seeds", "dials", "x", "y", "metric",
     #: "epoch"}}
     presets: ClassVar[dict] = {}
+    #: per-run results without a step axis that a sweep can map (e.g. the share of seeds that diverged)
+    summaries: ClassVar[tuple] = ("diverged", "diverged_step")
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
 

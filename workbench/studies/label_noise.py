@@ -94,7 +94,15 @@ class LabelNoise(Study):
             raise ConfigError("model", "cnn", f"'mlp' for data set {self.dataset!r}, which has no image shape")
         if self.model == "cnn" and self.precision != "fp32":
             raise ConfigError("precision", self.precision, "fp32 with model='cnn' (low precision runs on the MLP)")
-        Precision(self.precision).check_dims({"the input dimension": data.input_dim, "width": self.width})
+        prec = self.make_precision()
+        if prec is not None:
+            prec.check_dims({"the input dimension": data.input_dim, "width": self.width})
+
+    def make_precision(self, k: int = 1, device="cpu") -> Precision | None:
+        """The rounding of this config's training (None for fp32)."""
+        if self.precision == "fp32":
+            return None
+        return Precision(self.precision, num_models=k, device=device, seed=self.seed)
 
     def _load(self) -> datasets.Data:
         key = (self.dataset, self.data_path, self.n_train, self.seed)
@@ -121,7 +129,7 @@ class LabelNoise(Study):
         modules = [models.build(c.model, input_dim=d.input_dim, width=c.width, depth=c.depth,
                                 num_classes=num_classes, generator=g, image_shape=d.image_shape)
                    for c, d, g in zip(configs, data, gens)]
-        prec = Precision(c0.precision, num_models=k, device=dev, seed=c0.seed) if c0.precision != "fp32" else None
+        prec = c0.make_precision(k, dev)
         net = ensemble.stack(modules, dev, prec)
         hyper = {name: ensemble.per_model([getattr(c, name) for c in configs], k, dev)
                  for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}

@@ -58,6 +58,7 @@ class SGDNoise(Study):
         "Gradient noise scale": ["grad_noise_scale"],
     }
     peak = ("test_err", "min")
+    summaries = ("fit_step", "diverged", "diverged_step")
     batchable = frozenset({"seed", "alpha", "temperature", "input_noise", "chi"})
     primary = ("alpha", "temperature", "batch_size", "n_train", "task", "width", "depth", "steps", "seed")
     presets = {

@@ -1,8 +1,9 @@
 """Plots (HoloViews) and thin Panel views. The only place Panel is imported."""
 import holoviews as hv
 
-from .plots import (cell_table, crossover, crossover_plot, curves, fit_power_law, frame, group_plot, heatmap, loss_histogram, power_law, overview, phase_diagram, reduce_axis,
-                    sweep_curves)
+from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, fit_power_law, fourier_spectrum, frame,
+                    group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law, reduce_axis,
+                    sqnr_heatmap, sweep_curves)
 
 hv.extension("bokeh", logo=False)
 
@@ -17,5 +18,6 @@ def app(study: str = "label_noise"):
     return study_page(study)
 
 
-__all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "fit_power_law", "power_law", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
-           "reduce_axis", "sweep_curves"]
+__all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "fit_power_law",
+           "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
+           "power_law", "reduce_axis", "sqnr_heatmap", "sweep_curves"]

@@ -217,7 +217,7 @@ class SweepPanel:
         self._callback = None
         self.last_sweep = None
         numeric = [n for n, p in cls.dials().items() if isinstance(p, (param.Number, param.Selector)) and n != "seed"]
-        metrics = [m for ms in cls.curves.values() for m in ms]
+        metrics = [m for ms in cls.curves.values() for m in ms] + list(cls.summaries)
         presets = ["(custom)"] + list(cls.presets)
         self.preset = pn.widgets.Select(label="preset", options=presets, value="(custom)")
         self.x = pn.widgets.Select(label="x dial", options=numeric, value=numeric[0])
@@ -399,7 +399,7 @@ class SweepPanel:
         for m in range(ds.sizes.get("model", 1)):
             one = ds.isel(model=m) if "model" in ds.dims else ds
             key = (one[names[0]].item(), one[names[1]].item(), one["seed"].item())
-            self.curves[key] = {int(e): float(v) for e, v in zip(one[axis].values, one[metric].values)}
+            self.curves[key] = _curve(one[metric], axis)
 
     def _finish(self, result):
         if self._callback is not None:
@@ -417,14 +417,20 @@ class SweepPanel:
             for idx in itertools.product(*(range(result.ds.sizes[d]) for d in [*names, "seed"])):
                 one = da.isel(dict(zip([*names, "seed"], idx)))
                 key = (one[names[0]].item(), one[names[1]].item(), one["seed"].item())
-                curve = {int(e): float(v) for e, v in zip(one[self.page.cls.axis].values, one.values)
-                         if np.isfinite(v)}
+                curve = {e: v for e, v in _curve(one, self.page.cls.axis).items() if np.isfinite(v)}
                 if curve:
                     self.curves[key] = curve
             self.progress.value = self.progress.max
         self._refresh()
         self.status.object = f"Sweep {result.status}: `{result.id}` — `wb.load('{result.id}')`" + \
             (f" ({html.escape(result.error)})" if result.error else "") + ". Click a cell for its curves."
+
+
+def _curve(da, axis: str) -> dict[int, float]:
+    """{step: value} of one cell's metric; a per-run summary (no step axis) is one point."""
+    if axis not in da.dims:
+        return {0: float(da)}
+    return {int(e): float(v) for e, v in zip(da[axis].values, da.values)}
 
 
 def _nearest(values, v):

@@ -16,6 +16,12 @@ LABELS = {
     "test_acc": "clean test accuracy", "train_clean_acc": "train acc (clean subset)",
     "memorized": "flipped fit to noisy label", "train_loss": "train loss", "test_loss": "test loss",
     "ece": "test ECE", "train_acc": "train acc (noisy labels)", "flipped_true_acc": "flipped predicted as true",
+    "diverged": "share of seeds diverged", "diverged_step": "step of divergence", "sqnr": "SQNR (dB)",
+    "underflow_gradients": "gradients rounded to 0", "underflow_activations": "activations rounded to 0",
+    "overflow_weights": "weights beyond max", "overflow_activations": "activations beyond max",
+    "overflow_gradients": "gradients beyond max", "sc_fraction": "softmax collapse (share of zero losses)",
+    "grok_epoch": "epoch test acc ≥ 0.9", "collapse_epoch": "epoch of softmax collapse (≥ 50%)",
+    "logit_norm": "logit norm", "grad_weight_cos": "cos(−grad, w)", "fourier_top8": "top-8 Fourier power share",
 }
 
 
@@ -245,3 +251,56 @@ def crossover_plot(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final") 
             color=PALETTE[0], line_dash="dashed"))
     return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
                                   title=f"crossover {x} (from {LABELS.get(metric, metric)}) vs {by}")
+
+
+def curves_by(ds: xr.Dataset, metric: str, by: str, **select) -> hv.Overlay:
+    """A sweep's mean curve of `metric` for each value of the swept dial `by` (e.g. loss curves by format); the
+    other swept dials fixed by `select` or averaged, with the seeds' spread as a band."""
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    da = ds[metric].sel(select) if select else ds[metric]
+    extra = [d for d in da.dims if d not in (cls.axis, by, "seed")]
+    if extra:
+        da = da.mean(extra)
+    items = []
+    for i, v in enumerate(da[by].values):
+        one = da.sel({by: v})
+        mean = one.mean("seed") if "seed" in one.dims else one
+        color = PALETTE[i % len(PALETTE)]
+        if "seed" in one.dims and one.sizes["seed"] > 1:
+            std = one.std("seed")
+            items.append(hv.Area((mean[cls.axis].values, (mean - std).values, (mean + std).values), cls.axis,
+                                 [metric, "upper"]).opts(color=color, alpha=0.15, line_alpha=0))
+        items.append(hv.Curve((mean[cls.axis].values, mean.values), cls.axis, metric, label=f"{by}={_tick(v)}")
+                     .opts(color=color, line_width=2))
+    return hv.Overlay(items).opts(title=f"{LABELS.get(metric, metric)} by {by} (mean ± std over seeds)",
+                                  responsive=True, height=320, show_grid=True, legend_position="right",
+                                  logy=lower_is_better(metric) and bool((da > 0).all()))
+
+
+def sqnr_heatmap(lab_ds: xr.Dataset, title: str = "SQNR by format and tensor (dB, higher is better)") -> hv.HeatMap:
+    """The quantization-error lab's table: formats (rows) × tensors (columns), annotated."""
+    df = lab_ds["sqnr"].to_dataframe().reset_index()
+    kdims = [hv.Dimension("tensor", values=list(lab_ds["tensor"].values)),
+             hv.Dimension("format", values=list(lab_ds["format"].values)[::-1])]
+    heat = hv.HeatMap(df[["tensor", "format", "sqnr"]], kdims=kdims, vdims=[("sqnr", "SQNR (dB)")]).opts(
+        cmap="viridis", colorbar=True, tools=["hover"], title=title, responsive=True, height=380)
+    labels = hv.Labels(df.assign(text=df["sqnr"].round(1).astype(str)), kdims=kdims, vdims=["text"]).opts(
+        text_color="white", text_font_size="8pt")
+    return heat * labels
+
+
+def fourier_spectrum(run_or_ds, model: int | None = None) -> hv.HoloMap:
+    """Grokking: the power of the token embeddings at each frequency, one frame per measured epoch (a slider);
+    a grokked net concentrates it in a few key frequencies."""
+    ds, cls = _resolve(run_or_ds)
+    power = ds["fourier_power"]
+    if "model" in power.dims:
+        power = power.isel(model=model or 0)
+    extra = [d for d in power.dims if d not in ("snapshot", "frequency")]
+    if extra:
+        power = power.isel({d: 0 for d in extra})
+    frames = {int(ep): hv.Bars((power["frequency"].values[1:], power.sel(snapshot=ep).values[1:]), "frequency",
+                               "power").opts(title=f"embedding Fourier power, {cls.axis} {int(ep)}", responsive=True,
+                                             height=300, color=PALETTE[0], framewise=True)
+              for ep in power["snapshot"].values}
+    return hv.HoloMap(frames, kdims=[hv.Dimension("snapshot", label=f"snapshot {cls.axis}")])

@@ -1,0 +1,193 @@
+"""Grokking at the edge of numerical stability.
+
+Prieto, Barsbey, Mediano & Birdal 2025 ("Grokking at the edge of numerical stability"): on modular addition, once
+the training set is fit, softmax cross-entropy keeps growing the logits along the "naive loss minimization"
+direction (the gradient aligns with the weights) until the softmax rounds the correct class to exactly 1 and the
+loss of those examples to exactly 0 in floating point: Softmax Collapse (SC), no gradient, no grokking. Weight
+decay, a wider float (float64), StableMax (s(x) = x + 1 for x ≥ 0, 1/(1 − x) below, in place of exp) or ⊥Grad
+(the gradient with its component along the weights removed) let the net generalize.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import param
+import torch
+
+from .. import datasets
+from ..engine import ensemble
+from ..engine.context import DivergenceLog
+from .base import Study
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def stablemax(z: torch.Tensor) -> torch.Tensor:
+    """StableMax numerators s(z) = z + 1 (z ≥ 0), 1 / (1 − z) (z < 0): linear growth, not exponential."""
+    return torch.where(z >= 0, z + 1, 1 / (1 - torch.clamp(z, max=0)))
+
+
+def per_example_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """−log p_y in the logits' own dtype, p = softmax or StableMax; any leading shape."""
+    if kind == "stablemax":
+        s = stablemax(logits)
+        return -torch.log(s.gather(-1, y[..., None]).squeeze(-1) / s.sum(-1))
+    return -torch.log_softmax(logits, dim=-1).gather(-1, y[..., None]).squeeze(-1)
+
+
+def perpendicular(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """⊥Grad, per model (dim 0): g − (⟨g, w⟩ / ⟨w, w⟩) w, rescaled to the norm of g (Prieto et al. 2025)."""
+    dims = tuple(range(1, w.ndim))
+    coef = (g * w).sum(dims, keepdim=True) / (w * w).sum(dims, keepdim=True).clamp_min(1e-30)
+    gp = g - coef * w
+    norm = lambda t: torch.linalg.vector_norm(t, dim=dims, keepdim=True)  # noqa: E731
+    return gp * (norm(g) / norm(gp).clamp_min(1e-30))
+
+
+def fourier_power(embedding: torch.Tensor) -> torch.Tensor:
+    """Power of the token embeddings (K, p, h) at each frequency 0..p//2 along the token axis, summed over h."""
+    return torch.fft.rfft(embedding, dim=1).abs().pow(2).sum(-1)  # (K, p//2 + 1)
+
+
+class Grokking(Study):
+    key = "grokking"
+    title = "Grokking and softmax collapse"
+    question = "Why does a net that fits modular addition sometimes never generalize? Watch the softmax round its " \
+               "own loss to zero, and what weight decay, float64, StableMax or ⊥Grad do about it."
+    paper = "Prieto et al. 2025 (Grokking at the edge of numerical stability); Power et al. 2022"
+    axis = "epoch"
+    curves = {
+        "Accuracy": ["train_acc", "test_acc"],
+        "Loss": ["train_loss", "test_loss"],
+        "Softmax collapse (share of zero losses)": ["sc_fraction"],
+        "Logit norm": ["logit_norm"],
+        "cos(−gradient, weights)": ["grad_weight_cos"],
+        "Embedding Fourier: top-8 power share": ["fourier_top8"],
+    }
+    peak = ("test_acc", "max")
+    summaries = ("grok_epoch", "collapse_epoch", "diverged")
+    batchable = frozenset({"seed", "weight_decay", "lr"})
+    primary = ("p", "train_fraction", "softmax_precision", "loss", "optimizer", "weight_decay", "lr", "epochs",
+               "seed")
+    presets = {
+        "precision_vs_weight_decay": {
+            "about": "The epoch at which test accuracy passes 90% (blank: never within the budget) over the "
+                     "softmax's float precision and the weight decay (Prieto et al. 2025).",
+            "grid": {"softmax_precision": ["float16", "bfloat16", "float32", "float64"],
+                     "weight_decay": [0.0, 0.1, 1.0, 3.0]},
+            "seeds": [0, 1],
+            "dials": {"p": 53, "epochs": 1500, "eval_every": 25, "lr": 3e-3},
+            "x": "weight_decay", "y": "softmax_precision", "metric": "grok_epoch", "epoch": "final",
+        },
+    }
+
+    p = param.Integer(113, bounds=(3, 1000), doc="The modulus: the task is (a + b) mod p, p² pairs.")
+    train_fraction = param.Number(0.4, bounds=(0.01, 0.99), doc="Share of the p² pairs used for training.")
+    width = param.Integer(200, bounds=(1, 8192), doc="Hidden units per layer (MLP without biases, ReLU).")
+    depth = param.Integer(2, bounds=(1, 8), doc="Hidden layers.")
+    softmax_precision = param.Selector(default="float32", objects=list(DTYPES),
+                                       doc="Float type of the softmax and loss (the logits are cast to it).")
+    loss = param.Selector(default="ce", objects=["ce", "stablemax"],
+                          doc="ce: softmax cross-entropy; stablemax: StableMax cross-entropy.")
+    optimizer = param.Selector(default="adamw", objects=["adamw", "perp_adamw"],
+                               doc="adamw, or perp_adamw: AdamW on ⊥Grad (the gradient's component along the "
+                                   "weights removed, per parameter tensor).")
+    lr = param.Number(0.01, bounds=(1e-6, 1.0), softbounds=(1e-4, 0.1), doc="Learning rate (full batch).")
+    weight_decay = param.Number(0.0, bounds=(0.0, 100.0), doc="AdamW's decoupled weight decay.")
+    beta2 = param.Number(0.99, bounds=(0.0, 0.99999), doc="Adam's β₂.")
+    adam_eps = param.Number(1e-25, bounds=(0.0, 1.0), doc="Adam's ε (tiny, as in the paper's code: it matters once "
+                                                            "gradients vanish).")
+    epochs = param.Integer(400, bounds=(1, 1_000_000), doc="Full-batch steps.")
+    eval_every = param.Integer(10, bounds=(1, 100_000), doc="Epochs between measurements.")
+
+    def _load(self) -> datasets.Data:
+        return datasets.modular_addition(self.p, self.train_fraction, self.seed)
+
+    def check(self):
+        self._load()  # a train fraction leaving no test pairs is refused here, naming the field
+
+    def model_bytes(self) -> int:
+        n, d, w = self.p * self.p, 2 * self.p, self.width
+        params = d * w + (self.depth - 1) * w * w + w * self.p
+        return 4 * (5 * params + n * (d + w * (self.depth + 1) + 4 * self.p))
+
+    @classmethod
+    def execute_group(cls, ctx, configs):
+        dev, c0, k = ctx.device, configs[0], len(configs)
+        data = [c._load() for c in configs]
+        stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
+        x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])  # (K, n, 2p), (K, n)
+        x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
+        p, dt = c0.p, DTYPES[c0.softmax_precision]
+        sizes = [2 * p] + [c0.width] * c0.depth + [p]
+        weights = []
+        for j, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, drawn per model from its seed
+            w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound,
+                                                       generator=torch.Generator().manual_seed(c.seed * 100 + j))
+                 for c in configs]
+            weights.append(torch.stack(w).to(dev).requires_grad_())
+        hyper = {n: ensemble.per_model([getattr(c, n) for c in configs], k, dev) for n in ("lr", "weight_decay")}
+        opt = ensemble.Optimizer(weights, "adam", hyper["lr"], weight_decay=hyper["weight_decay"],
+                                 betas=(0.9, c0.beta2), eps=c0.adam_eps, decoupled=True)
+
+        def forward(x):
+            h = x
+            for j, w in enumerate(weights):
+                h = torch.bmm(h, w)
+                if j < len(weights) - 1:
+                    h = torch.relu(h)
+            return h  # (K, n, p) float32 logits
+
+        diverged = DivergenceLog(ctx, k)
+        grok = np.full(k, np.nan)  # the first measured epoch with test accuracy ≥ 0.9 (nan: never)
+        collapse = np.full(k, np.nan)  # the first measured epoch with half the training losses exactly zero
+        ctx.put("grok_epoch", ("model",), grok)
+        ctx.put("collapse_epoch", ("model",), collapse)
+        spectra, snap_epochs = [], []
+
+        def evaluate(epoch, per_example, logits, grads):
+            with torch.no_grad():
+                z_te = forward(x_te)
+                test_loss = per_example_loss(z_te.to(dt), y_te, c0.loss).float()
+                flat_w = torch.cat([w.reshape(k, -1) for w in weights], 1)
+                flat_g = torch.cat([g.reshape(k, -1) for g in grads], 1)
+                cos = -(flat_g * flat_w).sum(1) / (flat_g.norm(dim=1) * flat_w.norm(dim=1)).clamp_min(1e-30)
+                power = fourier_power(weights[0][:, :p])  # embeddings of the first operand: (K, p//2 + 1)
+                ac = power[:, 1:]  # frequency 0 is the mean embedding
+                top8 = ac.topk(min(8, ac.shape[1]), dim=1).values.sum(1) / ac.sum(1).clamp_min(1e-30)
+            rec = {
+                "epoch": epoch, "step": epoch,
+                "train_loss": per_example.float().mean(1), "test_loss": test_loss.mean(1),
+                "train_acc": (logits.argmax(-1) == y_tr).float().mean(1),
+                "test_acc": (z_te.argmax(-1) == y_te).float().mean(1),
+                "sc_fraction": (per_example == 0).float().mean(1),
+                "logit_norm": logits.norm(dim=-1).mean(1),
+                "grad_weight_cos": cos, "fourier_top8": top8,
+            }
+            rec = {key: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for key, v in rec.items()}
+            grok[(rec["test_acc"] >= 0.9) & np.isnan(grok)] = epoch
+            collapse[(rec["sc_fraction"] >= 0.5) & np.isnan(collapse)] = epoch
+            ctx.put("grok_epoch", ("model",), grok.copy())
+            ctx.put("collapse_epoch", ("model",), collapse.copy())
+            spectra.append(power.cpu().numpy())
+            snap_epochs.append(epoch)
+            ctx.put("fourier_power", ("model", "snapshot", "frequency"), np.stack(spectra, axis=1),
+                    snapshot=np.array(snap_epochs), frequency=np.arange(power.shape[1]))
+            ctx.emit(rec)
+
+        for epoch in range(0, c0.epochs + 1):
+            ctx.check()
+            logits = forward(x_tr)
+            per_example = per_example_loss(logits.to(dt), y_tr, c0.loss)  # (K, n) in the softmax's dtype
+            per_model = per_example.mean(1)
+            grads = torch.autograd.grad(per_model.float().sum(), weights)
+            if epoch % c0.eval_every == 0 or epoch == c0.epochs:
+                evaluate(epoch, per_example.detach(), logits.detach(), grads)
+            diverged.update(epoch, ~torch.isfinite(per_model.detach()), "loss")
+            if epoch == c0.epochs:
+                break
+            if c0.optimizer == "perp_adamw":
+                grads = [perpendicular(g, w.detach()) for g, w in zip(grads, weights)]
+            opt.step(grads)
