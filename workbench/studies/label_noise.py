@@ -7,6 +7,8 @@ GCE resist the memorization.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import param
 import torch
@@ -180,7 +182,10 @@ class LabelNoise(Study):
                 ctx.put("example_loss", ("model", "snapshot", "example"), np.stack(snaps, axis=1),
                         snapshot=np.array(snap_epochs))
             ctx.emit(rec)
+            if spike_limit:  # a loss spike far above chance level counts as a divergence (the precision study)
+                diverged.update(step, rec["train_loss"] > spike_limit, "loss spike")
 
+        spike_limit = getattr(c0, "divergence_factor", 0.0) * math.log(num_classes)
         step = 0
         evaluate(0, 0, None)
         snap_at = {e - e % c0.eval_every if e < epochs else e for e in snap_at}  # snapshots fall on measured epochs

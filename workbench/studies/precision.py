@@ -33,12 +33,13 @@ class PrecisionStudy(LabelNoise):
                "quantize_gradients", "lr", "width", "depth", "epochs", "seed")
     presets = {
         "divergence_map": {
-            "about": "Which formats survive which learning rates: the share of seeds that diverged (hover: the "
-                     "cells' spread) over format × learning rate, SGD with momentum, no scaling.",
+            "about": "Which formats survive which learning rates, without scaling: the share of seeds that diverged "
+                     "(a non-finite loss, or one above divergence_factor × chance level) over format × learning "
+                     "rate; diverged_step says when.",
             "grid": {"precision": ["fp32", "bf16", "fp16", "fp8_e5m2", "fp8_e4m3", "fp6_e3m2", "fp4_e2m1"],
-                     "lr": [0.01, 0.1, 0.3, 1.0, 3.0]},
+                     "lr": [0.001, 0.01, 0.1, 1.0]},
             "seeds": [0, 1, 2],
-            "dials": {"optimizer": "sgd", "scale": "none", "epochs": 10, "eval_every": 2},
+            "dials": {"scale": "none", "epochs": 10, "eval_every": 1},
             "x": "lr", "y": "precision", "metric": "diverged", "epoch": "final",
         },
         "exponent_vs_mantissa": {
@@ -50,11 +51,12 @@ class PrecisionStudy(LabelNoise):
             "x": "man_bits", "y": "exp_bits", "metric": "train_loss", "epoch": "final",
         },
         "underflow_by_format": {
-            "about": "The share of non-zero gradients each format rounds to zero, without scaling.",
-            "grid": {"precision": ["bf16", "fp16", "fp8_e5m2", "fp8_e4m3", "fp6_e2m3", "fp4_e2m1"]},
+            "about": "The share of non-zero gradients each format rounds to zero, without and with per-tensor scaling.",
+            "grid": {"precision": ["bf16", "fp16", "fp8_e5m2", "fp8_e4m3", "fp6_e2m3", "fp4_e2m1"],
+                     "scale": ["none", "tensor"]},
             "seeds": [0, 1],
-            "dials": {"scale": "none", "epochs": 5},
-            "x": "precision", "y": "seed", "metric": "underflow_gradients", "epoch": "final",
+            "dials": {"epochs": 5},
+            "x": "precision", "y": "scale", "metric": "underflow_gradients", "epoch": "final",
         },
     }
 
@@ -77,6 +79,9 @@ class PrecisionStudy(LabelNoise):
     quantize_weights = param.Boolean(True, doc="Round the weights as the forward pass reads them.")
     quantize_activations = param.Boolean(True, doc="Round the activations entering each layer.")
     quantize_gradients = param.Boolean(True, doc="Round the gradients flowing back out of each layer.")
+    divergence_factor = param.Number(2.0, bounds=(0.0, 1000.0),
+                                     doc="A measured train loss above this many times chance level (ln C) counts as "
+                                         "diverged, as a non-finite one does; 0: only non-finite.")
 
     def format_name(self) -> str:
         return f"e{self.exp_bits}m{self.man_bits}" if self.precision == "custom" else self.precision
