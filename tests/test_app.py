@@ -33,6 +33,8 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
 @pytest.mark.parametrize("study, tiny, records", [
     ("label_noise", dict(epochs=3, width=16, n_train=300), 4),
     ("sgd_noise", dict(steps=100, eval_every=50, n_train=64, width=16, temperature=1e-4), 3),
+    ("precision", dict(epochs=2, width=32, n_train=300, precision="fp8_e5m2"), 3),
+    ("grokking", dict(p=7, epochs=20, eval_every=10, width=16), 3),
 ])
 def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     from workbench.viz.app import StudyPage
@@ -47,6 +49,17 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     assert "Done" in page.status.object and page.last_run.status == "done"
     if study == "label_noise":
         assert page.result.objects  # the histogram and curves of the finished run
+
+
+def test_sweep_presets_can_map_per_run_summaries(store):
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("grokking", store=store)
+    page.panel()
+    sweep = page.sweep
+    sweep.preset.value = "precision_vs_weight_decay"
+    assert sweep.metric.value == "grok_epoch" and sweep.x.value == "weight_decay"
+    assert "diverged" in StudyPage("precision", store=store).sweep.metric.options
 
 
 def test_index_lists_every_study():

@@ -75,3 +75,15 @@ def test_papermill_runs_the_phase_diagrams_notebook_on_a_tiny_grid(data_root, tm
                                                  "dials": dials})
     assert "Sweep(" in text and "status='done'" in text and "HeatMap" in text and "exponent" in text
     assert x in text
+
+
+def test_papermill_runs_the_precision_notebook(data_root, tmp_path):
+    text = _execute("precision", tmp_path, {"epochs": 2, "eval_every": 1, "width": 32, "n_train": 300})
+    assert "status done" in text or "Run(" in text
+    assert "HeatMap" in text and "output MSE with dither" in text
+
+
+def test_papermill_runs_the_grokking_notebook(data_root, tmp_path):
+    text = _execute("grokking", tmp_path, {"p": 11, "epochs": 20, "eval_every": 10, "width": 32})
+    assert "final test accuracy" in text and "softmax collapse" in text
+    assert "HeatMap" in text

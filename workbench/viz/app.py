@@ -311,7 +311,8 @@ class SweepPanel:
             self.about.object = ""
             return
         p = self.page.cls.presets[event.new]
-        (xn, xv), (yn, yv) = list(p["grid"].items())[:2]
+        names = [p["x"], p["y"]] if {p.get("x"), p.get("y")} <= set(p["grid"]) else list(p["grid"])[:2]
+        (xn, xv), (yn, yv) = ((n, p["grid"][n]) for n in names)
         self.x.value, self.y.value = xn, yn
         self.x_values.value, self.y_values.value = ",".join(map(str, xv)), ",".join(map(str, yv))
         self.seeds.value = ",".join(map(str, p["seeds"]))
