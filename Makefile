@@ -42,6 +42,7 @@ test-all: setup browser
 
 bench: setup
 	$(BIN)/python bench/bench_ensemble.py
+	$(BIN)/python bench/bench_precision.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

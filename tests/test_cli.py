@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import workbench as wb
 from workbench.cli import main
 
 RUN = ["run", "label_noise", "--epochs", "2", "--width", "16", "--n-train", "300"]
@@ -15,8 +16,8 @@ def test_list(capsys):
     assert main(["list"]) == 0
     assert "label_noise" in capsys.readouterr().out
     assert main(["list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["study"] == "label_noise" and "flip_rate" in rows[0]["dials"]
+    rows = {r["study"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(wb.studies()) and "flip_rate" in rows["label_noise"]["dials"]
 
 
 def test_run_runs_show(capsys):

@@ -143,13 +143,16 @@ def _float_round(a: torch.Tensor, fmt: Format, rounding: str, generator) -> torc
     return torch.clamp(q, max=fmt.max)  # saturating
 
 
-def _float_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
+def _float_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, inplace: bool = False) -> torch.Tensor:
+    """Round to a floating format; `inplace` lets the float32 path reuse x (a temporary of the caller's)."""
     native = _NATIVE.get(fmt.name)
     if native is not None and fmt.name != "fp8_e4m3" and rounding == "nearest" and \
             x.dtype in (torch.float32, torch.bfloat16, torch.float16):
         return x.to(native).to(x.dtype)  # one correctly rounded cast (e4m3fn's cast back is slow on CPUs)
     if x.dtype != torch.float64 and fmt.exp_bits <= 7 and fmt.man_bits <= 22:
-        return _float32_quantize(x.float(), fmt, rounding, generator).to(x.dtype)
+        if x.dtype == torch.float32:
+            return _float32_quantize(x, fmt, rounding, generator, inplace)
+        return _float32_quantize(x.float(), fmt, rounding, generator, True).to(x.dtype)
     a = x.double().abs()
     finite = torch.isfinite(a)
     q = _float_round(torch.where(finite, a, torch.zeros_like(a)), fmt, rounding, generator)
@@ -158,25 +161,27 @@ def _float_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator) -> t
     return torch.copysign(q, x.double()).to(x.dtype)  # keeps the sign of zero
 
 
-def _float32_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
-    """The same rounding on float32 bits, in place (a training step calls this on every tensor): the ulp of |x| is
-    its exponent field less man_bits, floored at the format's subnormal ulp; every step is exact in float32 for
-    formats whose values and ulps are float32 normals (exp_bits ≤ 7, man_bits ≤ 22)."""
-    a = x.abs()
-    ulp = a.view(torch.int32) & 0x7F800000
+def _float32_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, inplace: bool = False) -> torch.Tensor:
+    """The same rounding on float32 bits (a training step calls this on every tensor, so it works in place): the
+    ulp of |x| is its exponent field less man_bits, floored at the format's subnormal ulp; every step is exact in
+    float32 for formats whose values and ulps are float32 normals (exp_bits ≤ 7, man_bits ≤ 22)."""
+    v = x if inplace else x.clone()
+    ulp = v.view(torch.int32) & 0x7F800000  # the sign bit is dropped: a positive power of two
     ulp.sub_(fmt.man_bits << 23).clamp_(min=(fmt.emin - fmt.man_bits + 127) << 23)
     ulp = ulp.view(torch.float32)
-    a.div_(ulp)
+    v.div_(ulp)
     if rounding == "nearest":
-        a.round_()  # half to even
-    else:
-        a.add_(torch.rand(a.shape, generator=generator, device="cpu").to(a.device)).floor_()
-    a.mul_(ulp)
+        v.round_()  # half to even, symmetric in the sign (and -0 stays -0)
+    else:  # floor(|v| + u), u ~ U[0, 1), with the sign put back (-0 stays -0)
+        sign = torch.signbit(v)
+        v.abs_().add_(torch.rand(v.shape, generator=generator, device="cpu").to(v.device)).floor_()
+        v.mul_(torch.where(sign, -1.0, 1.0))
+    v.mul_(ulp)
     if fmt.has_inf:
-        a.masked_fill_(a > fmt.max, math.inf)  # inf / ulp stays inf; NaN stays NaN
+        v.masked_fill_(v > fmt.max, math.inf).masked_fill_(v < -fmt.max, -math.inf)  # inf / ulp stays inf
     else:
-        a.clamp_(max=fmt.max)  # saturating, inf included
-    return a.copysign_(x)
+        v.clamp_(-fmt.max, fmt.max)  # saturating, inf included; NaN stays NaN
+    return v
 
 
 def _int_quantize(v: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
@@ -248,7 +253,7 @@ def quantize(x: torch.Tensor, fmt="fp8_e4m3", rounding: str = "nearest", generat
         else:
             s = _absmax(xd, scale) / f.max
             s = torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
-            q = _float_quantize(xd / s, f, rounding, generator) * s
+            q = _float_quantize(xd / s, f, rounding, generator, inplace=True).mul_(s)
         q = q.to(x.dtype)
     if x.requires_grad:
         return x + (q - x).detach()  # straight-through estimator
