@@ -67,6 +67,9 @@ def test_bit_identical_to_pytorch_casts(name):
     x = wide_random()
     ours = formats.quantize(x, name)
     theirs = x.to(NATIVE[name]).float()
+    if name == "fp8_e4m3":  # OCP saturates on overflow; torch's cast does from 2.12 on (NaN before): say it here
+        theirs = torch.where(x.abs() > 448, torch.copysign(torch.tensor(448.0), x), theirs)
+        theirs = torch.where(torch.isnan(x), x, theirs)
     assert ours.dtype == x.dtype and ours.shape == x.shape
     same = (ours == theirs) | (torch.isnan(ours) & torch.isnan(theirs))
     assert bool(same.all()), f"{int((~same).sum())} differ, e.g. {x[~same][:5]} -> {ours[~same][:5]} vs {theirs[~same][:5]}"
