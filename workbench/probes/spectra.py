@@ -1,0 +1,133 @@
+"""Weight and representation spectra.
+
+Weights (Martin & Mahoney 2021, "Implicit self-regularization in deep neural networks"): the empirical spectral
+density of X = WᵀW / N for an N×M layer, the Marchenko–Pastur law of a random matrix of the same shape for
+comparison, a power law fitted to its tail by maximum likelihood with x_min chosen by the Kolmogorov–Smirnov
+distance (Clauset, Shalizi & Newman 2009), and the stable rank ‖W‖_F² / ‖W‖₂².
+Representations: covariance eigenvalues of hidden features, the effective rank exp(H(p)) of their normalised
+eigenvalues (Roy & Vetterli 2007), and diffusion spectral entropy with its mutual information against labels (Liao
+et al. 2023, "Assessing neural network representations during training using noise-resilient diffusion spectral
+entropy").
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+
+def esd(w: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of X = WᵀW / N of an N×M matrix (rows N ≥ columns taken as given), ascending."""
+    if w.ndim != 2:
+        raise ConfigError("w", tuple(w.shape), "a 2-D weight matrix")
+    n = w.shape[0]
+    return torch.linalg.eigvalsh(w.double().T @ w.double() / n).clamp_min(0).cpu().numpy()
+
+
+def stable_rank(w: torch.Tensor) -> float:
+    """‖W‖_F² / ‖W‖₂²: how many directions carry the matrix's energy."""
+    s = torch.linalg.svdvals(w.double())
+    return float((s**2).sum() / s[0] ** 2)
+
+
+def marchenko_pastur(n: int, m: int, sigma2: float, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The MP density of X = WᵀW / N, W an N×M matrix of i.i.d. entries of variance σ² (q = M / N ≤ 1):
+    ρ(λ) = √((λ₊ − λ)(λ − λ₋)) / (2π σ² q λ), λ± = σ²(1 ± √q)²."""
+    q = m / n
+    if q > 1:
+        raise ConfigError("shape", (n, m), "N ≥ M (transpose the matrix)")
+    lo, hi = sigma2 * (1 - math.sqrt(q)) ** 2, sigma2 * (1 + math.sqrt(q)) ** 2
+    lam = np.linspace(lo, hi, points)
+    rho = np.sqrt(np.clip((hi - lam) * (lam - lo), 0, None)) / (2 * math.pi * sigma2 * q * np.maximum(lam, 1e-300))
+    return lam, rho
+
+
+def mp_fit(w: torch.Tensor) -> dict:
+    """The MP law for W's shape with σ² = the mean entry power (so the ESD's mean matches); its edges and the share
+    of the ESD beyond the upper edge (the spikes learning put there)."""
+    n, m = w.shape
+    if m > n:
+        w = w.T
+        n, m = m, n
+    sigma2 = float(w.double().pow(2).mean())
+    ev = esd(w)
+    q = m / n
+    hi = sigma2 * (1 + math.sqrt(q)) ** 2
+    return {"sigma2": sigma2, "lambda_minus": sigma2 * (1 - math.sqrt(q)) ** 2, "lambda_plus": hi,
+            "beyond_edge": float((ev > hi).mean()), "q": q}
+
+
+def power_law_fit(x, xmin: float | None = None, min_tail: int = 10) -> dict:
+    """Continuous power law p(x) ∝ x^−α for x ≥ x_min by maximum likelihood, α = 1 + n / Σ ln(x_i / x_min); x_min
+    (unless given) is the candidate minimising the KS distance between the tail and the fit."""
+    x = np.sort(np.asarray(x, dtype=float))
+    x = x[np.isfinite(x) & (x > 0)]
+    if len(x) < min_tail:
+        raise ConfigError("x", len(x), f"at least {min_tail} positive values")
+
+    def fit(lo):
+        tail = x[x >= lo]
+        alpha = 1 + len(tail) / np.log(tail / lo).sum()
+        cdf_emp = np.arange(len(tail)) / len(tail)
+        cdf_fit = 1 - (tail / lo) ** (1 - alpha)
+        return alpha, float(np.abs(cdf_emp - cdf_fit).max()), len(tail)
+
+    if xmin is not None:
+        alpha, ks, n = fit(xmin)
+        return {"alpha": alpha, "xmin": xmin, "ks": ks, "n_tail": n}
+    candidates = np.unique(x[: len(x) - min_tail])
+    if len(candidates) > 200:
+        candidates = candidates[np.linspace(0, len(candidates) - 1, 200).astype(int)]
+    best = min((fit(c) + (c,) for c in candidates), key=lambda r: r[1])
+    alpha, ks, n, lo = best
+    return {"alpha": alpha, "xmin": float(lo), "ks": ks, "n_tail": n}
+
+
+def covariance_spectrum(h: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of the features' covariance (h: examples × features), descending."""
+    h = h.double().reshape(h.shape[0], -1)
+    h = h - h.mean(0)
+    cov = h.T @ h / max(h.shape[0] - 1, 1)
+    return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0).cpu().numpy()
+
+
+def effective_rank(eigenvalues) -> float:
+    """exp of the Shannon entropy of the normalised eigenvalues: 1 for one direction, d for d equal ones."""
+    ev = np.asarray(eigenvalues, dtype=float)
+    p = ev[ev > 0] / ev[ev > 0].sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def diffusion_spectral_entropy(h: torch.Tensor, t: int = 1, sigma: float | None = None) -> float:
+    """DSE: the entropy of |λ|^t (normalised) for the eigenvalues λ of the diffusion matrix P = D⁻¹K, K the Gaussian
+    kernel exp(−‖h_i − h_j‖² / σ) on the examples (σ: the median squared distance unless given)."""
+    h = h.double().reshape(h.shape[0], -1)
+    d2 = torch.cdist(h, h).pow(2)
+    k = torch.exp(-d2 / (sigma or _bandwidth(d2)))
+    # P = D^-1 K has the eigenvalues of the symmetric D^-1/2 K D^-1/2
+    dinv = k.sum(1).rsqrt()
+    lam = torch.linalg.eigvalsh(dinv[:, None] * k * dinv[None]).abs().pow(t)
+    p = lam[lam > 0] / lam[lam > 0].sum()
+    return float(-(p * p.log()).sum())
+
+
+def diffusion_spectral_mi(h: torch.Tensor, labels: torch.Tensor, t: int = 1, sigma: float | None = None) -> float:
+    """DSMI: DSE of all examples minus the label-weighted DSE within each class (high when classes separate)."""
+    h = h.double().reshape(h.shape[0], -1)
+    sigma = sigma or _bandwidth(torch.cdist(h, h).pow(2))  # one kernel for the whole set and its classes
+    total = diffusion_spectral_entropy(h, t, sigma)
+    labels = torch.as_tensor(labels)
+    within = 0.0
+    for c in labels.unique():
+        mask = labels == c
+        if mask.sum() > 1:
+            within += float(mask.float().mean()) * diffusion_spectral_entropy(h[mask], t, sigma)
+    return total - within
+
+
+def _bandwidth(d2: torch.Tensor) -> float:
+    positive = d2[d2 > 0]
+    return float(positive.median()) if len(positive) else 1.0
