@@ -35,6 +35,7 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
     ("sgd_noise", dict(steps=100, eval_every=50, n_train=64, width=16, temperature=1e-4), 3),
     ("precision", dict(epochs=2, width=32, n_train=300, precision="fp8_e5m2"), 3),
     ("grokking", dict(p=7, epochs=20, eval_every=10, width=16), 3),
+    ("edge_of_stability", dict(steps=20, sharpness_every=10, n_train=100, width=16), 3),
 ])
 def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     from workbench.viz.app import StudyPage

@@ -13,7 +13,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.mark.parametrize("study", names())
 def test_parameters_cell_mirrors_the_dials(study):
-    nb = nbformat.read(NOTEBOOKS / f"{study}.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / f"{get(study).notebook_name()}.ipynb", as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1
     assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(cells[0].source).body
@@ -87,3 +87,8 @@ def test_papermill_runs_the_grokking_notebook(data_root, tmp_path):
     text = _execute("grokking", tmp_path, {"p": 11, "epochs": 20, "eval_every": 10, "width": 32})
     assert "final test accuracy" in text and "softmax collapse" in text
     assert "HeatMap" in text
+
+
+def test_papermill_runs_the_spectra_notebook(data_root, tmp_path):
+    text = _execute("spectra", tmp_path, {"steps": 60, "sharpness_every": 20, "n_train": 200, "width": 32})
+    assert "sharpness" in text and "over the second half" in text and "Layout" in text

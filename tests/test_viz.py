@@ -1,5 +1,6 @@
 """The plots render (to Bokeh models) from a run, a loaded run and a bare Dataset."""
 import holoviews as hv
+import numpy as np
 import pytest
 
 import workbench as wb
@@ -68,3 +69,27 @@ def test_crossover_and_its_exponent():
     assert abs(a + 0.5) < 0.02
     hv.render(wb.viz.crossover_plot(ds, "weight_change", "temperature", "n_train"), backend="bokeh")
     hv.render(wb.viz.power_law(ds, "weight_change", x="temperature", by="n_train"), backend="bokeh")
+
+
+def test_spectra_plot_of_a_stored_run(data_root):
+    import holoviews as hv
+
+    run = wb.run("edge_of_stability", steps=20, sharpness_every=10, n_train=100, width=32)
+    ds = run.ds
+    assert ds.hessian_top.shape == (5,) and (np.diff(ds.hessian_top.values) <= 0).all()
+    assert ds.hessian_top.values[0] == pytest.approx(float(ds.sharpness[-1]), rel=1e-3)  # the same top eigenvalue
+    layout = wb.viz.spectra_plot(run)
+    assert isinstance(layout, hv.Layout) and len(layout) == 3
+
+
+def test_curves_by_and_sqnr_heatmap(data_root):
+    import holoviews as hv
+
+    from workbench.probes import qerror
+
+    sw = wb.sweep("precision", grid={"precision": ["fp32", "bf16"]}, seeds=[0, 1], epochs=2, width=16, n_train=200)
+    overlay = wb.viz.curves_by(sw.ds, "train_loss", "precision")
+    labels = [el.label for el in overlay if type(el) is hv.Curve]
+    assert labels == ["precision=fp32", "precision=bf16"]
+    lab = qerror.lab(("int8", "fp8_e4m3"), ("gaussian",), n=2048)
+    assert isinstance(wb.viz.sqnr_heatmap(lab), hv.Overlay)

@@ -184,7 +184,7 @@ def cmd_notebook_run(args) -> int:
     from .runs import default_root
 
     cls = get_study(args.study)
-    src = REPO / "notebooks" / f"{args.study}.ipynb"
+    src = REPO / "notebooks" / f"{cls.notebook_name()}.ipynb"
     if not src.is_file():
         raise ConfigError("study", args.study, f"a study with a notebook in {src.parent}")
     params = dict(args.parameter or [])
@@ -221,7 +221,7 @@ def cmd_notebook_sync(args) -> int:
     import nbformat
 
     for key in study_names():
-        path = REPO / "notebooks" / f"{key}.ipynb"
+        path = REPO / "notebooks" / f"{get_study(key).notebook_name()}.ipynb"
         if not path.is_file():
             print(f"{key}: no notebook at {path}", file=sys.stderr)
             continue

@@ -62,9 +62,9 @@ class SmallCNN(nn.Module):
 
 
 def build(kind: str, *, input_dim: int, width: int, depth: int, num_classes: int, generator: torch.Generator,
-          image_shape: tuple | None = None) -> nn.Module:
+          image_shape: tuple | None = None, activation: str = "relu") -> nn.Module:
     if kind == "mlp":
-        model = MLP(input_dim, width, depth, num_classes)
+        model = MLP(input_dim, width, depth, num_classes, activation)
     elif kind == "cnn":
         model = SmallCNN(image_shape, width, depth, num_classes)
     else:

@@ -35,12 +35,18 @@ class Study(param.Parameterized):
     #: named sweeps a user can launch in one click: {name: {"about", "grid", "seeds", "dials", "x", "y", "metric",
     #: "epoch"}}
     presets: ClassVar[dict] = {}
+    #: the notebook in notebooks/ (without .ipynb) that runs this study; default: the key
+    notebook: ClassVar[str] = ""
     #: per-run results without a step axis that a sweep can map (e.g. the share of seeds that diverged)
     summaries: ClassVar[tuple] = ("diverged", "diverged_step")
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
 
     seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: data split, label flips, init and batch order.")
+
+    @classmethod
+    def notebook_name(cls) -> str:
+        return cls.notebook or cls.key
 
     # -- dials ------------------------------------------------------------------------------------------------
     @classmethod

@@ -304,3 +304,45 @@ def fourier_spectrum(run_or_ds, model: int | None = None) -> hv.HoloMap:
                                              height=300, color=PALETTE[0], framewise=True)
               for ep in power["snapshot"].values}
     return hv.HoloMap(frames, kdims=[hv.Dimension("snapshot", label=f"snapshot {cls.axis}")])
+
+
+def spectra_plot(run_or_ds, model: int = 0) -> hv.Layout:
+    """What a run stored of its spectra: the Hessian's eigenvalue density (SLQ) with its top eigenvalues, a layer's
+    weight spectrum against the Marchenko–Pastur law of its shape, the hidden features' covariance spectrum."""
+    from ..probes import spectra as sp
+
+    ds, cls = _resolve(run_or_ds)
+
+    def one(name):
+        da = ds[name]
+        if "model" in da.dims:
+            da = da.isel(model=model)
+        rest = [d for d in da.dims if d not in ("density_point", "weight_eigen", "feature_eigen", "eigen_index")]
+        return da.isel({d: 0 for d in rest}).values
+
+    panels = []
+    if "hessian_density" in ds:
+        grid, dens, top = one("hessian_density_grid"), one("hessian_density"), one("hessian_top")
+        panels.append((hv.Curve((grid, np.maximum(dens, 1e-12)), "eigenvalue", "density").opts(color=PALETTE[0])
+                       * hv.Spikes(top, "eigenvalue").opts(color=PALETTE[1], line_width=2))
+                      .opts(title="Hessian eigenvalue density (SLQ), top 5 in red", logy=True, responsive=True,
+                            height=300, show_grid=True))
+    if "weight_eigenvalues" in ds:
+        ev = one("weight_eigenvalues")
+        counts, edges = np.histogram(ev, bins=40, density=True)
+        hist = hv.Histogram((edges, counts), kdims=["eigenvalue of WᵀW/N"], vdims=["density"]).opts(
+            color=PALETTE[0], alpha=0.6)
+        sigma2 = float(np.mean(ev))  # the ESD's mean is σ² for the MP law of the same shape
+        alpha = float(one("weight_alpha")) if "weight_alpha" in ds else float("nan")
+        lam, rho = sp.marchenko_pastur(int(round(len(ev) / float(one("weight_q")))), len(ev), sigma2)
+        panels.append((hist * hv.Curve((lam, rho), "eigenvalue of WᵀW/N", "density", label="Marchenko–Pastur")
+                       .opts(color=PALETTE[1])).opts(title=f"weight spectrum (tail power law α = {alpha:.2f})",
+                                                     responsive=True, height=300, show_grid=True))
+    if "feature_eigenvalues" in ds:
+        ev = one("feature_eigenvalues")
+        ev = ev[ev > 0]
+        rank = float(one("feature_effective_rank")) if "feature_effective_rank" in ds else float("nan")
+        panels.append(hv.Curve((np.arange(1, len(ev) + 1), ev), "index", "covariance eigenvalue")
+                      .opts(logx=True, logy=True, color=PALETTE[2], title=f"hidden features (effective rank {rank:.1f})",
+                            responsive=True, height=300, show_grid=True))
+    return hv.Layout(panels or [hv.Curve([])]).cols(3)

@@ -1,0 +1,165 @@
+"""Edge of stability: full-batch gradient descent drives the loss's sharpness up to 2/η and holds it there.
+
+Cohen, Kaur, Li, Kolter & Talwalkar 2021 ("Gradient descent on neural networks typically occurs at the edge of
+stability"): with step size η, the top eigenvalue of the training loss's Hessian (the sharpness) rises during
+training (progressive sharpening) until it reaches 2/η — where gradient descent on a quadratic would diverge — and
+then hovers just above it while the loss keeps falling, non-monotonically. The sharpness is measured by Lanczos on
+Hessian-vector products (`workbench.probes.hessian`), warm-started from the last top eigenvector.
+"""
+from __future__ import annotations
+
+import numpy as np
+import param
+import torch
+import torch.nn.functional as F
+
+from .. import datasets, models
+from ..engine import ensemble
+from ..engine.context import DivergenceLog
+from ..probes import hessian, spectra
+from .base import Study
+
+
+class EdgeOfStability(Study):
+    key = "edge_of_stability"
+    title = "Edge of stability: sharpness meets 2/η"
+    question = "Under full-batch gradient descent, does the loss's sharpness rise until it reaches 2/η and stay there?"
+    paper = "Cohen et al. 2021 (Gradient descent on neural networks typically occurs at the edge of stability)"
+    axis = "step"
+    notebook = "spectra"
+    curves = {
+        "Sharpness (top Hessian eigenvalue) and 2/η": ["sharpness", "two_over_lr"],
+        "Train loss (MSE)": ["train_loss"],
+        "Accuracy": ["train_acc", "test_acc"],
+    }
+    peak = ("sharpness", "max")
+    summaries = ("weight_alpha", "weight_stable_rank", "feature_effective_rank", "diverged", "diverged_step")
+    batchable = frozenset({"seed", "lr"})
+    primary = ("lr", "width", "depth", "activation", "n_train", "steps", "sharpness_every", "seed")
+    presets = {
+        "sharpness_vs_lr": {
+            "about": "The final sharpness against the step size: at the edge of stability it tracks 2/η.",
+            "grid": {"lr": [0.02, 0.05, 0.1, 0.2, 0.4], "width": [100]},
+            "seeds": [0, 1],
+            "dials": {"steps": 3000, "sharpness_every": 100},
+            "x": "lr", "y": "width", "metric": "sharpness", "epoch": "final",
+        },
+    }
+
+    lr = param.Number(0.2, bounds=(1e-5, 10.0), softbounds=(0.001, 1.0), doc="Gradient descent step size η.")
+    width = param.Integer(100, bounds=(1, 4096), doc="Hidden units per layer.")
+    depth = param.Integer(2, bounds=(1, 8), doc="Hidden layers.")
+    activation = param.Selector(default="tanh", objects=["tanh", "relu"], doc="Hidden activation.")
+    n_train = param.Integer(1000, bounds=(10, 1500), doc="Training examples (digits; full batch).")
+    steps = param.Integer(3000, bounds=(1, 1_000_000), doc="Gradient descent steps.")
+    sharpness_every = param.Integer(50, bounds=(1, 100_000), doc="Steps between sharpness measurements.")
+    lanczos_iters = param.Integer(8, bounds=(2, 500), doc="Lanczos steps per measurement (warm-started from the last "
+                                                           "top eigenvector).")
+
+    def model_bytes(self) -> int:
+        params = 64 * self.width + (self.depth - 1) * self.width**2 + self.width * 16
+        return 4 * (8 * params + 1797 * (64 + self.width * (self.depth + 1) + 20))
+
+    @classmethod
+    def execute_group(cls, ctx, configs):
+        dev, c0, k = ctx.device, configs[0], len(configs)
+        data = [datasets.digits(c.n_train, c.seed) for c in configs]
+        stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
+        x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])
+        x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
+        targets = F.one_hot(y_tr, 10).float()  # (K, n, 10)
+        mods = [models.build("mlp", input_dim=64, width=c0.width, depth=c0.depth, num_classes=10,
+                             generator=torch.Generator().manual_seed(c.seed), activation=c0.activation)
+                for c in configs]
+        net = ensemble.stack(mods, dev)
+        lr = ensemble.per_model([c.lr for c in configs], k, dev)
+        opt = ensemble.Optimizer(net.tensors(), "sgd", lr=lr)
+        act = torch.tanh if c0.activation == "tanh" else torch.relu
+
+        def mse(z, y1h):  # ½ Σ_c (z − y)², averaged over examples
+            return 0.5 * (z - y1h).pow(2).sum(-1).mean(-1)
+
+        def loss_of(m):  # model m's loss as a function of its own parameters (for the Hessian)
+            def loss(p):
+                h = x_tr[m]
+                for j in range(net.n_layers):
+                    h = h @ p[f"w{j}"] + p[f"b{j}"][0]
+                    if j < net.n_layers - 1:
+                        h = act(h)
+                return mse(h[:, :10], targets[m])
+            return loss
+
+        diverged = DivergenceLog(ctx, k)
+        vectors: list = [None] * k
+        gen = torch.Generator().manual_seed(c0.seed)
+        last_sharp = np.full(k, np.nan)
+
+        def sharpness():
+            out = np.full(k, np.nan)
+            for m in range(k):
+                params = {n: p[m].detach() for n, p in net.params.items()}
+                if not all(torch.isfinite(p).all() for p in params.values()):
+                    continue
+                vals, vecs = hessian.top_eigenvalues(loss_of(m), params, k=1, iters=c0.lanczos_iters,
+                                                     generator=gen, v0=vectors[m], return_vectors=True)
+                out[m], vectors[m] = float(vals[0]), vecs[0]
+            return out
+
+        def evaluate(step, loss):
+            with torch.no_grad():
+                z_tr, z_te = net(x_tr), net(x_te)
+            rec = {"step": step, "train_loss": loss.cpu().numpy(),
+                   "train_acc": (z_tr.argmax(-1) == y_tr).float().mean(1).cpu().numpy(),
+                   "test_acc": (z_te.argmax(-1) == y_te).float().mean(1).cpu().numpy(),
+                   "sharpness": last_sharp.copy(), "two_over_lr": (2 / lr).cpu().numpy()}
+            ctx.emit(rec)
+
+        for step in range(c0.steps + 1):
+            ctx.check()
+            if step % c0.sharpness_every == 0 or step == c0.steps:
+                last_sharp[:] = sharpness()
+            per_model, grads = net.gradients(x_tr, lambda z: mse(z, targets))
+            if step % c0.sharpness_every == 0 or step == c0.steps:
+                evaluate(step, per_model)
+            diverged.update(step, ~torch.isfinite(per_model), "loss")
+            if step == c0.steps:
+                break
+            opt.step(grads)
+        cls._final_spectra(ctx, net, loss_of, x_te, gen, k)
+
+    @classmethod
+    def _final_spectra(cls, ctx, net, loss_of, x_te, gen, k):
+        """At the end: the Hessian's top eigenvalues and density (SLQ), the middle layer's weight spectrum with its
+        Marchenko–Pastur edge, power-law tail and stable rank, the last hidden layer's covariance spectrum."""
+        top, grids, dens, w_ev, h_ev, summary = [], [], [], [], [], {n: [] for n in (
+            "weight_alpha", "weight_stable_rank", "weight_beyond_mp", "weight_q", "feature_effective_rank")}
+        j = net.n_layers // 2 if net.n_layers > 2 else 0
+        for m in range(k):
+            params = {n: p[m].detach() for n, p in net.params.items()}
+            w = params[f"w{j}"]
+            if not all(torch.isfinite(p).all() for p in params.values()):
+                return  # a diverged model has no spectra
+            top.append(hessian.top_eigenvalues(loss_of(m), params, k=5, generator=gen).cpu().numpy())
+            g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=gen)
+            grids.append(g.numpy())
+            dens.append(d.numpy())
+            w_ev.append(spectra.esd(w.T if w.shape[0] < w.shape[1] else w))
+            mp = spectra.mp_fit(w)
+            summary["weight_beyond_mp"].append(mp["beyond_edge"])
+            summary["weight_q"].append(mp["q"])
+            summary["weight_stable_rank"].append(spectra.stable_rank(w))
+            summary["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
+            with torch.no_grad():
+                h = x_te[m].reshape(x_te.shape[1], -1)
+                for jj in range(net.n_layers - 1):
+                    h = torch.tanh(h @ params[f"w{jj}"] + params[f"b{jj}"][0]) if net.act == "tanh" else \
+                        torch.relu(h @ params[f"w{jj}"] + params[f"b{jj}"][0])
+            h_ev.append(spectra.covariance_spectrum(h))
+            summary["feature_effective_rank"].append(spectra.effective_rank(h_ev[-1]))
+        ctx.put("hessian_top", ("model", "eigen_index"), np.stack(top), eigen_index=np.arange(5))
+        ctx.put("hessian_density_grid", ("model", "density_point"), np.stack(grids))
+        ctx.put("hessian_density", ("model", "density_point"), np.stack(dens))
+        ctx.put("weight_eigenvalues", ("model", "weight_eigen"), np.stack(w_ev))
+        ctx.put("feature_eigenvalues", ("model", "feature_eigen"), np.stack(h_ev))
+        for name, values in summary.items():
+            ctx.put(name, ("model",), np.array(values, dtype=float))
