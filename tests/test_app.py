@@ -38,6 +38,8 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
     ("edge_of_stability", dict(steps=20, sharpness_every=10, n_train=100, width=16), 3),
 ])
 def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
+    import panel as pn
+
     from workbench.viz.app import StudyPage
 
     page = StudyPage(study, store=store)
@@ -50,6 +52,8 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     assert "Done" in page.status.object and page.last_run.status == "done"
     if study == "label_noise":
         assert page.result.objects  # the histogram and curves of the finished run
+    if study in ("edge_of_stability", "grokking"):  # the Spectra tab shows what the run stored
+        assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
 def test_sweep_presets_can_map_per_run_summaries(store):

@@ -154,3 +154,17 @@ def test_a_failed_write_keeps_the_stored_result(store, monkeypatch):
     assert first.path.read_bytes() == before
     assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]
     assert store.get(first.id)["status"] == "done"
+
+
+def test_label_noise_runs_keep_spectra_snapshots(data_root):
+    run = wb.run("label_noise", epochs=4, eval_every=1, spectra_every=2, width=32, n_train=300, flip_rate=0.4)
+    ds = run.ds
+    assert ds.weight_eigenvalues.dims == ("spectrum_snapshot", "weight_eigen")
+    assert ds.spectrum_snapshot.values.tolist() == [0, 2, 4]
+    alpha = ds.weight_alpha.values
+    assert np.isfinite(alpha[[0, 2, 4]]).all() and np.isnan(alpha[[1, 3]]).all()
+    assert (ds.feature_effective_rank.dropna("epoch") >= 1).all()
+    # the snapshot's effective rank is the formula's, from the stored spectrum
+    from workbench.probes import spectra
+    assert float(ds.feature_effective_rank[-1]) == pytest.approx(
+        spectra.effective_rank(ds.feature_eigenvalues.isel(spectrum_snapshot=-1).values))

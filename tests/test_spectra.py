@@ -58,3 +58,21 @@ def test_bad_input():
         spectra.esd(torch.ones(3))
     with pytest.raises(ConfigError):
         spectra.power_law_fit([1.0, 2.0])
+
+
+def test_radial_power_spectrum_of_white_noise_is_flat_and_a_wave_peaks_at_its_radius():
+    g = torch.Generator().manual_seed(0)
+    r, p = spectra.radial_power_spectrum(torch.randn(4000, 16, 16, generator=g))
+    assert r.tolist() == list(range(9)) and np.allclose(p[1:], 1.0, rtol=0.05)  # orthonormal FFT: unit power
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    wave = torch.cos(2 * math.pi * 3 * xx / 16)
+    r, p = spectra.radial_power_spectrum(wave)
+    assert int(np.argmax(p)) == 3
+
+
+def test_jacobian_spectrum_of_a_linear_map_is_its_eigenvalues():
+    a = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.5]])
+    ev = spectra.jacobian_spectrum(lambda v: a @ v, torch.zeros(3))
+    np.testing.assert_allclose(ev, [3.0, 1.0, 0.5], atol=1e-9)
+    with pytest.raises(ConfigError):
+        spectra.jacobian_spectrum(lambda v: v.sum(0, keepdim=True), torch.zeros(3))

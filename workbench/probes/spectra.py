@@ -131,3 +131,36 @@ def diffusion_spectral_mi(h: torch.Tensor, labels: torch.Tensor, t: int = 1, sig
 def _bandwidth(d2: torch.Tensor) -> float:
     positive = d2[d2 > 0]
     return float(positive.median()) if len(positive) else 1.0
+
+
+def radial_power_spectrum(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of images (n, H, W): |FFT2|² (orthonormal) averaged over the images and
+    over the frequencies of each integer radius |k| = 0 .. min(H, W) // 2; returns (radius, power)."""
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3:
+        raise ConfigError("images", tuple(images.shape), "a tensor (n, H, W) or (H, W)")
+    h, w = images.shape[-2:]
+    power = torch.fft.fft2(images.double(), norm="ortho").abs().pow(2).mean(0)  # (H, W)
+    ky, kx = torch.meshgrid(torch.fft.fftfreq(h) * h, torch.fft.fftfreq(w) * w, indexing="ij")
+    radius = torch.sqrt(ky**2 + kx**2).round().long()
+    top = min(h, w) // 2
+    keep = radius <= top
+    sums = torch.zeros(top + 1, dtype=torch.float64).index_add_(0, radius[keep], power[keep])
+    counts = torch.zeros(top + 1, dtype=torch.float64).index_add_(0, radius[keep], torch.ones_like(power[keep]))
+    return np.arange(top + 1), (sums / counts).numpy()
+
+
+def jacobian_spectrum(fn, x: torch.Tensor) -> np.ndarray:
+    """Eigenvalues of the Jacobian of fn: R^d -> R^d at x (any shape, flattened), by forming it with torch.func
+    (a denoiser's Jacobian at a noise level: its eigenvalues say which directions it keeps). Sorted by real part,
+    descending; real when the imaginary parts vanish."""
+    from torch.func import jacrev
+
+    shape = x.shape
+    j = jacrev(lambda v: fn(v.reshape(shape)).reshape(-1))(x.reshape(-1).detach())
+    if j.shape[0] != j.shape[1]:
+        raise ConfigError("fn", tuple(j.shape), "a map from R^d to R^d (same number of outputs as inputs)")
+    ev = torch.linalg.eigvals(j.double())
+    ev = ev[torch.argsort(ev.real, descending=True)].numpy()
+    return ev.real if np.abs(ev.imag).max(initial=0) < 1e-9 * max(1.0, np.abs(ev).max(initial=0)) else ev

@@ -19,7 +19,7 @@ from ..engine.context import DivergenceLog
 from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
-from ..probes import metrics
+from ..probes import metrics, spectra
 from .base import Study, precision_dial, precision_metrics
 
 
@@ -33,6 +33,7 @@ class LabelNoise(Study):
         "Accuracy": ["test_acc", "train_clean_acc", "memorized"],
         "Loss": ["train_loss", "test_loss"],
         "Calibration (test ECE)": ["ece"],
+        "Spectra (spectra_every)": ["weight_alpha", "feature_effective_rank"],
     }
     peak = ("test_acc", "max")
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
@@ -47,6 +48,15 @@ class LabelNoise(Study):
             "dials": {"n_train": 500, "depth": 1, "batch_size": 500, "lr": 2e-3, "epochs": 1500, "eval_every": 50,
                       "loss_snapshots": 0},
             "x": "width", "y": "flip_rate", "metric": "test_acc", "epoch": "final",
+        },
+        "spectra_vs_flip_rate": {
+            "about": "What memorizing flipped labels does to the spectra: the hidden features' effective rank and "
+                     "the weight spectrum's power-law tail exponent over flip rate × width (snapshots every 20 "
+                     "epochs; the Spectra tab and wb.viz.spectra_plot show the spectra themselves).",
+            "grid": {"flip_rate": [0.0, 0.2, 0.4, 0.6], "width": [128, 512]},
+            "seeds": [0, 1],
+            "dials": {"epochs": 60, "spectra_every": 20, "loss_snapshots": 0},
+            "x": "flip_rate", "y": "width", "metric": "feature_effective_rank", "epoch": "final",
         },
         "early_learning": {
             "about": "Early learning then memorization over flip rate x width: the drop from the peak of clean test "
@@ -85,6 +95,9 @@ class LabelNoise(Study):
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
     precision = precision_dial()
+    spectra_every = param.Integer(0, bounds=(0, 100_000), doc="Epochs between spectra snapshots (a hidden layer's "
+                                  "weight spectrum and power-law tail, the last hidden features' covariance "
+                                  "spectrum and effective rank); 0: none. MLP only.")
 
     def check(self):
         if self.dataset == "npz" and not self.data_path:
@@ -176,6 +189,10 @@ class LabelNoise(Study):
                 **precision_metrics(prec),
             }
             rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
+            if c0.spectra_every and isinstance(net, ensemble.StackedMLP):  # every record has the same keys
+                rec.update(spectra_snapshot(ctx, net, x_te, epoch, spec)
+                           if epoch % c0.spectra_every == 0 or epoch == epochs else
+                           {name: np.full(k, np.nan) for name in SPECTRA_METRICS})
             if epoch in snap_at:
                 snaps.append(per_example.cpu().numpy())
                 snap_epochs.append(epoch)
@@ -185,6 +202,7 @@ class LabelNoise(Study):
             if spike_limit:  # a loss spike far above chance level counts as a divergence (the precision study)
                 diverged.update(step, rec["train_loss"] > spike_limit, "loss spike")
 
+        spec: dict = {"epochs": [], "weights": [], "features": []}
         spike_limit = getattr(c0, "divergence_factor", 0.0) * math.log(num_classes)
         step = 0
         evaluate(0, 0, None)
@@ -216,3 +234,38 @@ def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 def _logits(net, x, chunk: int = 8192):
     return torch.cat([net(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+
+
+SPECTRA_METRICS = ("weight_alpha", "weight_stable_rank", "feature_effective_rank")
+
+
+def spectra_snapshot(ctx, net: ensemble.StackedMLP, x, epoch: int, kept: dict) -> dict:
+    """Per model: the spectrum of a hidden layer's WᵀW/N (its power-law tail exponent, stable rank) and of the last
+    hidden features' covariance on x (effective rank); the spectra are kept as snapshots in the run's dataset."""
+    k = net.k
+    j = 1 if net.n_layers > 2 else 0  # the first hidden-to-hidden layer (the input layer for a one-hidden-layer net)
+    with torch.no_grad():
+        features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
+    w_ev, f_ev, out = [], [], {name: [] for name in SPECTRA_METRICS}
+    for m in range(k):
+        w = net.params[f"w{j}"][m].detach()  # (in, out)
+        if not torch.isfinite(w).all() or not torch.isfinite(features[m]).all():
+            w_ev.append(np.full(min(w.shape), np.nan))
+            f_ev.append(np.full(features.shape[-1], np.nan))
+            for v in out.values():
+                v.append(np.nan)
+            continue
+        w = w if w.shape[0] >= w.shape[1] else w.T
+        w_ev.append(spectra.esd(w))
+        f_ev.append(spectra.covariance_spectrum(features[m]))
+        out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
+        out["weight_stable_rank"].append(spectra.stable_rank(w))
+        out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1]))
+    kept["epochs"].append(epoch)
+    kept["weights"].append(np.stack(w_ev))
+    kept["features"].append(np.stack(f_ev))
+    ctx.put("weight_eigenvalues", ("model", "spectrum_snapshot", "weight_eigen"), np.stack(kept["weights"], 1),
+            spectrum_snapshot=np.array(kept["epochs"]))
+    ctx.put("feature_eigenvalues", ("model", "spectrum_snapshot", "feature_eigen"), np.stack(kept["features"], 1))
+    ctx.put("weight_q", ("model",), np.full(k, min(w.shape) / max(w.shape)))
+    return {name: np.array(v, dtype=float) for name, v in out.items()}

@@ -3,7 +3,7 @@ import holoviews as hv
 
 from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, fit_power_law, fourier_spectrum, frame,
                     group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law, reduce_axis,
-                    spectra_plot, sqnr_heatmap, sweep_curves)
+                    spectra_plot, spectra_views, sqnr_heatmap, sweep_curves)
 
 hv.extension("bokeh", logo=False)
 
@@ -20,4 +20,5 @@ def app(study: str = "label_noise"):
 
 __all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "fit_power_law",
            "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
-           "power_law", "reduce_axis", "spectra_plot", "sqnr_heatmap", "sweep_curves"]
+           "power_law", "reduce_axis", "spectra_plot", "spectra_views", "sqnr_heatmap",
+           "sweep_curves"]

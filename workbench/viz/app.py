@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
 from ..runs import run as run_study
 from ..studies.base import describe
-from .plots import frame, group_plot, heatmap, overview
+from .plots import frame, group_plot, heatmap, overview, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 
@@ -73,6 +73,7 @@ class StudyPage:
         self.live = pn.Row(*[pn.pane.HoloViews(self._live_group(t, ms), sizing_mode="stretch_width")
                              for t, ms in self.cls.curves.items()], sizing_mode="stretch_width")
         self.result = pn.Column(sizing_mode="stretch_width")
+        self.spectra = pn.Column(pn.pane.Markdown(SPECTRA_HINT), sizing_mode="stretch_width")
         self.run_button.on_click(self._on_run)
         self.cancel_button.on_click(self._on_cancel)
         self._queue: queue.Queue = queue.Queue()
@@ -93,7 +94,8 @@ class StudyPage:
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
         run_tab = pn.Column(self.status, self.progress, self.live, self.result, sizing_mode="stretch_width")
-        tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), dynamic=False, sizing_mode="stretch_width")
+        tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra), dynamic=False,
+                       sizing_mode="stretch_width")
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
@@ -182,6 +184,15 @@ class StudyPage:
         if "example_loss" in ds:
             self.result.objects = [pn.pane.HoloViews(overview(ds).opts(shared_axes=False), widget_location="bottom",
                                                      sizing_mode="stretch_width")]
+        views = spectra_views(ds)
+        self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
+                                for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
+
+
+SPECTRA_HINT = ("*Spectra of the last run show here: the Hessian's density and top eigenvalues, a layer's weight "
+                "spectrum against Marchenko–Pastur, the hidden features' covariance spectrum, the embeddings' Fourier "
+                "spectrum — whichever the study stores (label noise: set `spectra_every`). The scalar summaries "
+                "(sharpness, tail exponent, effective rank) stream live with the curves.*")
 
 
 def study_page(study: str, store=None) -> pn.viewable.Viewable:

@@ -317,6 +317,8 @@ def spectra_plot(run_or_ds, model: int = 0) -> hv.Layout:
         da = ds[name]
         if "model" in da.dims:
             da = da.isel(model=model)
+        if "spectrum_snapshot" in da.dims:  # snapshots over training: the last one
+            da = da.isel(spectrum_snapshot=-1)
         rest = [d for d in da.dims if d not in ("density_point", "weight_eigen", "feature_eigen", "eigen_index")]
         return da.isel({d: 0 for d in rest}).values
 
@@ -346,3 +348,14 @@ def spectra_plot(run_or_ds, model: int = 0) -> hv.Layout:
                       .opts(logx=True, logy=True, color=PALETTE[2], title=f"hidden features (effective rank {rank:.1f})",
                             responsive=True, height=300, show_grid=True))
     return hv.Layout(panels or [hv.Curve([])]).cols(3)
+
+
+def spectra_views(run_or_ds) -> list:
+    """Every spectrum a run stored, as plots (empty when it stored none)."""
+    ds, _ = _resolve(run_or_ds)
+    views = []
+    if any(n in ds for n in ("hessian_density", "weight_eigenvalues", "feature_eigenvalues")):
+        views.append(spectra_plot(ds))
+    if "fourier_power" in ds:
+        views.append(fourier_spectrum(ds))
+    return views
