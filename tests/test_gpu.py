@@ -65,3 +65,30 @@ def test_studies_run_on_cuda(data_root):
                          ("sgd_noise", dict(steps=50, eval_every=25, n_train=64, width=16))):
         run = wb.run(study, device="cuda", **dials)
         assert run.status == "done", (study, run.error)
+
+
+def test_hessian_probes_on_cuda_match_the_cpu():
+    from torch.func import functional_call
+
+    from workbench.probes import hessian
+
+    def problem(device):
+        g = torch.Generator().manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3)).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+        net = net.to(device)
+        x = torch.randn(40, 6, generator=g, dtype=torch.float64).to(device)
+        y = torch.randint(0, 3, (40,), generator=g).to(device)
+        params = {n: p.detach() for n, p in net.named_parameters()}
+        return (lambda p: F.cross_entropy(functional_call(net, p, (x,)), y)), params
+
+    cpu = hessian.top_eigenvalues(*problem("cpu"), k=3, generator=torch.Generator().manual_seed(0))
+    gpu = hessian.top_eigenvalues(*problem("cuda"), k=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(cpu, gpu.cpu(), rtol=1e-6, atol=1e-9)
+
+
+def test_edge_of_stability_on_cuda(data_root):
+    run = wb.run("edge_of_stability", device="cuda", steps=200, sharpness_every=50, n_train=300)
+    assert run.status == "done" and float(run.ds.sharpness[-1]) > 0
