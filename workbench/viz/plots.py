@@ -66,7 +66,9 @@ def curves(run_or_ds, logx: bool = False, logy: bool = False) -> hv.Layout:
     """All of the study's curve groups for one run (loss, accuracy, ...), peak marked."""
     ds, cls = _resolve(run_or_ds)
     df = frame(ds, cls.axis)
-    return hv.Layout([group_plot(df, cls, t, ms, logx, logy) for t, ms in cls.curves.items()]).cols(3)
+    measured = {t: ms for t, ms in cls.curves.items() if any(m in df and df[m].notna().any() for m in ms)}
+    return hv.Layout([group_plot(df, cls, t, ms, logx, logy)
+                      for t, ms in (measured or cls.curves).items()]).cols(3)
 
 
 def loss_histogram(run_or_ds, bins: int = 40) -> hv.HoloMap:
