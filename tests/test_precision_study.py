@@ -21,12 +21,12 @@ def test_sqnr_is_the_formula():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fp8_beats_int8_on_heavy_tails_and_int8_wins_on_uniform(seed):
-    ds = qerror.lab(("int8", "fp8_e4m3"), ("student_t", "uniform", "gaussian"), n=32_768, seed=seed)
+    ds = qerror.lab(("int8", "fp8_e4m3"), ("student_t", "uniform", "gaussian"), n=32_768, seed=seed).sel(dither=0.0)
     s = ds.sqnr.sel
     assert s(format="fp8_e4m3", tensor="student_t") > s(format="int8", tensor="student_t") + 3
     assert s(format="int8", tensor="uniform") > s(format="fp8_e4m3", tensor="uniform") + 3
     # fewer bits, less signal: about 6 dB a bit for the integers
-    small = qerror.lab(("int8", "int6", "int4"), ("uniform",), n=32_768, seed=seed).sqnr.values[:, 0]
+    small = qerror.lab(("int8", "int6", "int4"), ("uniform",), n=32_768, seed=seed).sqnr.sel(dither=0.0).values[:, 0]
     assert np.all(np.diff(small) < -9)
 
 
@@ -34,7 +34,11 @@ def test_the_lab_measures_a_trained_models_tensors():
     tensors = qerror.model_tensors(seed=0, epochs=1, width=64)
     ds = qerror.lab(("int8", "fp8_e4m3", "mxfp4_e2m1"), ("gaussian",), n=4096, tensors=tensors)
     assert set(tensors) <= set(ds.tensor.values.tolist())
-    assert np.isfinite(ds.sqnr.values).all() and (ds.sqnr.values > 5).all()
+    plain = ds.sqnr.sel(dither=0.0).values
+    assert np.isfinite(plain).all() and (plain > 5).all()
+    # dither is defined for the integer formats only
+    with_dither = ds.sqnr.sel(dither=0.5)
+    assert np.isnan(with_dither.sel(format="fp8_e4m3")).all() and np.isfinite(with_dither.sel(format="int8")).all()
 
 
 def test_dither_lowers_the_layer_error_on_gelu_activations_at_6_bits():

@@ -84,19 +84,39 @@ def layer_error(x: torch.Tensor, w: torch.Tensor, fmt: str, dither: float = 0.0,
     return float(((q @ w.T - n_bias @ w.T) - exact).pow(2).mean())
 
 
+def dithered(x: torch.Tensor, fmt: str, amount: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Round x + N and remove N again: N ~ U(±amount·Δ) fixed per channel (the last dim), Δ the rounding step of
+    an integer format scaled from x's absolute maximum (NoisyQuant's noisy bias, on the tensor itself)."""
+    f = formats.get(fmt)
+    delta = step_size(x, fmt)
+    noise = (torch.rand(x.shape[-1], generator=generator) * 2 - 1) * amount * delta
+    q = torch.clamp(torch.round((x + noise) / delta), -f.qmax, f.qmax) * delta
+    return q - noise
+
+
 def lab(formats_: tuple = LAB_FORMATS, distributions: tuple = DISTRIBUTIONS[:4], n: int = 65_536, seed: int = 0,
-        tensors: dict[str, torch.Tensor] | None = None) -> xr.Dataset:
+        tensors: dict[str, torch.Tensor] | None = None, dither: tuple = (0.0, 0.5)) -> xr.Dataset:
     """SQNR (dB) of every format on every distribution (and on the given real `tensors`, e.g. a trained model's
-    weights and activations). Returns a Dataset with variable sqnr over (format, tensor)."""
+    weights and activations), without dither and with a uniform dither of each amount (× the rounding step, integer
+    formats only: nan for the others). Returns a Dataset with variable sqnr over (format, tensor, dither)."""
     g = torch.Generator().manual_seed(seed)
     named = {d: sample(d, (n // 32, 32), g) for d in distributions}
     for name, t in (tensors or {}).items():
         t = t.detach().float()
         named[name] = t.reshape(-1, t.shape[-1]) if t.shape[-1] % 32 == 0 else t.reshape(-1, 32)[: t.numel() // 32]
-    values = np.array([[sqnr(x, quantize_scaled(x, f)) for x in named.values()] for f in formats_])
+
+    def one(x, f, amount):
+        if amount == 0:
+            return sqnr(x, quantize_scaled(x, f))
+        if formats.get(f).kind != "int":
+            return float("nan")
+        return sqnr(x, dithered(x, f, amount, torch.Generator().manual_seed(seed + 1)))
+
+    values = np.array([[[one(x, f, a) for a in dither] for x in named.values()] for f in formats_])
     bits = [formats.get(f).bits or formats.get(f).element.bits for f in formats_]
-    return xr.Dataset({"sqnr": (("format", "tensor"), values)},
-                      coords={"format": list(formats_), "tensor": list(named), "bits": ("format", bits)},
+    return xr.Dataset({"sqnr": (("format", "tensor", "dither"), values)},
+                      coords={"format": list(formats_), "tensor": list(named), "dither": list(dither),
+                              "bits": ("format", bits)},
                       attrs={"units": "dB", "n": n, "seed": seed})
 
 

@@ -280,8 +280,11 @@ def curves_by(ds: xr.Dataset, metric: str, by: str, **select) -> hv.Overlay:
 
 
 def sqnr_heatmap(lab_ds: xr.Dataset, title: str = "SQNR by format and tensor (dB, higher is better)") -> hv.HeatMap:
-    """The quantization-error lab's table: formats (rows) × tensors (columns), annotated."""
-    df = lab_ds["sqnr"].to_dataframe().reset_index()
+    """The quantization-error lab's table: formats (rows) × tensors (columns), annotated (without dither)."""
+    da = lab_ds["sqnr"]
+    if "dither" in da.dims:
+        da = da.sel(dither=0.0)
+    df = da.to_dataframe().reset_index()
     kdims = [hv.Dimension("tensor", values=list(lab_ds["tensor"].values)),
              hv.Dimension("format", values=list(lab_ds["format"].values)[::-1])]
     heat = hv.HeatMap(df[["tensor", "format", "sqnr"]], kdims=kdims, vdims=[("sqnr", "SQNR (dB)")]).opts(
