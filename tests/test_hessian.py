@@ -79,3 +79,11 @@ def test_bad_input():
     with pytest.raises(ConfigError) as e:
         hessian.trace(loss_fn, bad)
     assert e.value.field == "params" and "0.bias" in str(e.value)
+
+
+def test_per_model_on_stacked_parameters():
+    problems = [small_problem(s) for s in range(3)]
+    stacked = {n: torch.stack([p[n] for _, p in problems]) for n in problems[0][1]}
+    got = hessian.per_model(hessian.top_eigenvalues, lambda m: problems[m][0], stacked, k=2)
+    for (loss_fn, params), values in zip(problems, got):
+        torch.testing.assert_close(values, torch.linalg.eigvalsh(dense(loss_fn, params)).flip(0)[:2], rtol=1e-4, atol=0)

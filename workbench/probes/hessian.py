@@ -143,3 +143,11 @@ def density(loss_fn: Callable[[dict], torch.Tensor], params: dict, iters: int = 
         grid = torch.linspace(lo - 0.05 * span, hi + 0.05 * span, 400, dtype=torch.float64)
     dens = (tau[None] * torch.exp(-0.5 * ((grid[:, None] - theta[None]) / sigma) ** 2)).sum(1)
     return grid, dens / (sigma * math.sqrt(2 * math.pi))
+
+
+def per_model(fn: Callable, loss_fn_of: Callable[[int], Callable[[dict], torch.Tensor]], stacked: dict,
+              **kwargs) -> list:
+    """Apply a probe (top_eigenvalues, trace, density) to each of the K models of an ensemble's stacked parameters
+    (name -> (K, ...)), `loss_fn_of(m)` giving model m's loss as a function of its own parameters."""
+    k = next(iter(stacked.values())).shape[0]
+    return [fn(loss_fn_of(m), {n: p[m].detach() for n, p in stacked.items()}, **kwargs) for m in range(k)]
