@@ -56,6 +56,31 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
         assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
+def test_the_spectra_tab_updates_while_a_run_trains(store):
+    import queue
+
+    import panel as pn
+
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("label_noise", store=store)
+    page.panel()
+    for k, v in dict(epochs=2, width=16, n_train=300, spectra_every=1, loss_snapshots=0).items():
+        page.dials[k].value = v
+    page._work(page.values(), False, page._cancel, page._queue)
+    items = []
+    while True:
+        try:
+            items.append(page._queue.get_nowait())
+        except queue.Empty:
+            break
+    for item in items[:-1]:  # everything the run sent before it finished
+        page._queue.put(item)
+    assert items[-1][0] == "finished" and any(i[0] == "array" for i in items if isinstance(i, tuple))
+    page._drain()
+    assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
+
+
 def test_sweep_presets_can_map_per_run_summaries(store):
     from workbench.viz.app import StudyPage
 

@@ -40,10 +40,12 @@ class Context:
     """
 
     def __init__(self, device: torch.device, sinks: list[Callable[[Record], None]] | tuple = (),
-                 cancel: threading.Event | None = None, total: int | None = None, squeeze: bool = True):
+                 cancel: threading.Event | None = None, total: int | None = None, squeeze: bool = True,
+                 array_sinks: list[Callable] | tuple = ()):
         self.device = device
         self.squeeze = squeeze
         self.sinks = list(sinks)
+        self.array_sinks = list(array_sinks)  # called as sink(name, dims, values, coords) on every put
         self.cancel = cancel or threading.Event()
         self.total = total  # number of records expected (for progress bars)
         self.records: list[Record] = []
@@ -65,6 +67,8 @@ class Context:
             dims, values = dims[1:], values[0]
         self.arrays[name] = (dims, values)
         self.coords.update(coords)
+        for sink in self.array_sinks:
+            sink(name, dims, values, coords)
 
     def check(self) -> None:
         """Raise Cancelled if the run was asked to stop."""

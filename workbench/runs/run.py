@@ -126,8 +126,11 @@ def to_dataset(ctx: Context, axis: str) -> xr.Dataset:
 
 def run(study: str, *, force: bool = False, device: str | None = None, sinks: Iterable[Callable] = (),
         cancel: threading.Event | None = None, progress: bool = True, store: Store | None = None,
-        tags: Iterable[str] = (), **dials) -> Run:
+        tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), **dials) -> Run:
     """Run a study with the given dials (the rest at their defaults); blocks and returns a Run.
+
+    sinks get every record as it is emitted; array_sinks get (name, dims, values, coords) of every array the run
+    keeps (spectra snapshots, per-example losses), as it is kept.
 
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
@@ -148,7 +151,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     if progress:
         bar = _tqdm_sink(cls, total)
         sinks.append(bar)
-    ctx = Context(pick_device(device), sinks, cancel, total=total)
+    ctx = Context(pick_device(device), sinks, cancel, total=total, array_sinks=list(array_sinks))
     meta = {"id": rid, "study": study, "params": config, "created": now(), "device": str(ctx.device),
             "tags": list(tags), "error": None, "step": None}
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+import xarray as xr
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
@@ -80,6 +81,7 @@ class StudyPage:
         self._cancel = threading.Event()
         self._callback = None
         self.last_run = None
+        self._arrays, self._coords = {}, {}  # the running run's arrays so far (live spectra)
         self.sweep = SweepPanel(self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class StudyPage:
         self.alert.visible = False
         self.buffer.clear()
         self.result.clear()
+        self._arrays, self._coords = {}, {}
         self.progress.max = max(1, int(getattr(cfg, self.cls.axis + "s", 100)))
         self.progress.value = 0
         self.status.object = "Starting..."
@@ -132,13 +135,13 @@ class StudyPage:
     def _work(self, values, force, cancel, q):  # worker thread: no widget is touched here
         try:
             result = run_study(self.study, sinks=[q.put], cancel=cancel, progress=False, force=force,
-                               store=self.store, **values)
+                               store=self.store, array_sinks=[lambda *a: q.put(("array", a))], **values)
         except Exception as e:  # noqa: BLE001 - shown on the page
             result = e
         q.put(("finished", result))
 
     def _drain(self):
-        rows, finished = [], None
+        rows, finished, arrays = [], None, False
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -146,8 +149,15 @@ class StudyPage:
                 break
             if isinstance(item, tuple) and item and item[0] == "finished":
                 finished = item[1]
+            elif isinstance(item, tuple) and item and item[0] == "array":
+                name, dims, values, coords = item[1]
+                self._arrays[name] = (dims, values)
+                self._coords.update(coords)
+                arrays = arrays or name in SPECTRA_ARRAYS
             else:
                 rows.append(item)
+        if arrays and finished is None:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
+            self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         if rows:
             self.buffer.send(pd.DataFrame(rows).reindex(columns=self.columns))
             last = rows[-1]
@@ -184,11 +194,18 @@ class StudyPage:
         if "example_loss" in ds:
             self.result.objects = [pn.pane.HoloViews(overview(ds).opts(shared_axes=False), widget_location="bottom",
                                                      sizing_mode="stretch_width")]
-        views = spectra_views(ds)
+        self._show_spectra(ds)
+
+    def _show_spectra(self, ds):
+        try:
+            views = spectra_views(ds)
+        except (KeyError, ValueError):  # a snapshot caught half-way (one array of a pair): the next one draws
+            return
         self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
                                 for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
 
 
+SPECTRA_ARRAYS = ("weight_eigenvalues", "feature_eigenvalues", "hessian_density", "fourier_power")
 SPECTRA_HINT = ("*Spectra of the last run show here: the Hessian's density and top eigenvalues, a layer's weight "
                 "spectrum against Marchenko–Pastur, the hidden features' covariance spectrum, the embeddings' Fourier "
                 "spectrum — whichever the study stores (label noise: set `spectra_every`). The scalar summaries "
