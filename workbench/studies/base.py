@@ -9,9 +9,12 @@ import json
 import math
 from typing import ClassVar
 
+import numpy as np
 import param
+import torch
 
 from ..errors import ConfigError
+from ..probes import spectra
 
 #: parameters of every Parameterized that are not dials
 _NOT_DIALS = {"name"}
@@ -188,3 +191,38 @@ def _plain(v):
     if hasattr(v, "tolist"):
         return v.tolist()
     return v
+
+
+SPECTRA_METRICS = ("weight_alpha", "weight_stable_rank", "feature_effective_rank")
+
+
+def spectra_snapshot(ctx, net, x, step: int, kept: dict) -> dict:
+    """For a stacked MLP (engine.ensemble.StackedMLP), per model: the spectrum of a hidden layer's WᵀW/N (its power-law tail exponent, stable rank) and of the last
+    hidden features' covariance on x (effective rank); the spectra are kept as snapshots in the run's dataset."""
+    k = net.k
+    j = 1 if net.n_layers > 2 else 0  # the first hidden-to-hidden layer (the input layer for a one-hidden-layer net)
+    with torch.no_grad():
+        features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
+    w_ev, f_ev, out = [], [], {name: [] for name in SPECTRA_METRICS}
+    for m in range(k):
+        w = net.params[f"w{j}"][m].detach()  # (in, out)
+        if not torch.isfinite(w).all() or not torch.isfinite(features[m]).all():
+            w_ev.append(np.full(min(w.shape), np.nan))
+            f_ev.append(np.full(features.shape[-1], np.nan))
+            for v in out.values():
+                v.append(np.nan)
+            continue
+        w = w if w.shape[0] >= w.shape[1] else w.T
+        w_ev.append(spectra.esd(w))
+        f_ev.append(spectra.covariance_spectrum(features[m]))
+        out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
+        out["weight_stable_rank"].append(spectra.stable_rank(w))
+        out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1]))
+    kept["steps"].append(step)
+    kept["weights"].append(np.stack(w_ev))
+    kept["features"].append(np.stack(f_ev))
+    ctx.put("weight_eigenvalues", ("model", "spectrum_snapshot", "weight_eigen"), np.stack(kept["weights"], 1),
+            spectrum_snapshot=np.array(kept["steps"]))
+    ctx.put("feature_eigenvalues", ("model", "spectrum_snapshot", "feature_eigen"), np.stack(kept["features"], 1))
+    ctx.put("weight_q", ("model",), np.full(k, min(w.shape) / max(w.shape)))
+    return {name: np.array(v, dtype=float) for name, v in out.items()}

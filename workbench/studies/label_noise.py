@@ -19,8 +19,8 @@ from ..engine.context import DivergenceLog
 from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
-from ..probes import metrics, spectra
-from .base import Study, precision_dial, precision_metrics
+from ..probes import metrics
+from .base import SPECTRA_METRICS, Study, precision_dial, precision_metrics, spectra_snapshot
 
 
 class LabelNoise(Study):
@@ -202,7 +202,7 @@ class LabelNoise(Study):
             if spike_limit:  # a loss spike far above chance level counts as a divergence (the precision study)
                 diverged.update(step, rec["train_loss"] > spike_limit, "loss spike")
 
-        spec: dict = {"epochs": [], "weights": [], "features": []}
+        spec: dict = {"steps": [], "weights": [], "features": []}
         spike_limit = getattr(c0, "divergence_factor", 0.0) * math.log(num_classes)
         step = 0
         evaluate(0, 0, None)
@@ -234,38 +234,3 @@ def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 def _logits(net, x, chunk: int = 8192):
     return torch.cat([net(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
-
-
-SPECTRA_METRICS = ("weight_alpha", "weight_stable_rank", "feature_effective_rank")
-
-
-def spectra_snapshot(ctx, net: ensemble.StackedMLP, x, epoch: int, kept: dict) -> dict:
-    """Per model: the spectrum of a hidden layer's WᵀW/N (its power-law tail exponent, stable rank) and of the last
-    hidden features' covariance on x (effective rank); the spectra are kept as snapshots in the run's dataset."""
-    k = net.k
-    j = 1 if net.n_layers > 2 else 0  # the first hidden-to-hidden layer (the input layer for a one-hidden-layer net)
-    with torch.no_grad():
-        features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
-    w_ev, f_ev, out = [], [], {name: [] for name in SPECTRA_METRICS}
-    for m in range(k):
-        w = net.params[f"w{j}"][m].detach()  # (in, out)
-        if not torch.isfinite(w).all() or not torch.isfinite(features[m]).all():
-            w_ev.append(np.full(min(w.shape), np.nan))
-            f_ev.append(np.full(features.shape[-1], np.nan))
-            for v in out.values():
-                v.append(np.nan)
-            continue
-        w = w if w.shape[0] >= w.shape[1] else w.T
-        w_ev.append(spectra.esd(w))
-        f_ev.append(spectra.covariance_spectrum(features[m]))
-        out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
-        out["weight_stable_rank"].append(spectra.stable_rank(w))
-        out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1]))
-    kept["epochs"].append(epoch)
-    kept["weights"].append(np.stack(w_ev))
-    kept["features"].append(np.stack(f_ev))
-    ctx.put("weight_eigenvalues", ("model", "spectrum_snapshot", "weight_eigen"), np.stack(kept["weights"], 1),
-            spectrum_snapshot=np.array(kept["epochs"]))
-    ctx.put("feature_eigenvalues", ("model", "spectrum_snapshot", "feature_eigen"), np.stack(kept["features"], 1))
-    ctx.put("weight_q", ("model",), np.full(k, min(w.shape) / max(w.shape)))
-    return {name: np.array(v, dtype=float) for name, v in out.items()}

@@ -16,7 +16,7 @@ from ..engine import ensemble
 from ..engine.context import DivergenceLog
 from ..engine.precision import Precision
 from ..errors import ConfigError
-from .base import Study, precision_dial, precision_metrics
+from .base import SPECTRA_METRICS, Study, precision_dial, precision_metrics, spectra_snapshot
 
 TASKS = ("parity", "perceptron")
 
@@ -56,6 +56,7 @@ class SGDNoise(Study):
         "Fit (margin ≥ 1)": ["fit"],
         "Weight change |w−w0|/|w0|": ["weight_change"],
         "Gradient noise scale": ["grad_noise_scale"],
+        "Spectra (spectra_every)": ["weight_alpha", "feature_effective_rank"],
     }
     peak = ("test_err", "min")
     summaries = ("fit_step", "diverged", "diverged_step")
@@ -101,6 +102,8 @@ class SGDNoise(Study):
                                                              "fits its training set).")
     eval_every = param.Integer(100, bounds=(1, 1_000_000), doc="Steps between measurements.")
     precision = precision_dial()
+    spectra_every = param.Integer(0, bounds=(0, 10_000_000), doc="Steps between spectra snapshots (a hidden layer's "
+                                  "weight spectrum, the last hidden features' covariance spectrum); 0: none.")
 
     def check(self):
         if self.task == "parity" and not 1 <= self.n_train < 1797:
@@ -146,6 +149,7 @@ class SGDNoise(Study):
         probe = slice(0, min(n, 256))
         fit_step = np.full(k, -1, dtype=np.int64)  # the first measured step at which all training points fit
         diverged = DivergenceLog(ctx, k)
+        spec: dict = {"steps": [], "weights": [], "features": []}
         ctx.put("fit_step", ("model",), fit_step)
         a = alpha[:, None]
 
@@ -168,6 +172,9 @@ class SGDNoise(Study):
                    "test_err": (y_te * F_te <= 0).float().mean(1), "weight_change": change, "grad_noise_scale": gns}
             rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
             rec = {"step": step, **rec, **precision_metrics(net.precision)}
+            if c0.spectra_every:  # every record has the same keys
+                rec.update(spectra_snapshot(ctx, net, x_te, step, spec) if step % c0.spectra_every == 0 else
+                           {name: np.full(k, np.nan) for name in SPECTRA_METRICS})
             fit_step[(rec["fit"] >= 1.0) & (fit_step < 0)] = step
             ctx.put("fit_step", ("model",), fit_step.copy())
             bad = ~ok.cpu().numpy()
