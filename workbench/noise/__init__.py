@@ -1,4 +1,4 @@
 """The noise math: small pure functions, each with its paper and formula."""
-from . import formats, labels
+from . import formats, labels, schedules
 
-__all__ = ["formats", "labels"]
+__all__ = ["formats", "labels", "schedules"]
