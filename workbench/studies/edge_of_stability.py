@@ -52,7 +52,7 @@ class EdgeOfStability(Study):
     activation = param.Selector(default="tanh", objects=["tanh", "relu"], doc="Hidden activation.")
     n_train = param.Integer(1000, bounds=(10, 1500), doc="Training examples (digits; full batch).")
     steps = param.Integer(3000, bounds=(1, 1_000_000), doc="Gradient descent steps.")
-    sharpness_every = param.Integer(50, bounds=(1, 100_000), doc="Steps between sharpness measurements.")
+    sharpness_every = param.Integer(100, bounds=(1, 100_000), doc="Steps between sharpness measurements.")
     lanczos_iters = param.Integer(6, bounds=(2, 500), doc="Lanczos steps per measurement (warm-started from the last "
                                                            "top eigenvector).")
 
