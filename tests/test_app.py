@@ -36,6 +36,7 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
     ("precision", dict(epochs=2, width=32, n_train=300, precision="fp8_e5m2"), 3),
     ("grokking", dict(p=7, epochs=20, eval_every=10, width=16), 3),
     ("edge_of_stability", dict(steps=20, sharpness_every=10, n_train=100, width=16), 3),
+    ("diffusion", dict(steps=20, eval_every=10, n_samples=100, width=16), 3),
 ])
 def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     import panel as pn
@@ -50,8 +51,8 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     page._drain()  # what the periodic callback does
     assert len(page.buffer.data) == records and page.progress.value == page.buffer.data[page.cls.axis].max()
     assert "Done" in page.status.object and page.last_run.status == "done"
-    if study == "label_noise":
-        assert page.result.objects  # the histogram and curves of the finished run
+    if study in ("label_noise", "diffusion"):
+        assert page.result.objects  # the histogram / samples and curves of the finished run
     if study in ("edge_of_stability", "grokking"):  # the Spectra tab shows what the run stored
         assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 

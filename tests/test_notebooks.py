@@ -92,3 +92,8 @@ def test_papermill_runs_the_grokking_notebook(data_root, tmp_path):
 def test_papermill_runs_the_spectra_notebook(data_root, tmp_path):
     text = _execute("spectra", tmp_path, {"steps": 60, "sharpness_every": 20, "n_train": 200, "width": 32})
     assert "sharpness" in text and "over the second half" in text and "Layout" in text
+
+
+def test_papermill_runs_the_diffusion_notebook(data_root, tmp_path):
+    text = _execute("diffusion", tmp_path, {"steps": 50, "eval_every": 25, "n_samples": 200, "width": 32})
+    assert "sliced Wasserstein" in text and "status done" in text

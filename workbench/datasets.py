@@ -94,6 +94,30 @@ def modular_addition(p: int = 113, train_fraction: float = 0.4, seed: int = 0) -
     return Data(f"mod{p}", *parts, num_classes=p, input_shape=(2 * p,))
 
 
+POINTS = ("eight_gaussians", "moons", "swiss_roll")
+
+
+def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """2-D toy distributions for diffusion, scaled to about unit variance: eight Gaussians on a circle, two moons,
+    a swiss roll."""
+    if name == "eight_gaussians":
+        k = torch.randint(0, 8, (n,), generator=generator).double()
+        centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1) * 1.4
+        return (centres + 0.1 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+    if name == "moons":
+        upper = torch.rand(n, generator=generator) < 0.5
+        a = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
+        x = torch.where(upper, torch.cos(a), 1 - torch.cos(a))
+        y = torch.where(upper, torch.sin(a), 0.5 - torch.sin(a))
+        pts = torch.stack([x - 0.5, y - 0.25], 1) / 0.6
+        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+    if name == "swiss_roll":
+        u = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, dtype=torch.float64))
+        pts = torch.stack([u * torch.cos(u), u * torch.sin(u)], 1) / 7.0
+        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+    raise ConfigError("dataset", name, f"one of {', '.join(POINTS)}")
+
+
 def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field: str = "data_path") -> Data:
     """A user's own .npz holding X (n, ...) and y (n,) with integer labels 0..K-1."""
     p = Path(str(path)).expanduser()

@@ -70,3 +70,26 @@ def build(kind: str, *, input_dim: int, width: int, depth: int, num_classes: int
     else:
         raise ValueError(f"unknown model {kind!r}")
     return init_(model, generator)
+
+
+class Denoiser(nn.Module):
+    """An MLP denoiser for flat data (2-D points, flattened small images): [x, emb(t)] -> width ×depth (SiLU) -> d.
+    time_conditioning=False feeds zeros for the embedding ("Is noise conditioning necessary?", Sun et al. 2025)."""
+
+    def __init__(self, dim: int, width: int = 256, depth: int = 3, emb_dim: int = 32, time_conditioning: bool = True):
+        super().__init__()
+        self.emb_dim, self.time_conditioning = emb_dim, time_conditioning
+        layers, d = [], dim + emb_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.SiLU()]
+            d = width
+        self.net = nn.Sequential(*layers, nn.Linear(d, dim))
+
+    def forward(self, x, t):
+        from .engine.diffusion import time_embedding
+
+        emb = time_embedding(t, self.emb_dim)
+        if not self.time_conditioning:
+            emb = torch.zeros_like(emb)
+        shape = x.shape
+        return self.net(torch.cat([x.reshape(shape[0], -1), emb], dim=1)).reshape(shape)

@@ -1,9 +1,9 @@
 """Plots (HoloViews) and thin Panel views. The only place Panel is imported."""
 import holoviews as hv
 
-from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, fit_power_law, fourier_spectrum, frame,
-                    group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law, reduce_axis,
-                    spectra_plot, spectra_views, sqnr_heatmap, sweep_curves)
+from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, diffusion_plots, fit_power_law,
+                    fourier_spectrum, frame, group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law,
+                    reduce_axis, schedules_plot, spectra_plot, spectra_views, sqnr_heatmap, sweep_curves)
 
 hv.extension("bokeh", logo=False)
 
@@ -18,7 +18,7 @@ def app(study: str = "label_noise"):
     return study_page(study)
 
 
-__all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "fit_power_law",
+__all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "diffusion_plots", "fit_power_law",
            "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
-           "power_law", "reduce_axis", "spectra_plot", "spectra_views", "sqnr_heatmap",
+           "power_law", "reduce_axis", "schedules_plot", "spectra_plot", "spectra_views", "sqnr_heatmap",
            "sweep_curves"]

@@ -191,7 +191,7 @@ class StudyPage:
         if result.status == "failed":
             self.alert.object = f"**Run failed:** {html.escape(result.error or '')}"
             self.alert.visible = True
-        if "example_loss" in ds:
+        if "example_loss" in ds or "samples" in ds:
             self.result.objects = [pn.pane.HoloViews(overview(ds).opts(shared_axes=False), widget_location="bottom",
                                                      sizing_mode="stretch_width")]
         self._show_spectra(ds)

@@ -98,7 +98,38 @@ def overview(run_or_ds) -> hv.Layout:
     layout = curves(ds)
     if "example_loss" in ds:
         layout = (layout + loss_histogram(ds)).cols(3)
+    if "samples" in ds:
+        layout = (layout + diffusion_plots(ds)).cols(3)
     return layout
+
+
+def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
+    """A diffusion run: its last samples, sample quality against the number of sampling steps, and its schedule's
+    logSNR(t)."""
+    from ..noise import schedules
+
+    ds, _ = _resolve(run_or_ds)
+    pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
+    pts = pick(ds["samples"]).values
+    items = [hv.Scatter((pts[:, 0], pts[:, 1]), "x₁", "x₂").opts(size=2, alpha=0.4, color=PALETTE[0],
+                                                                 title="samples", height=300, responsive=True)]
+    if "sw_vs_steps" in ds:
+        sw = pick(ds["sw_vs_steps"])
+        items.append(hv.Curve((sw["sampling_steps"].values, sw.values), "sampling steps", "sliced Wasserstein")
+                     .opts(logx=True, logy=True, color=PALETTE[1], title="sample quality against sampling steps",
+                           height=300, responsive=True, show_grid=True))
+    params = ds.attrs.get("config")
+    if params:
+        import json
+
+        p = json.loads(params) if isinstance(params, str) else params
+        sch = schedules.get(p["schedule"], zero_terminal_snr=p.get("zero_terminal_snr", False))
+        t = np.linspace(0, 1, 401)
+        lam = sch.logsnr(t).numpy()
+        items.append(hv.Curve((t, np.clip(lam, -20, 20)), "t", "logSNR (clipped to ±20)")
+                     .opts(color=PALETTE[2], title=f"schedule {p['schedule']}", height=300, responsive=True,
+                           show_grid=True))
+    return hv.Layout(items).cols(3)
 
 
 REDUCTIONS = ("final", "best", "peak_minus_final")
@@ -364,3 +395,15 @@ def spectra_views(run_or_ds) -> list:
     if "fourier_power" in ds:
         views.append(fourier_spectrum(ds))
     return views
+
+
+def schedules_plot(names=None, clip: float = 20.0) -> hv.Overlay:
+    """logSNR(t) of diffusion schedules (default: every one, at its paper's parameters), clipped to ±clip."""
+    from ..noise import schedules
+
+    t = np.linspace(0, 1, 401)
+    curves = [hv.Curve((t, np.clip(schedules.get(n).logsnr(t).numpy(), -clip, clip)), "t", "logSNR", label=n)
+              .opts(color=PALETTE[i % len(PALETTE)], line_width=2)
+              for i, n in enumerate(names or schedules.NAMES)]
+    return hv.Overlay(curves).opts(hv.opts.Overlay(title=f"logSNR(t), clipped to ±{clip:g}", legend_position="right",
+                                                   responsive=True, height=350, show_grid=True))

@@ -1,0 +1,7 @@
+"""Diffusion page: `panel serve apps/*.py`."""
+import panel as pn
+
+from workbench.viz.app import study_page
+
+pn.extension(notifications=False)
+study_page("diffusion").servable(title="Noise Workbench · Diffusion")

@@ -1,0 +1,73 @@
+"""Diffusion: samplers against a denoiser known in closed form, immiscible pairing, and a trained 2-D model."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.engine import diffusion as dif
+from workbench.errors import ConfigError
+from workbench.noise import schedules
+
+
+def exact_denoiser(s, schedule, prediction="epsilon"):
+    """For data N(0, s²I): E[ε | x_t] = √(1 − ᾱ) x / (ᾱ s² + 1 − ᾱ); the other targets follow."""
+    def model(x, t):
+        a = schedule.alpha_bar(t.double()).float()[:, None]
+        eps = (1 - a).sqrt() * x / (a * s * s + 1 - a)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt().clamp_min(1e-12)
+        x0 = a.sqrt() * s * s * x / (a * s * s + 1 - a)  # E[x0 | x_t], finite at ᾱ = 0
+        return {"epsilon": eps, "x0": x0, "v": a.sqrt() * eps - (1 - a).sqrt() * x0}[prediction]
+    return model
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 100), ("ddpm", 200), ("euler", 100), ("heun", 40)])
+@pytest.mark.parametrize("name, prediction", [("linear", "epsilon"), ("edm", "v"), ("cosine", "x0")])
+def test_samplers_with_the_exact_denoiser_recover_the_data_distribution(sampler, steps, name, prediction):
+    sch = schedules.get(name)
+    s = 0.5
+    x = dif.sample(exact_denoiser(s, sch, prediction), sch, (20_000, 2), steps, torch.Generator().manual_seed(0),
+                   sampler=sampler, prediction=prediction)
+    assert float(x.std()) == pytest.approx(s, rel=0.05), (sampler, name, float(x.std()))
+    assert abs(float(x.mean())) < 0.02
+
+
+def test_immiscible_pairing_lowers_the_noise_to_data_distance():
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x0, eps = torch.randn(256, 2, generator=g) * 2 + 1, torch.randn(256, 2, generator=g)
+        paired = dif.immiscible(x0, eps)
+        assert (x0 - paired).norm(dim=1).mean() < 0.8 * (x0 - eps).norm(dim=1).mean()
+        assert sorted(paired[:, 0].tolist()) == sorted(eps[:, 0].tolist())  # the same noise, reassigned
+
+
+def test_metrics():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, 2, generator=g), torch.randn(4000, 2, generator=g)
+    assert dif.sliced_wasserstein(a, b, generator=g) < 0.06 < dif.sliced_wasserstein(a, b + 0.5, generator=g)
+    assert dif.mmd_rbf(a[:500], b[:500]) < 0.01 < dif.mmd_rbf(a[:500], b[:500] * 2)
+
+
+def test_a_2d_model_trains_to_a_good_fit_and_quality_improves_with_sampling_steps():
+    """The issue's bar: within 2x of the data-vs-data sliced Wasserstein, in under a minute on this CPU."""
+    sw = wb.sweep("diffusion", grid={"dataset": ["eight_gaussians"]}, seeds=[0, 1], steps=3000, eval_every=1500).ds
+    sw = sw.squeeze("dataset")
+    final, base = sw.sw.isel(step=-1).values, sw.sw_baseline.isel(step=-1).values
+    assert (final < 2 * base).all(), (final, base)
+    curve = sw.sw_vs_steps.values  # (seed, sampling steps 1, 2, 5, 10, 20, 50)
+    assert (curve[:, 0] > curve[:, 2]).all() and (curve[:, 2] > curve[:, 4]).all()  # better with more steps ...
+    assert (np.abs(curve[:, 5] - curve[:, 4]) < 0.3 * curve[:, 2]).all()  # ... and flattening
+
+
+def test_bad_input():
+    sch = schedules.get("linear")
+    with pytest.raises(ConfigError) as e:
+        dif.sample(lambda x, t: x, sch, (4, 2), 10, torch.Generator(), sampler="rk4")
+    assert e.value.field == "sampler"
+    with pytest.raises(ConfigError) as e:
+        dif.sample(lambda x, t: x, sch, (4, 2), 0, torch.Generator())
+    assert e.value.field == "steps"
+    with pytest.raises(ConfigError) as e:
+        wb.run("diffusion", schedule="laplace", zero_terminal_snr=True)
+    assert e.value.field == "zero_terminal_snr"

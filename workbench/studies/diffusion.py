@@ -1,0 +1,149 @@
+"""Diffusion noise schedules: train a small denoiser, sample from it, see what the schedule does.
+
+Chen 2023 ("On the importance of noise scheduling for diffusion models"), Lin et al. 2024 ("Common diffusion noise
+schedules and sample steps are flawed"), Hang et al. 2024 ("Improved noise schedule for diffusion training"), Li et
+al. 2024 ("Immiscible diffusion"), Daras et al. 2024 ("How much is a noisy image worth?"). Here on 2-D toy data with
+an MLP denoiser; every schedule of `workbench.noise.schedules`, three prediction targets, four samplers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import param
+import torch
+
+from .. import datasets
+from ..engine import diffusion as dif
+from ..engine.context import DivergenceLog
+from ..models import Denoiser, init_
+from ..noise import schedules
+from .base import Study
+
+STEP_GRID = (1, 2, 5, 10, 20, 50)
+
+
+class Diffusion(Study):
+    key = "diffusion"
+    title = "Diffusion: noise schedules and samplers"
+    question = "What does the noise schedule (and the sampler, its steps, the prediction target) do to training and " \
+               "to the samples?"
+    paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
+    axis = "step"
+    curves = {
+        "Training loss": ["train_loss"],
+        "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)": ["sw", "sw_baseline"],
+        "RBF-MMD²": ["mmd"],
+    }
+    peak = ("sw", "min")
+    summaries = ("diverged", "diverged_step")
+    batchable = frozenset({"seed"})
+    primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
+               "steps", "seed")
+    presets = {
+        "schedule_vs_steps": {
+            "about": "Sample quality (sliced Wasserstein, lower is better) over schedule × sampling steps.",
+            "grid": {"schedule": ["linear", "cosine", "sigmoid", "laplace", "edm"], "sample_steps": [5, 10, 20, 50]},
+            "seeds": [0, 1],
+            "dials": {"steps": 3000, "eval_every": 3000},
+            "x": "sample_steps", "y": "schedule", "metric": "sw", "epoch": "final",
+        },
+    }
+
+    dataset = param.Selector(default="eight_gaussians", objects=list(datasets.POINTS), doc="2-D training data.")
+    n_train = param.Integer(5000, bounds=(16, 1_000_000), doc="Training points (a held-out set of the same size is "
+                                                               "drawn for the metrics).")
+    schedule = param.Selector(default="linear", objects=list(schedules.NAMES),
+                              doc="Noise schedule (workbench.noise.schedules; discrete ones have T = 1000).")
+    zero_terminal_snr = param.Boolean(False, doc="Lin et al.'s rescale to ᾱ(1) = 0 (discrete schedules; use "
+                                                  "v or x0 prediction with it).")
+    prediction = param.Selector(default="epsilon", objects=list(dif.PREDICTIONS),
+                                doc="What the denoiser predicts: epsilon, v (robust at low SNR) or x0.")
+    sampler = param.Selector(default="ddim", objects=list(dif.SAMPLERS), doc="ddpm, ddim (eta), euler, heun.")
+    sample_steps = param.Integer(50, bounds=(1, 1000), doc="Sampling steps.")
+    spacing = param.Selector(default="trailing", objects=list(schedules.SPACINGS),
+                             doc="Which grid steps a discrete schedule samples at.")
+    eta = param.Number(0.0, bounds=(0.0, 1.0), doc="DDIM's η: 0 deterministic, 1 as DDPM.")
+    clip_x0 = param.Number(3.0, bounds=(0.0, 1000.0), doc="Clip the predicted clean point to ±clip_x0 while "
+                                                          "sampling (0: off).")
+    immiscible = param.Boolean(False, doc="Assign each batch's noise to its examples by least total distance.")
+    clean_fraction = param.Number(1.0, bounds=(0.0, 1.0), doc="Share of training points kept clean; the rest carry "
+                                                              "fixed Gaussian noise of corruption_sigma.")
+    corruption_sigma = param.Number(0.0, bounds=(0.0, 10.0), doc="Std of the noise on the corrupted points.")
+    time_conditioning = param.Boolean(True, doc="Give the denoiser the time (off: it must infer the noise level).")
+    width = param.Integer(256, bounds=(8, 4096), doc="Denoiser hidden units.")
+    depth = param.Integer(3, bounds=(1, 8), doc="Denoiser hidden layers.")
+    lr = param.Number(1e-3, bounds=(1e-6, 1.0), doc="Adam learning rate.")
+    batch_size = param.Integer(256, bounds=(2, 100_000), doc="Examples per step.")
+    steps = param.Integer(3000, bounds=(1, 10_000_000), doc="Training steps.")
+    eval_every = param.Integer(500, bounds=(1, 10_000_000), doc="Steps between sample-quality measurements.")
+    n_samples = param.Integer(2000, bounds=(16, 1_000_000), doc="Samples per measurement.")
+
+    def check(self):
+        schedules.get(self.schedule, zero_terminal_snr=self.zero_terminal_snr)  # refused here, naming the field
+
+    @classmethod
+    def execute_group(cls, ctx, configs):
+        dev, c0, k = ctx.device, configs[0], len(configs)
+        sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
+        gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+        data, held, base = [], [], []
+        for c, g in zip(configs, gens):
+            x = datasets.points(c.dataset, c.n_train, g)
+            corrupt = torch.rand(c.n_train, generator=g) >= c.clean_fraction
+            x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=g)
+            data.append(x.to(dev))
+            held.append(datasets.points(c.dataset, c.n_samples, g))
+            base.append(datasets.points(c.dataset, c.n_samples, g))
+        nets = [init_(Denoiser(2, c0.width, c0.depth, time_conditioning=c0.time_conditioning), g).to(dev)
+                for g in gens]
+        opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in nets]
+        discrete = sch.steps is not None
+        diverged = DivergenceLog(ctx, k)
+        proj = torch.Generator().manual_seed(12345)
+        sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj) for h, b in zip(held, base)])
+        running = [[] for _ in range(k)]
+
+        def draw(m, steps):
+            return dif.sample(nets[m], sch, (c0.n_samples, 2), steps, torch.Generator().manual_seed(configs[m].seed + 1),
+                              c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0).cpu()
+
+        def evaluate(step):
+            samples = [draw(m, c0.sample_steps) for m in range(k)]
+            ok = np.array([bool(torch.isfinite(s).all()) for s in samples])
+            sw = np.array([dif.sliced_wasserstein(s, h, generator=proj) if o else np.nan
+                           for s, h, o in zip(samples, held, ok)])
+            mmd = np.array([dif.mmd_rbf(s[:1000], h[:1000]) if o else np.nan for s, h, o in zip(samples, held, ok)])
+            loss = np.array([np.mean(r) if r else np.nan for r in running])
+            for r in running:
+                r.clear()
+            ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base})
+            ctx.put("samples", ("model", "sample", "coord"), np.stack([s.numpy() for s in samples]))
+            return ok
+
+        evaluate(0)
+        for step in range(1, c0.steps + 1):
+            ctx.check()
+            for m, (net, opt, g, x) in enumerate(zip(nets, opts, gens, data)):
+                idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
+                x0 = x[idx]
+                eps = torch.randn(x0.shape, generator=g).to(dev)
+                if c0.immiscible:
+                    eps = dif.immiscible(x0, eps)
+                if discrete:
+                    t = torch.randint(1, sch.steps + 1, (c0.batch_size,), generator=g).double() / sch.steps
+                else:
+                    t = torch.rand(c0.batch_size, generator=g, dtype=torch.float64).clamp(1e-4, 1 - 1e-4)
+                abar = sch.alpha_bar(t).float().to(dev)
+                out = net(dif.noised(x0, eps, abar), t.float().to(dev))
+                loss = (out - dif.target(x0, eps, abar, c0.prediction)).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                running[m].append(float(loss.detach()))
+            diverged.update(step, np.array([not np.isfinite(r[-1]) for r in running]), "loss")
+            if step % c0.eval_every == 0 or step == c0.steps:
+                diverged.update(step, ~evaluate(step), "samples")
+        # quality against the number of sampling steps, for the trained models
+        grid = [s for s in STEP_GRID if s <= (sch.steps or 10**9)]
+        sw_steps = np.array([[dif.sliced_wasserstein(draw(m, s), held[m], generator=proj) for s in grid]
+                             for m in range(k)])
+        ctx.put("sw_vs_steps", ("model", "sampling_steps"), sw_steps, sampling_steps=np.array(grid))
