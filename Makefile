@@ -43,6 +43,8 @@ test-all: setup browser
 bench: setup
 	$(BIN)/python bench/bench_ensemble.py
 	$(BIN)/python bench/bench_precision.py
+	$(BIN)/python bench/bench_hessian.py
+	$(BIN)/python bench/bench_diffusion.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

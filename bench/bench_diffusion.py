@@ -1,0 +1,71 @@
+"""Diffusion: training steps per second and sampling throughput of the 2-D denoiser, and its time to a good fit.
+
+    python bench/bench_diffusion.py [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import torch
+
+import workbench as wb
+from workbench.engine import diffusion as dif
+from workbench.models import Denoiser, init_
+from workbench.noise import schedules
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    dev = args.device
+    out = {"device": torch.cuda.get_device_name(dev) if dev.startswith("cuda") else platform.processor() or "cpu",
+           "threads": torch.get_num_threads(), "torch": torch.__version__}
+    g = torch.Generator().manual_seed(0)
+    net = init_(Denoiser(2, 256, 3), g).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sch = schedules.get("linear")
+    x0 = torch.randn(256, 2).to(dev)
+    for _ in range(5):  # warm-up
+        t = torch.rand(256).to(dev)
+        loss = (net(x0, t) - x0).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync(dev)
+    t0, n = time.perf_counter(), 500
+    for _ in range(n):
+        t = torch.rand(256).to(dev)
+        a = sch.alpha_bar(t.double().cpu()).float().to(dev)
+        eps = torch.randn_like(x0)
+        loss = (net(dif.noised(x0, eps, a), t) - eps).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync(dev)
+    out["train_steps_per_s (batch 256)"] = round(n / (time.perf_counter() - t0), 1)
+    for sampler in ("ddim", "heun"):
+        sync(dev)
+        t0 = time.perf_counter()
+        dif.sample(net, sch, (10_000, 2), 50, torch.Generator().manual_seed(1), sampler=sampler, device=dev)
+        sync(dev)
+        out[f"{sampler}_samples_per_s (50 steps)"] = round(10_000 / (time.perf_counter() - t0))
+    store = wb.Store(tempfile.mkdtemp(prefix="bench-diffusion-"))
+    t0 = time.perf_counter()
+    run = wb.run("diffusion", steps=3000, eval_every=3000, device=dev, store=store, progress=False)
+    out["study_run_3000_steps_s"] = round(time.perf_counter() - t0, 1)
+    out["sw_final"], out["sw_data_vs_data"] = round(float(run.ds.sw[-1]), 3), round(float(run.ds.sw_baseline[-1]), 3)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
