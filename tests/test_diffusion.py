@@ -71,3 +71,17 @@ def test_bad_input():
     with pytest.raises(ConfigError) as e:
         wb.run("diffusion", schedule="laplace", zero_terminal_snr=True)
     assert e.value.field == "zero_terminal_snr"
+
+
+def test_image_data_and_brightness_measures():
+    from workbench import datasets
+
+    x = datasets.images("bright_dark", 4000, torch.Generator().manual_seed(0))
+    means = x.mean(1)
+    assert x.shape == (4000, 64) and ((means.abs() - 0.7).abs() < 0.2).all()  # ±0.7 brightness, ±0.2 pattern
+    assert 0.45 < float((means > 0).float().mean()) < 0.55
+    run = wb.run("diffusion", dataset="bright_dark", steps=20, eval_every=10, n_samples=100, width=32)
+    ds = run.ds
+    assert ds.samples.shape == (100, 64)
+    assert float(ds.data_brightness_std[-1]) == pytest.approx(0.7, abs=0.05)
+    assert np.isfinite(ds.brightness_std.values).all()

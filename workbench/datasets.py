@@ -95,6 +95,23 @@ def modular_addition(p: int = 113, train_fraction: float = 0.4, seed: int = 0) -
 
 
 POINTS = ("eight_gaussians", "moons", "swiss_roll")
+IMAGES = ("bright_dark", "digits_images")
+
+
+def images(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """8×8 images for diffusion, flattened to 64 values in about [-1, 1], drawn with replacement from sklearn's
+    digits. bright_dark: each digit as a ±0.2 pattern around a brightness of +0.7 or −0.7 (half each: the mean
+    brightness is bimodal, Lin et al.'s terminal-SNR setting); digits_images: pixels scaled to [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)  # (1797, 64) in [0, 1]
+    pick = x[torch.randint(0, len(x), (n,), generator=generator)]
+    if name == "digits_images":
+        return pick * 2 - 1
+    if name == "bright_dark":
+        sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
+    raise ConfigError("dataset", name, f"one of {', '.join(POINTS + IMAGES)}")
 
 
 def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:

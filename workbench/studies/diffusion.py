@@ -32,6 +32,7 @@ class Diffusion(Study):
         "Training loss": ["train_loss"],
         "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)": ["sw", "sw_baseline"],
         "RBF-MMD²": ["mmd"],
+        "Brightness spread (std of per-sample means)": ["brightness_std", "data_brightness_std"],
     }
     peak = ("sw", "min")
     summaries = ("diverged", "diverged_step")
@@ -48,7 +49,8 @@ class Diffusion(Study):
         },
     }
 
-    dataset = param.Selector(default="eight_gaussians", objects=list(datasets.POINTS), doc="2-D training data.")
+    dataset = param.Selector(default="eight_gaussians", objects=list(datasets.POINTS + datasets.IMAGES),
+                             doc="2-D points, or 8×8 images (bright_dark: bimodal mean brightness; digits_images).")
     n_train = param.Integer(5000, bounds=(16, 1_000_000), doc="Training points (a held-out set of the same size is "
                                                                "drawn for the metrics).")
     schedule = param.Selector(default="linear", objects=list(schedules.NAMES),
@@ -86,14 +88,16 @@ class Diffusion(Study):
         sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
         gens = [torch.Generator().manual_seed(c.seed) for c in configs]
         data, held, base = [], [], []
+        load = datasets.images if c0.dataset in datasets.IMAGES else datasets.points
         for c, g in zip(configs, gens):
-            x = datasets.points(c.dataset, c.n_train, g)
+            x = load(c.dataset, c.n_train, g)
             corrupt = torch.rand(c.n_train, generator=g) >= c.clean_fraction
             x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=g)
             data.append(x.to(dev))
-            held.append(datasets.points(c.dataset, c.n_samples, g))
-            base.append(datasets.points(c.dataset, c.n_samples, g))
-        nets = [init_(Denoiser(2, c0.width, c0.depth, time_conditioning=c0.time_conditioning), g).to(dev)
+            held.append(load(c.dataset, c.n_samples, g))
+            base.append(load(c.dataset, c.n_samples, g))
+        dim = data[0].shape[1]
+        nets = [init_(Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning), g).to(dev)
                 for g in gens]
         opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in nets]
         discrete = sch.steps is not None
@@ -103,7 +107,7 @@ class Diffusion(Study):
         running = [[] for _ in range(k)]
 
         def draw(m, steps):
-            return dif.sample(nets[m], sch, (c0.n_samples, 2), steps, torch.Generator().manual_seed(configs[m].seed + 1),
+            return dif.sample(nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
                               c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0).cpu()
 
         def evaluate(step):
@@ -115,7 +119,11 @@ class Diffusion(Study):
             loss = np.array([np.mean(r) if r else np.nan for r in running])
             for r in running:
                 r.clear()
-            ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base})
+            bright = [s.mean(1) for s in samples]  # per-sample mean value (an image's brightness)
+            ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base,
+                      "brightness_std": np.array([float(b.std()) for b in bright]),
+                      "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
+                      "data_brightness_std": np.array([float(h.mean(1).std()) for h in held])})
             ctx.put("samples", ("model", "sample", "coord"), np.stack([s.numpy() for s in samples]))
             return ok
 
