@@ -82,6 +82,23 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
+def test_the_diffusion_page_previews_the_schedule_as_its_dials_move(store):
+    import panel as pn
+
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("diffusion", store=store)
+    page.panel()
+    def label():
+        return page.preview.objects[0].object.get(0).label
+
+    assert isinstance(page.preview.objects[0], pn.pane.HoloViews) and label() == "linear"
+    page.dials["schedule"].value = "laplace"
+    assert label() == "laplace"
+    page.dials["zero_terminal_snr"].value = True  # not for a continuous schedule: said on the page
+    assert "zero_terminal_snr" in page.preview.objects[0].object
+
+
 def test_sweep_presets_can_map_per_run_summaries(store):
     from workbench.viz.app import StudyPage
 

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
 from ..runs import run as run_study
 from ..studies.base import describe
-from .plots import frame, group_plot, heatmap, overview, spectra_views
+from .plots import PREVIEWS, frame, group_plot, heatmap, overview, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 
@@ -75,6 +75,12 @@ class StudyPage:
                              for t, ms in self.cls.curves.items()], sizing_mode="stretch_width")
         self.result = pn.Column(sizing_mode="stretch_width")
         self.spectra = pn.Column(pn.pane.Markdown(SPECTRA_HINT), sizing_mode="stretch_width")
+        self.preview = pn.Column(sizing_mode="stretch_width")  # a study's live preview of its dials (if it has one)
+        if self.study in PREVIEWS:
+            names, _ = PREVIEWS[self.study]
+            for name in names:
+                self.dials[name].param.watch(lambda e: self._update_preview(), "value")
+            self._update_preview()
         self.run_button.on_click(self._on_run)
         self.cancel_button.on_click(self._on_cancel)
         self._queue: queue.Queue = queue.Queue()
@@ -95,11 +101,21 @@ class StudyPage:
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
-        run_tab = pn.Column(self.status, self.progress, self.live, self.result, sizing_mode="stretch_width")
+        run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.result,
+                            sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra), dynamic=False,
                        sizing_mode="stretch_width")
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
+
+    def _update_preview(self):
+        names, draw = PREVIEWS[self.study]
+        try:
+            plot = draw({n: self.dials[n].value for n in names})
+        except ConfigError as e:
+            self.preview.objects = [pn.pane.Markdown(f"*{html.escape(str(e))}*")]
+            return
+        self.preview.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width")]
 
     # -- actions (on the event loop) ------------------------------------------------------------------------------
     def values(self) -> dict:

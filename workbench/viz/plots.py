@@ -407,3 +407,24 @@ def schedules_plot(names=None, clip: float = 20.0) -> hv.Overlay:
               for i, n in enumerate(names or schedules.NAMES)]
     return hv.Overlay(curves).opts(hv.opts.Overlay(title=f"logSNR(t), clipped to ±{clip:g}", legend_position="right",
                                                    responsive=True, height=350, show_grid=True))
+
+
+def schedule_preview(values: dict) -> hv.Overlay:
+    """The diffusion page's live preview: the chosen schedule's logSNR(t) and the times its sampler will visit."""
+    from ..engine.diffusion import times
+    from ..noise import schedules
+
+    sch = schedules.get(values["schedule"], zero_terminal_snr=bool(values.get("zero_terminal_snr", False)))
+    t = np.linspace(0, 1, 401)
+    clip = 20.0
+    steps = times(sch, int(values.get("sample_steps", 50)), values.get("spacing", "trailing")).numpy()
+    curve = hv.Curve((t, np.clip(sch.logsnr(t).numpy(), -clip, clip)), "t", "logSNR", label=values["schedule"])
+    visits = hv.Scatter((steps, np.clip(sch.logsnr(steps).numpy(), -clip, clip)), "t", "logSNR",
+                        label=f"{len(steps) - 1} sampling steps").opts(color=PALETTE[1], size=5)
+    return (curve.opts(color=PALETTE[0], line_width=2) * visits).opts(
+        title=f"schedule: logSNR(t), clipped to ±{clip:g}; dots: the sampler's times", responsive=True, height=260,
+        show_grid=True, legend_position="top_right")
+
+
+#: live previews on a study page: {study: (the dials they depend on, values -> plot)}
+PREVIEWS = {"diffusion": (("schedule", "zero_terminal_snr", "sample_steps", "spacing"), schedule_preview)}
