@@ -7,7 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from ..probes.metrics import lower_is_better
-from ..studies import get as get_study, names as study_names
+from ..studies import get as get_study
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 LABELS = {
