@@ -64,6 +64,16 @@ def main():
     run = wb.run("diffusion", steps=3000, eval_every=3000, device=dev, store=store, progress=False)
     out["study_run_3000_steps_s"] = round(time.perf_counter() - t0, 1)
     out["sw_final"], out["sw_data_vs_data"] = round(float(run.ds.sw[-1]), 3), round(float(run.ds.sw_baseline[-1]), 3)
+    # immiscible pairing: its cost per step and its effect on the loss per step (same seeds, same steps)
+    for on in (False, True):
+        t0 = time.perf_counter()
+        sw = wb.sweep("diffusion", grid={"immiscible": [on]}, seeds=[0, 1], steps=2000, eval_every=500, device=dev,
+                      store=store, progress=False).ds
+        label = "immiscible" if on else "independent noise"
+        out[f"{label}: s per step (2 models)"] = round((time.perf_counter() - t0) / 2000, 5)
+        out[f"{label}: train loss at steps 500/1000/1500/2000 (mean of 2 seeds)"] = \
+            [round(float(v), 4) for v in sw.train_loss.mean("seed").squeeze().values[1:]]
+        out[f"{label}: final sliced Wasserstein"] = [round(float(v), 3) for v in sw.sw.isel(step=-1).values.ravel()]
     print(json.dumps(out, indent=2))
 
 
