@@ -67,26 +67,21 @@ class Precision:
     # -- rounding -----------------------------------------------------------------------------------------------
     def weight(self, w: torch.Tensor) -> torch.Tensor:
         """w: (K, in, out) as the matmul reads it; scaled per model (or per output channel), MX blocks along in."""
-        if not self.active or "weights" not in self.tensors:
-            return w
-        q = self._q(w.transpose(1, 2)).transpose(1, 2)  # (K, out, in): channels are rows, blocks run along in
-        self._count("weights", w, q)
-        return q
+        return self._round("weights", w, transpose=True)  # (K, out, in): channels are rows, blocks run along in
 
     def act(self, h: torch.Tensor) -> torch.Tensor:
         """h: (K, B, features) entering a layer; scaled per model (or per example), MX blocks along features."""
-        if not self.active or "activations" not in self.tensors:
-            return h
-        q = self._q(h)
-        self._count("activations", h, q)
-        return q
+        return self._round("activations", h)
 
     def grad(self, g: torch.Tensor) -> torch.Tensor:
         """g: (K, B, features), a gradient flowing back out of a layer (already multiplied by the loss scale)."""
-        if not self.active or "gradients" not in self.tensors:
-            return g
-        q = self._q(g)
-        self._count("gradients", g, q)
+        return self._round("gradients", g)
+
+    def _round(self, kind: str, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        if not self.active or kind not in self.tensors:
+            return x
+        q = self._q(x.transpose(1, 2)).transpose(1, 2) if transpose else self._q(x)
+        self._count(kind, x, q)
         return q
 
     def _q(self, x: torch.Tensor) -> torch.Tensor:

@@ -196,33 +196,55 @@ def _plain(v):
 SPECTRA_METRICS = ("weight_alpha", "weight_stable_rank", "feature_effective_rank")
 
 
-def spectra_snapshot(ctx, net, x, step: int, kept: dict) -> dict:
-    """For a stacked MLP (engine.ensemble.StackedMLP), per model: the spectrum of a hidden layer's WᵀW/N (its power-law tail exponent, stable rank) and of the last
-    hidden features' covariance on x (effective rank); the spectra are kept as snapshots in the run's dataset."""
-    k = net.k
-    j = 1 if net.n_layers > 2 else 0  # the first hidden-to-hidden layer (the input layer for a one-hidden-layer net)
+def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
+    """For a stacked MLP (engine.ensemble.StackedMLP), per model: the eigenvalues of a hidden layer's WᵀW/N (default
+    the first hidden-to-hidden layer, the input layer for a one-hidden-layer net) and of the last hidden features'
+    covariance on x (K, n, ...), with the tail exponent, stable rank and effective rank (nan for a non-finite model)
+    and the layer's aspect ratio q."""
+    j = (1 if net.n_layers > 2 else 0) if layer is None else layer
     with torch.no_grad():
         features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
     w_ev, f_ev, out = [], [], {name: [] for name in SPECTRA_METRICS}
-    for m in range(k):
+    for m in range(net.k):
         w = net.params[f"w{j}"][m].detach()  # (in, out)
+        w = w if w.shape[0] >= w.shape[1] else w.T
         if not torch.isfinite(w).all() or not torch.isfinite(features[m]).all():
-            w_ev.append(np.full(min(w.shape), np.nan))
+            w_ev.append(np.full(w.shape[1], np.nan))
             f_ev.append(np.full(features.shape[-1], np.nan))
             for v in out.values():
                 v.append(np.nan)
             continue
-        w = w if w.shape[0] >= w.shape[1] else w.T
         w_ev.append(spectra.esd(w))
         f_ev.append(spectra.covariance_spectrum(features[m]))
         out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
         out["weight_stable_rank"].append(spectra.stable_rank(w))
         out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1]))
-    kept["steps"].append(step)
-    kept["weights"].append(np.stack(w_ev))
-    kept["features"].append(np.stack(f_ev))
-    ctx.put("weight_eigenvalues", ("model", "spectrum_snapshot", "weight_eigen"), np.stack(kept["weights"], 1),
-            spectrum_snapshot=np.array(kept["steps"]))
-    ctx.put("feature_eigenvalues", ("model", "spectrum_snapshot", "feature_eigen"), np.stack(kept["features"], 1))
-    ctx.put("weight_q", ("model",), np.full(k, min(w.shape) / max(w.shape)))
-    return {name: np.array(v, dtype=float) for name, v in out.items()}
+    out = {name: np.array(v, dtype=float) for name, v in out.items()}
+    out["weight_q"] = np.full(net.k, w.shape[1] / w.shape[0])
+    return w_ev, f_ev, out
+
+
+class SpectraLog:
+    """Spectra snapshots every `every` steps of the run's axis (0: none), kept in the run's dataset (dims: model,
+    spectrum_snapshot, eigenvalue index); `record` returns the scalar summaries for the step's record, nan between
+    snapshots so that every record has the same keys."""
+
+    def __init__(self, ctx, every: int):
+        self.ctx, self.every = ctx, every
+        self.steps, self.weights, self.features = [], [], []
+
+    def record(self, net, x, step: int, last: bool = False) -> dict:
+        if not self.every:
+            return {}
+        if step % self.every and not last:
+            return {name: np.full(net.k, np.nan) for name in SPECTRA_METRICS}
+        w_ev, f_ev, out = layer_spectra(net, x)
+        self.steps.append(step)
+        self.weights.append(np.stack(w_ev))
+        self.features.append(np.stack(f_ev))
+        self.ctx.put("weight_eigenvalues", ("model", "spectrum_snapshot", "weight_eigen"), np.stack(self.weights, 1),
+                     spectrum_snapshot=np.array(self.steps))
+        self.ctx.put("feature_eigenvalues", ("model", "spectrum_snapshot", "feature_eigen"),
+                     np.stack(self.features, 1))
+        self.ctx.put("weight_q", ("model",), out.pop("weight_q"))
+        return out

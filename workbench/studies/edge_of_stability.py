@@ -17,7 +17,7 @@ from .. import datasets, models
 from ..engine import ensemble
 from ..engine.context import DivergenceLog
 from ..probes import hessian, spectra
-from .base import Study
+from .base import Study, layer_spectra
 
 
 class EdgeOfStability(Study):
@@ -131,35 +131,23 @@ class EdgeOfStability(Study):
     def _final_spectra(cls, ctx, net, loss_of, x_te, gen, k):
         """At the end: the Hessian's top eigenvalues and density (SLQ), the middle layer's weight spectrum with its
         Marchenko–Pastur edge, power-law tail and stable rank, the last hidden layer's covariance spectrum."""
-        top, grids, dens, w_ev, h_ev, summary = [], [], [], [], [], {n: [] for n in (
-            "weight_alpha", "weight_stable_rank", "weight_beyond_mp", "weight_q", "feature_effective_rank")}
-        j = net.n_layers // 2 if net.n_layers > 2 else 0
+        if not all(torch.isfinite(p).all() for p in net.params.values()):
+            return  # a diverged model has no spectra
+        top, grids, dens = [], [], []
         for m in range(k):
             params = {n: p[m].detach() for n, p in net.params.items()}
-            w = params[f"w{j}"]
-            if not all(torch.isfinite(p).all() for p in params.values()):
-                return  # a diverged model has no spectra
             top.append(hessian.top_eigenvalues(loss_of(m), params, k=5, generator=gen).cpu().numpy())
             g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=gen)
             grids.append(g.numpy())
             dens.append(d.numpy())
-            w_ev.append(spectra.esd(w.T if w.shape[0] < w.shape[1] else w))
-            mp = spectra.mp_fit(w)
-            summary["weight_beyond_mp"].append(mp["beyond_edge"])
-            summary["weight_q"].append(mp["q"])
-            summary["weight_stable_rank"].append(spectra.stable_rank(w))
-            summary["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
-            with torch.no_grad():
-                h = x_te[m].reshape(x_te.shape[1], -1)
-                for jj in range(net.n_layers - 1):
-                    h = torch.tanh(h @ params[f"w{jj}"] + params[f"b{jj}"][0]) if net.act == "tanh" else \
-                        torch.relu(h @ params[f"w{jj}"] + params[f"b{jj}"][0])
-            h_ev.append(spectra.covariance_spectrum(h))
-            summary["feature_effective_rank"].append(spectra.effective_rank(h_ev[-1]))
+        j = net.n_layers // 2 if net.n_layers > 2 else 0
+        w_ev, h_ev, summary = layer_spectra(net, x_te, layer=j)
+        summary["weight_beyond_mp"] = np.array([spectra.mp_fit(net.params[f"w{j}"][m].detach())["beyond_edge"]
+                                                for m in range(k)])
         ctx.put("hessian_top", ("model", "eigen_index"), np.stack(top), eigen_index=np.arange(5))
         ctx.put("hessian_density_grid", ("model", "density_point"), np.stack(grids))
         ctx.put("hessian_density", ("model", "density_point"), np.stack(dens))
         ctx.put("weight_eigenvalues", ("model", "weight_eigen"), np.stack(w_ev))
         ctx.put("feature_eigenvalues", ("model", "feature_eigen"), np.stack(h_ev))
         for name, values in summary.items():
-            ctx.put(name, ("model",), np.array(values, dtype=float))
+            ctx.put(name, ("model",), values)

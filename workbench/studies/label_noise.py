@@ -20,7 +20,7 @@ from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
 from ..probes import metrics
-from .base import SPECTRA_METRICS, Study, precision_dial, precision_metrics, spectra_snapshot
+from .base import SpectraLog, Study, precision_dial, precision_metrics
 
 
 class LabelNoise(Study):
@@ -189,10 +189,8 @@ class LabelNoise(Study):
                 **precision_metrics(prec),
             }
             rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
-            if c0.spectra_every and isinstance(net, ensemble.StackedMLP):  # every record has the same keys
-                rec.update(spectra_snapshot(ctx, net, x_te, epoch, spec)
-                           if epoch % c0.spectra_every == 0 or epoch == epochs else
-                           {name: np.full(k, np.nan) for name in SPECTRA_METRICS})
+            if isinstance(net, ensemble.StackedMLP):
+                rec.update(spectra_log.record(net, x_te, epoch, last=epoch == epochs))
             if epoch in snap_at:
                 snaps.append(per_example.cpu().numpy())
                 snap_epochs.append(epoch)
@@ -202,7 +200,7 @@ class LabelNoise(Study):
             if spike_limit:  # a loss spike far above chance level counts as a divergence (the precision study)
                 diverged.update(step, rec["train_loss"] > spike_limit, "loss spike")
 
-        spec: dict = {"steps": [], "weights": [], "features": []}
+        spectra_log = SpectraLog(ctx, c0.spectra_every)
         spike_limit = getattr(c0, "divergence_factor", 0.0) * math.log(num_classes)
         step = 0
         evaluate(0, 0, None)

@@ -16,7 +16,7 @@ from ..engine import ensemble
 from ..engine.context import DivergenceLog
 from ..engine.precision import Precision
 from ..errors import ConfigError
-from .base import SPECTRA_METRICS, Study, precision_dial, precision_metrics, spectra_snapshot
+from .base import SpectraLog, Study, precision_dial, precision_metrics
 
 TASKS = ("parity", "perceptron")
 
@@ -149,7 +149,7 @@ class SGDNoise(Study):
         probe = slice(0, min(n, 256))
         fit_step = np.full(k, -1, dtype=np.int64)  # the first measured step at which all training points fit
         diverged = DivergenceLog(ctx, k)
-        spec: dict = {"steps": [], "weights": [], "features": []}
+        spectra_log = SpectraLog(ctx, c0.spectra_every)
         ctx.put("fit_step", ("model",), fit_step)
         a = alpha[:, None]
 
@@ -171,10 +171,7 @@ class SGDNoise(Study):
             rec = {"train_loss": hinge(F_tr, y_tr).mean(1), "fit": fit, "train_err": (margin <= 0).float().mean(1),
                    "test_err": (y_te * F_te <= 0).float().mean(1), "weight_change": change, "grad_noise_scale": gns}
             rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
-            rec = {"step": step, **rec, **precision_metrics(net.precision)}
-            if c0.spectra_every:  # every record has the same keys
-                rec.update(spectra_snapshot(ctx, net, x_te, step, spec) if step % c0.spectra_every == 0 else
-                           {name: np.full(k, np.nan) for name in SPECTRA_METRICS})
+            rec = {"step": step, **rec, **precision_metrics(net.precision), **spectra_log.record(net, x_te, step)}
             fit_step[(rec["fit"] >= 1.0) & (fit_step < 0)] = step
             ctx.put("fit_step", ("model",), fit_step.copy())
             bad = ~ok.cpu().numpy()
