@@ -49,16 +49,18 @@ def test_stacked_models_match_each_module():
         torch.testing.assert_close(back(x[i]), m(x[i]))
 
 
+@pytest.mark.parametrize("lrs", [[1e-3, 3e-2, 1e-1], [1e-2] * 3])  # a group per model / one group (fused Adam)
 @pytest.mark.parametrize("kind, extra", [("adam", {}), ("adam", {"weight_decay": 0.01}),
+                                         ("adamw", {"weight_decay": 0.1}),
                                          ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.0, "weight_decay": 0.1})])
-def test_batched_optimizer_equals_torch_optim_per_model(kind, extra):
+def test_batched_optimizer_equals_torch_optim_per_model(kind, extra, lrs):
     k = 3
-    lrs = [1e-3, 3e-2, 1e-1]
     mods = modules(k)
     net = ensemble.stack(mods, "cpu")
-    opt = ensemble.Optimizer(net.tensors(), kind, lr=lrs, **{n: [v] * k for n, v in extra.items()})
-    refs = [(torch.optim.Adam if kind == "adam" else torch.optim.SGD)(m.parameters(), lr=lr, **extra)
-            for m, lr in zip(mods, lrs)]
+    opt = ensemble.Optimizer(net.tensors(), kind.replace("adamw", "adam"), lr=lrs, decoupled=kind == "adamw",
+                             **{n: [v] * k for n, v in extra.items()})
+    ref_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[kind]
+    refs = [ref_class(m.parameters(), lr=lr, **extra) for m, lr in zip(mods, lrs)]
     for step in range(5):
         x = torch.randn(k, 8, 12)
         y = torch.randint(0, 10, (k, 8))

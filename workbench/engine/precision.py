@@ -80,7 +80,10 @@ class Precision:
     def _round(self, kind: str, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         if not self.active or kind not in self.tensors:
             return x
-        q = self._q(x.transpose(1, 2)).transpose(1, 2) if transpose else self._q(x)
+        if transpose and (self.scale == "channel" or self.format.kind == "mx"):  # layout matters to these only
+            q = self._q(x.transpose(1, 2)).transpose(1, 2)
+        else:
+            q = self._q(x)
         self._count(kind, x, q)
         return q
 

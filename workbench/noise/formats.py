@@ -189,9 +189,13 @@ def _int_quantize(v: torch.Tensor, fmt: Format, rounding: str, generator) -> tor
 
 
 def _absmax(x: torch.Tensor, scaling: str | None) -> torch.Tensor:
-    if scaling == "channel" and x.ndim >= 2:
+    """max |x| per tensor, or per row of dim 0 ("channel"). Per tensor from one min/max pass, no |x| temporary
+    (2-3x faster on a CPU; aminmax along a dim is the slow one there, so rows keep |x|.amax)."""
+    if scaling == "channel" and x.ndim >= 2 and x.shape[0] > 1:
         return x.abs().amax(dim=tuple(range(1, x.ndim)), keepdim=True)  # one scale per row (output channel)
-    return x.abs().amax()
+    lo, hi = torch.aminmax(x)
+    amax = torch.maximum(-lo, hi)  # nan where x has a nan, as |x|.amax() gives
+    return amax.view([1] * x.ndim) if scaling == "channel" else amax
 
 
 def _mx_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, block: int) -> torch.Tensor:
