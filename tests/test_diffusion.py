@@ -71,6 +71,48 @@ def test_bad_input():
     with pytest.raises(ConfigError) as e:
         wb.run("diffusion", schedule="laplace", zero_terminal_snr=True)
     assert e.value.field == "zero_terminal_snr"
+    with pytest.raises(ConfigError) as e:
+        wb.run("diffusion", denoiser="conv")  # 2-D points
+    assert e.value.field == "denoiser" and "images" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # EDM capped at σ = 2 never reaches the corruption's σ = 5
+        dif.ambient_t_min(schedules.get("edm", sigma_max=2.0), 5.0)
+    assert e.value.field == "corruption_sigma"
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_ambient_training_example_is_exact(prediction):
+    """x_t from noisy data has the clean x_t's law, and the regression target's conditional mean is the clean one:
+    for x_0 ~ N(0, s²) both are linear, so least squares on samples recovers the exact coefficients."""
+    g = torch.Generator().manual_seed(0)
+    n, s, sn, a = 400_000, 0.8, 0.5, 0.3  # σ_t² = 0.7/0.3 > σ_n²
+    x0 = s * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    x_n = x0 + sn * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    abar = torch.full((n,), a, dtype=torch.float64)
+    x_t, tgt, w = dif.ambient_batch(x_n, torch.full((n,), sn, dtype=torch.float64), eps, abar, prediction)
+    assert float(x_t.var()) == pytest.approx(a * s * s + 1 - a, rel=0.01)  # the law of √ᾱ x_0 + √(1-ᾱ) ε
+    r = sn**2 * a / (1 - a)
+    assert torch.allclose(w, torch.full_like(w, (1 - r) ** 2))
+    coef = float((tgt * x_t).mean() / (x_t * x_t).mean())  # E[target | x_t] = coef · x_t
+    m = a**0.5 * s * s / (a * s * s + 1 - a)  # E[x_0 | x_t] / x_t
+    e = (1 - a**0.5 * m) / (1 - a) ** 0.5  # E[ε | x_t] / x_t
+    want = {"x0": m, "epsilon": e, "v": a**0.5 * e - (1 - a) ** 0.5 * m}[prediction]
+    assert coef == pytest.approx(want, abs=0.01), (prediction, coef, want)
+    clean_t, clean_tgt, clean_w = dif.ambient_batch(x0, torch.zeros(n, dtype=torch.float64), eps, abar, prediction)
+    assert torch.allclose(clean_t, dif.noised(x0, eps, abar))  # clean examples: the usual example, weight 1
+    assert torch.allclose(clean_tgt, dif.target(x0, eps, abar, prediction)) and bool((clean_w == 1).all())
+
+
+def test_ten_percent_clean_data_beats_the_noisy_data_alone():
+    """Daras et al. 2024 ("How much is a noisy image worth?"): with the ambient loss on the corrupted 90 %, a 10 %
+    clean share gives better samples than training (as usual) on the corrupted data alone. Eight Gaussians, noise
+    σ = 0.5 on the corrupted points, three seeds."""
+    kw = dict(dataset="eight_gaussians", corruption_sigma=0.5, steps=2000, eval_every=2000, progress=False)
+    noisy = wb.sweep("diffusion", grid={"clean_fraction": [0.0]}, seeds=[0, 1, 2], ambient=False, **kw).ds
+    mixed = wb.sweep("diffusion", grid={"clean_fraction": [0.1]}, seeds=[0, 1, 2], ambient=True, **kw).ds
+    sw_noisy, sw_mixed = (d.sw.isel(step=-1).values.ravel() for d in (noisy, mixed))
+    print("sliced Wasserstein: noisy alone", sw_noisy, "10% clean + ambient", sw_mixed)
+    assert (sw_mixed < 0.85 * sw_noisy).all() and sw_mixed.mean() < 0.75 * sw_noisy.mean()
 
 
 def test_image_data_and_brightness_measures():

@@ -168,3 +168,21 @@ def test_label_noise_runs_keep_spectra_snapshots(data_root):
     from workbench.probes import spectra
     assert float(ds.feature_effective_rank[-1]) == pytest.approx(
         spectra.effective_rank(ds.feature_eigenvalues.isel(spectrum_snapshot=-1).values))
+
+
+def test_a_catalog_from_an_older_release_gains_the_new_columns_and_keeps_its_rows(data_root):
+    import sqlite3
+
+    data_root.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(data_root / "catalog.sqlite")  # the first release's table: no kind, step, device, tags
+    con.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, study TEXT NOT NULL, status TEXT NOT NULL, "
+                "params TEXT NOT NULL, created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL, error TEXT)")
+    con.execute("INSERT INTO runs VALUES ('0123456789ab', 'label_noise', 'done', '{}', '', '2026-01-01', 1.0, "
+                "'runs/label_noise/0123456789ab.nc', NULL)")
+    con.commit()
+    con.close()
+    store = wb.Store(data_root)
+    old = store.get("0123456789ab")
+    assert old["study"] == "label_noise" and old["kind"] == "run" and old["tags"] in ("", [])
+    wb.run("label_noise", **FAST, store=store)  # a new run is written next to the old row
+    assert {r["id"] for r in store.list()} >= {"0123456789ab"} and len(store.list()) == 2

@@ -98,20 +98,29 @@ POINTS = ("eight_gaussians", "moons", "swiss_roll")
 IMAGES = ("bright_dark", "digits_images")
 
 
-def images(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """8×8 images for diffusion, flattened to 64 values in about [-1, 1], drawn with replacement from sklearn's
-    digits. bright_dark: each digit as a ±0.2 pattern around a brightness of +0.7 or −0.7 (half each: the mean
-    brightness is bimodal, Lin et al.'s terminal-SNR setting); digits_images: pixels scaled to [-1, 1]."""
+RESOLUTIONS = (8, 16, 32)
+
+
+def images(name: str, n: int, generator: torch.Generator, side: int = 8) -> torch.Tensor:
+    """side×side images for diffusion, flattened to side² values in about [-1, 1], drawn with replacement from
+    sklearn's 8×8 digits (bilinearly upsampled for side 16 or 32). bright_dark: each digit as a ±0.2 pattern around
+    a brightness of +0.7 or −0.7 (half each: the mean brightness is bimodal, Lin et al.'s terminal-SNR setting);
+    digits_images: pixels scaled to [-1, 1]."""
     from sklearn.datasets import load_digits
 
+    if name not in IMAGES:
+        raise ConfigError("dataset", name, f"one of {', '.join(POINTS + IMAGES)}")
+    if side not in RESOLUTIONS:
+        raise ConfigError("resolution", side, f"one of {', '.join(map(str, RESOLUTIONS))}")
     x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)  # (1797, 64) in [0, 1]
     pick = x[torch.randint(0, len(x), (n,), generator=generator)]
+    if side != 8:
+        pick = torch.nn.functional.interpolate(pick.reshape(n, 1, 8, 8), size=(side, side), mode="bilinear",
+                                               align_corners=False).reshape(n, side * side)
     if name == "digits_images":
         return pick * 2 - 1
-    if name == "bright_dark":
-        sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-        return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
-    raise ConfigError("dataset", name, f"one of {', '.join(POINTS + IMAGES)}")
+    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
 
 
 def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:

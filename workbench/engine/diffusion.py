@@ -52,6 +52,40 @@ def split(out: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, prediction: st
     raise ConfigError("prediction", prediction, f"one of {', '.join(PREDICTIONS)}")
 
 
+def ambient_t_min(schedule: sched.Schedule, sigma_n: float, margin: float = 0.99) -> float:
+    """The earliest time an example carrying Gaussian noise of std sigma_n can teach (ambient diffusion): the
+    diffusion's own noise, in the variance-exploding frame σ_t² = (1 − ᾱ)/ᾱ, must exceed sigma_n², i.e.
+    ᾱ(t) ≤ margin / (1 + sigma_n²). Found on a grid of 10,001 times (ᾱ decreases)."""
+    if sigma_n <= 0:
+        return 0.0
+    grid = torch.linspace(0, 1, 10_001, dtype=torch.float64)
+    ok = (schedule.alpha_bar(grid) <= margin / (1 + sigma_n**2)).nonzero()
+    if len(ok) == 0:
+        raise ConfigError("corruption_sigma", sigma_n, f"a noise level the schedule's ᾱ(1) = "
+                                                        f"{float(schedule.alpha_bar(grid[-1:])):.3g} exceeds")
+    return float(grid[ok[0, 0]])
+
+
+def ambient_batch(x_n: torch.Tensor, sigma_n: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor,
+                  prediction: str):
+    """Ambient diffusion's training example (Daras et al. 2023/2024) for data x_n = x_0 + sigma_n·z of known noise.
+
+    The input x_t = √ᾱ·x_n + √(1 − ᾱ(1 + σ_n²))·ε has exactly the law of √ᾱ·x_0 + √(1 − ᾱ)·ε (it needs
+    σ_t² = (1 − ᾱ)/ᾱ ≥ σ_n², see ambient_t_min). Tweedie's formula in the VE frame y_t = x_t/√ᾱ gives
+    E[x_n | x_t] = r·y_t + (1 − r)·E[x_0 | x_t] with r = σ_n²/σ_t², so regressing on the pseudo-target
+    x̃_0 = (x_n − r·y_t)/(1 − r) has the clean posterior mean E[x_0 | x_t] as its minimiser. Returns (x_t, the target
+    in the prediction's space, per-example weights (1 − r)², which make the loss the ambient one,
+    |(1 − r)·x̂_0 + r·y_t − x_n|², up to the target's scale). Clean examples (σ_n = 0) get the usual x_t, target and
+    weight 1. x_n, eps: (B, ...); sigma_n, abar: (B,)."""
+    shape = (-1, *([1] * (x_n.ndim - 1)))
+    a, sn2 = abar.reshape(shape), sigma_n.reshape(shape) ** 2
+    x_t = a.sqrt() * x_n + (1 - a * (1 + sn2)).clamp_min(0).sqrt() * eps
+    r = sn2 * a / (1 - a).clamp_min(1e-12)
+    x0_tilde = (x_n - r * x_t / a.sqrt().clamp_min(1e-12)) / (1 - r)
+    eps_tilde = (x_t - a.sqrt() * x0_tilde) / (1 - a).sqrt().clamp_min(1e-12)
+    return x_t, target(x0_tilde, eps_tilde, abar, prediction), ((1 - r) ** 2).reshape(-1)
+
+
 def immiscible(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Immiscible diffusion (Li et al. 2024): reorder the batch's noise so that the total distance between each
     example and its noise is least (a linear assignment, scipy's linear_sum_assignment)."""

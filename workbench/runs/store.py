@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_study ON runs (study, status);
 """
+# columns added after the first release: an older catalog gains them (with these defaults), keeping its rows
+_ADDED = {"kind": "TEXT NOT NULL DEFAULT 'run'", "step": "INTEGER", "device": "TEXT",
+          "tags": "TEXT NOT NULL DEFAULT ''"}
 
 
 def default_root() -> Path:
@@ -61,6 +64,10 @@ class Store:
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript(_SCHEMA)
+        have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        for name, decl in _ADDED.items():
+            if name not in have:
+                con.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
         return con
 
     def get(self, run_id: str) -> dict | None:

@@ -14,11 +14,14 @@ import torch
 from .. import datasets
 from ..engine import diffusion as dif
 from ..engine.context import DivergenceLog
-from ..models import Denoiser, init_
+from ..errors import ConfigError
+from ..models import ConvDenoiser, Denoiser, init_
+from ..probes.spectra import radial_power_spectrum
 from ..noise import schedules
 from .base import Study
 
 STEP_GRID = (1, 2, 5, 10, 20, 50)
+T_BINS = 10  # the training loss is also kept per bin of t
 
 
 class Diffusion(Study):
@@ -32,6 +35,8 @@ class Diffusion(Study):
         "Training loss": ["train_loss"],
         "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)": ["sw", "sw_baseline"],
         "RBF-MMD²": ["mmd"],
+        "Memorization (median distance to the nearest training example, samples / held-out data)":
+            ["nearest_train_ratio"],
         "Brightness spread (std of per-sample means)": ["brightness_std", "data_brightness_std"],
     }
     peak = ("sw", "min")
@@ -67,12 +72,21 @@ class Diffusion(Study):
     clip_x0 = param.Number(3.0, bounds=(0.0, 1000.0), doc="Clip the predicted clean point to ±clip_x0 while "
                                                           "sampling (0: off).")
     immiscible = param.Boolean(False, doc="Assign each batch's noise to its examples by least total distance.")
+    offset_noise = param.Number(0.0, bounds=(0.0, 1.0), doc="Training noise gets a per-example constant of this "
+                                                            "std added to every coordinate (Guttenberg's offset "
+                                                            "noise: lets images drift in mean brightness).")
     clean_fraction = param.Number(1.0, bounds=(0.0, 1.0), doc="Share of training points kept clean; the rest carry "
                                                               "fixed Gaussian noise of corruption_sigma.")
     corruption_sigma = param.Number(0.0, bounds=(0.0, 10.0), doc="Std of the noise on the corrupted points.")
+    ambient = param.Boolean(True, doc="Corrupted points teach only at diffusion noise levels above their own, "
+                                      "through ambient diffusion's loss (off: trained on as if clean).")
     time_conditioning = param.Boolean(True, doc="Give the denoiser the time (off: it must infer the noise level).")
-    width = param.Integer(256, bounds=(8, 4096), doc="Denoiser hidden units.")
-    depth = param.Integer(3, bounds=(1, 8), doc="Denoiser hidden layers.")
+    resolution = param.Selector(default=8, objects=list(datasets.RESOLUTIONS),
+                                doc="Image side (8: the digits as they are; 16, 32: upsampled). Images only.")
+    denoiser = param.Selector(default="mlp", objects=["mlp", "conv"],
+                              doc="mlp (any data) or conv (images: 3×3 residual blocks with global context).")
+    width = param.Integer(256, bounds=(8, 4096), doc="Denoiser hidden units (conv: channels).")
+    depth = param.Integer(3, bounds=(1, 8), doc="Denoiser hidden layers (conv: residual blocks).")
     lr = param.Number(1e-3, bounds=(1e-6, 1.0), doc="Adam learning rate.")
     batch_size = param.Integer(256, bounds=(2, 100_000), doc="Examples per step.")
     steps = param.Integer(3000, bounds=(1, 10_000_000), doc="Training steps.")
@@ -80,35 +94,66 @@ class Diffusion(Study):
     n_samples = param.Integer(2000, bounds=(16, 1_000_000), doc="Samples per measurement.")
 
     def check(self):
-        schedules.get(self.schedule, zero_terminal_snr=self.zero_terminal_snr)  # refused here, naming the field
+        sch = schedules.get(self.schedule, zero_terminal_snr=self.zero_terminal_snr)  # refused here, naming the field
+        if self.denoiser == "conv" and self.dataset not in datasets.IMAGES:
+            raise ConfigError("denoiser", "conv", f"mlp for the 2-D dataset {self.dataset!r} (conv needs images: "
+                                                  f"{', '.join(datasets.IMAGES)})")
+        if self.ambient and self.clean_fraction < 1 and self.corruption_sigma > 0:
+            dif.ambient_t_min(sch, self.corruption_sigma)  # the schedule must reach noise above the corruption
 
     @classmethod
     def execute_group(cls, ctx, configs):
         dev, c0, k = ctx.device, configs[0], len(configs)
         sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
         gens = [torch.Generator().manual_seed(c.seed) for c in configs]
-        data, held, base = [], [], []
-        load = datasets.images if c0.dataset in datasets.IMAGES else datasets.points
+        images = c0.dataset in datasets.IMAGES
+        if images:
+            def load(name, n, g):
+                return datasets.images(name, n, g, c0.resolution)
+        else:
+            load = datasets.points
+        data, sigma, held, base = [], [], [], []
         for c, g in zip(configs, gens):
             x = load(c.dataset, c.n_train, g)
-            corrupt = torch.rand(c.n_train, generator=g) >= c.clean_fraction
+            corrupt = (torch.rand(c.n_train, generator=g) >= c.clean_fraction) & (c.corruption_sigma > 0)
             x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=g)
             data.append(x.to(dev))
+            sigma.append((corrupt * (c.corruption_sigma if c.ambient else 0.0)).to(dev))  # the noise it carries
             held.append(load(c.dataset, c.n_samples, g))
             base.append(load(c.dataset, c.n_samples, g))
         dim = data[0].shape[1]
-        nets = [init_(Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning), g).to(dev)
-                for g in gens]
+        if c0.denoiser == "conv":
+            def build():
+                return ConvDenoiser(c0.resolution, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
+        else:
+            def build():
+                return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
+        nets = [init_(build(), g).to(dev) for g in gens]
         opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in nets]
         discrete = sch.steps is not None
+        t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
         diverged = DivergenceLog(ctx, k)
         proj = torch.Generator().manual_seed(12345)
         sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj) for h, b in zip(held, base)])
+        near_held = np.stack([torch.cdist(h, x.cpu()).min(1).values.numpy() for h, x in zip(held, data)])
+        ctx.put("nearest_train_heldout", ("model", "sample"), near_held)
         running = [[] for _ in range(k)]
+        bin_sum, bin_n = np.zeros((k, T_BINS)), np.zeros((k, T_BINS))
+        bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
         def draw(m, steps):
             return dif.sample(nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
                               c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0).cpu()
+
+        def draw_times(g, noisy):
+            """t for each example: U(0, 1] (the grid i/T for a discrete schedule), from t_min for noisy ones."""
+            lo = torch.where(noisy, t_min, 0.0).double()
+            if discrete:
+                first = torch.ceil(lo * sch.steps).clamp_min(1)
+                return (first + torch.floor(torch.rand(len(lo), generator=g, dtype=torch.float64)
+                                            * (sch.steps + 1 - first))) / sch.steps
+            u = torch.rand(len(lo), generator=g, dtype=torch.float64)
+            return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
 
         def evaluate(step):
             samples = [draw(m, c0.sample_steps) for m in range(k)]
@@ -120,38 +165,71 @@ class Diffusion(Study):
             for r in running:
                 r.clear()
             bright = [s.mean(1) for s in samples]  # per-sample mean value (an image's brightness)
+            # memorization: each sample's distance to its nearest training example, against held-out data's
+            near = np.stack([torch.cdist(s, x.cpu()).min(1).values.numpy() for s, x in zip(samples, data)])
+            ctx.put("nearest_train", ("model", "sample"), near)
             ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base,
+                      "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(near_held, 1), 1e-12),
                       "brightness_std": np.array([float(b.std()) for b in bright]),
                       "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
                       "data_brightness_std": np.array([float(h.mean(1).std()) for h in held])})
             ctx.put("samples", ("model", "sample", "coord"), np.stack([s.numpy() for s in samples]))
-            return ok
+            with np.errstate(invalid="ignore"):
+                ctx.put("loss_by_t", ("model", "t_bin"), bin_sum / bin_n, t_bin=bin_centres)
+            return ok, samples
 
         evaluate(0)
         for step in range(1, c0.steps + 1):
             ctx.check()
-            for m, (net, opt, g, x) in enumerate(zip(nets, opts, gens, data)):
+            for m, (net, opt, g, x, sig) in enumerate(zip(nets, opts, gens, data, sigma)):
                 idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
-                x0 = x[idx]
-                eps = torch.randn(x0.shape, generator=g).to(dev)
+                x0, sn = x[idx], sig[idx]
+                eps = torch.randn(x0.shape, generator=g)
+                if c0.offset_noise:
+                    eps = eps + c0.offset_noise * torch.randn(len(eps), 1, generator=g)
+                eps = eps.to(dev)
                 if c0.immiscible:
                     eps = dif.immiscible(x0, eps)
-                if discrete:
-                    t = torch.randint(1, sch.steps + 1, (c0.batch_size,), generator=g).double() / sch.steps
-                else:
-                    t = torch.rand(c0.batch_size, generator=g, dtype=torch.float64).clamp(1e-4, 1 - 1e-4)
+                t = draw_times(g, (sn > 0).cpu())
                 abar = sch.alpha_bar(t).float().to(dev)
-                out = net(dif.noised(x0, eps, abar), t.float().to(dev))
-                loss = (out - dif.target(x0, eps, abar, c0.prediction)).pow(2).mean()
+                x_t, tgt, weight = dif.ambient_batch(x0, sn, eps, abar, c0.prediction)
+                per_example = (net(x_t, t.float().to(dev)) - tgt).pow(2).mean(1) * weight
+                loss = per_example.mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 running[m].append(float(loss.detach()))
+                bins = np.minimum((t.numpy() * T_BINS).astype(int), T_BINS - 1)
+                np.add.at(bin_sum[m], bins, per_example.detach().cpu().numpy())
+                np.add.at(bin_n[m], bins, 1)
             diverged.update(step, np.array([not np.isfinite(r[-1]) for r in running]), "loss")
             if step % c0.eval_every == 0 or step == c0.steps:
-                diverged.update(step, ~evaluate(step), "samples")
-        # quality against the number of sampling steps, for the trained models
+                ok, final = evaluate(step)
+                diverged.update(step, ~ok, "samples")
+        cls._final_analysis(ctx, configs, final, held, draw, proj, sch, images)
+
+    @staticmethod
+    def _final_analysis(ctx, configs, samples, held, draw, proj, sch, images):
+        """What the trained models make: quality against sampling steps; for images, histograms of mean brightness
+        and radially averaged power spectra (samples against held-out data)."""
+        k, side = len(configs), configs[0].resolution
         grid = [s for s in STEP_GRID if s <= (sch.steps or 10**9)]
         sw_steps = np.array([[dif.sliced_wasserstein(draw(m, s), held[m], generator=proj) for s in grid]
                              for m in range(k)])
         ctx.put("sw_vs_steps", ("model", "sampling_steps"), sw_steps, sampling_steps=np.array(grid))
+        if not images:
+            return
+        edges = np.linspace(-1.5, 1.5, 31)
+
+        def hist(xs):  # density of per-image mean brightness (non-finite samples left out)
+            return np.stack([np.histogram(b[np.isfinite(b)], edges, density=True)[0]
+                             for b in (x.mean(1).numpy() for x in xs)])
+
+        ctx.put("brightness_hist", ("model", "brightness"), hist(samples), brightness=(edges[1:] + edges[:-1]) / 2)
+        ctx.put("brightness_hist_data", ("model", "brightness"), hist(held))
+        power = lambda x: radial_power_spectrum(x.reshape(-1, side, side))  # noqa: E731
+        radius = power(held[0][:1])[0]
+        ctx.put("power_samples", ("model", "radius"),
+                np.stack([power(s)[1] if torch.isfinite(s).all() else np.full(len(radius), np.nan)
+                          for s in samples]), radius=radius)
+        ctx.put("power_data", ("model", "radius"), np.stack([power(h)[1] for h in held]))
