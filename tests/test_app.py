@@ -82,6 +82,35 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
+def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
+    import queue
+
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage("diffusion", store=store)
+    page.panel()
+    for k, v in dict(dataset="bright_dark", steps=4, eval_every=2, n_samples=64, width=16, sample_steps=5).items():
+        page.dials[k].value = v
+    page._work(page.values(), False, page._cancel, page._queue)
+    items = []
+    while True:
+        try:
+            items.append(page._queue.get_nowait())
+        except queue.Empty:
+            break
+    steps = [i[1][3]["sampling_step"].tolist() for i in items if isinstance(i, tuple) and i[0] == "array"
+             and i[1][0] == "sampling"]
+    assert steps[:5] == [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]  # x̂₀ at every sampling step of model 0
+    for item in items[:-1]:  # everything before "finished"
+        page._queue.put(item)
+    page._drain()
+    shown = page.samples.objects[0].object
+    assert "step 5/5" in shown.opts.get().kwargs["title"]  # the latest one is drawn
+    page._queue.put(items[-1])
+    page._drain()
+    assert not page.samples.objects and page.result.objects  # the finished run's own plots take over
+
+
 def test_the_diffusion_page_previews_the_schedule_as_its_dials_move(store):
     import panel as pn
 

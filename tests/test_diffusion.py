@@ -106,8 +106,8 @@ def test_ambient_training_example_is_exact(prediction):
 def test_ten_percent_clean_data_beats_the_noisy_data_alone():
     """Daras et al. 2024 ("How much is a noisy image worth?"): with the ambient loss on the corrupted 90 %, a 10 %
     clean share gives better samples than training (as usual) on the corrupted data alone. Eight Gaussians, noise
-    σ = 0.5 on the corrupted points, three seeds."""
-    kw = dict(dataset="eight_gaussians", corruption_sigma=0.5, steps=2000, eval_every=2000, progress=False)
+    σ = 1 on the corrupted points, three seeds."""
+    kw = dict(dataset="eight_gaussians", corruption_sigma=1.0, steps=2000, eval_every=2000, progress=False)
     noisy = wb.sweep("diffusion", grid={"clean_fraction": [0.0]}, seeds=[0, 1, 2], ambient=False, **kw).ds
     mixed = wb.sweep("diffusion", grid={"clean_fraction": [0.1]}, seeds=[0, 1, 2], ambient=True, **kw).ds
     sw_noisy, sw_mixed = (d.sw.isel(step=-1).values.ravel() for d in (noisy, mixed))
@@ -127,3 +127,24 @@ def test_image_data_and_brightness_measures():
     assert ds.samples.shape == (100, 64)
     assert float(ds.data_brightness_std[-1]) == pytest.approx(0.7, abs=0.05)
     assert np.isfinite(ds.brightness_std.values).all()
+
+
+def test_nonzero_terminal_snr_narrows_the_brightness_spread_and_the_fix_restores_it():
+    """Lin et al. 2024 on the bright/dark set (mean brightness ±0.7): Stable Diffusion's setting — scaled-linear
+    schedule (ᾱ(1) ≈ 0.005, not 0), ε-prediction, leading spacing — sampled from pure noise gives medium-brightness
+    images: the spread of per-image brightness narrows below the data's. Zero terminal SNR with v-prediction and
+    trailing spacing restores it. Three seeds; x̂₀ clipped to the images' range [-1, 1] as DDPM samplers do."""
+    kw = dict(dataset="bright_dark", schedule="scaled_linear", steps=2000, eval_every=2000, sample_steps=25,
+              n_samples=1000, clip_x0=1.0, progress=False)
+    flawed = wb.sweep("diffusion", grid={"prediction": ["epsilon"]}, seeds=[0, 1, 2], spacing="leading", **kw).ds
+    fixed = wb.sweep("diffusion", grid={"prediction": ["v"]}, seeds=[0, 1, 2], spacing="trailing",
+                     zero_terminal_snr=True, **kw).ds
+    data = float(fixed.data_brightness_std.isel(step=-1).mean())
+    (std_flawed, ext_flawed), (std_fixed, ext_fixed) = (
+        (d.brightness_std.isel(step=-1).values.ravel(), d.brightness_extreme.isel(step=-1).values.ravel())
+        for d in (flawed, fixed))
+    print("brightness std: data", data, "flawed", std_flawed, "fixed", std_fixed)
+    print("share with |brightness| > 0.5: flawed", ext_flawed, "fixed", ext_fixed)
+    assert (std_flawed < 0.95 * data).all() and (ext_flawed < 0.85).all()  # narrowed: many medium-brightness images
+    assert (np.abs(std_fixed - data) < 0.05).all() and (ext_fixed > 0.95).all()  # restored
+    assert (std_flawed < std_fixed).all()

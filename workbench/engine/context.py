@@ -70,6 +70,11 @@ class Context:
         for sink in self.array_sinks:
             sink(name, dims, values, coords)
 
+    def preview(self, name: str, dims: tuple, values, **coords) -> None:
+        """Show a passing array (samples part-way through sampling, ...) to the array sinks without keeping it."""
+        for sink in self.array_sinks:
+            sink(name, dims, values, coords)
+
     def check(self) -> None:
         """Raise Cancelled if the run was asked to stop."""
         if self.cancel.is_set():

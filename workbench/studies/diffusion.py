@@ -22,6 +22,7 @@ from .base import Study
 
 STEP_GRID = (1, 2, 5, 10, 20, 50)
 T_BINS = 10  # the training loss is also kept per bin of t
+PREVIEW_SAMPLES = 500  # points (or 64 images) of model 0 shown while it samples
 
 
 class Diffusion(Study):
@@ -51,6 +52,23 @@ class Diffusion(Study):
             "seeds": [0, 1],
             "dials": {"steps": 3000, "eval_every": 3000},
             "x": "sample_steps", "y": "schedule", "metric": "sw", "epoch": "final",
+        },
+        "clean_vs_corruption": {
+            "about": "Sample quality over the clean share × the corruption's σ, corrupted points trained through "
+                     "the ambient loss (Daras et al. 2024).",
+            "grid": {"clean_fraction": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0], "corruption_sigma": [0.25, 0.5, 1.0, 2.0]},
+            "seeds": [0, 1],
+            "dials": {"steps": 2000, "eval_every": 2000},
+            "x": "clean_fraction", "y": "corruption_sigma", "metric": "sw", "epoch": "final",
+        },
+        "terminal_snr": {
+            "about": "Brightness spread of samples on the bright/dark set (data: 0.70) over prediction target × zero "
+                     "terminal SNR, Stable Diffusion's scaled-linear schedule (Lin et al. 2024).",
+            "grid": {"prediction": ["epsilon", "v"], "zero_terminal_snr": [False, True]},
+            "seeds": [0, 1],
+            "dials": {"dataset": "bright_dark", "schedule": "scaled_linear", "clip_x0": 1.0, "sample_steps": 25,
+                      "steps": 2000, "eval_every": 2000, "n_samples": 1000},
+            "x": "zero_terminal_snr", "y": "prediction", "metric": "brightness_std", "epoch": "final",
         },
     }
 
@@ -141,9 +159,14 @@ class Diffusion(Study):
         bin_sum, bin_n = np.zeros((k, T_BINS)), np.zeros((k, T_BINS))
         bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
-        def draw(m, steps):
+        def draw(m, steps, live=False):
+            def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds
+                ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
+                            sampling_step=np.array([i + 1, steps]))
+
             return dif.sample(nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
-                              c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0).cpu()
+                              c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
+                              callback=show if live else None).cpu()
 
         def draw_times(g, noisy):
             """t for each example: U(0, 1] (the grid i/T for a discrete schedule), from t_min for noisy ones."""
@@ -156,7 +179,7 @@ class Diffusion(Study):
             return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
 
         def evaluate(step):
-            samples = [draw(m, c0.sample_steps) for m in range(k)]
+            samples = [draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
             ok = np.array([bool(torch.isfinite(s).all()) for s in samples])
             sw = np.array([dif.sliced_wasserstein(s, h, generator=proj) if o else np.nan
                            for s, h, o in zip(samples, held, ok)])

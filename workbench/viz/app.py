@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
 from ..runs import run as run_study
 from ..studies.base import describe
-from .plots import PREVIEWS, frame, group_plot, heatmap, overview, spectra_views
+from .plots import PREVIEWS, frame, group_plot, heatmap, overview, samples_plot, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 
@@ -74,6 +74,7 @@ class StudyPage:
         self.live = pn.Row(*[pn.pane.HoloViews(self._live_group(t, ms), sizing_mode="stretch_width")
                              for t, ms in self.cls.curves.items()], sizing_mode="stretch_width")
         self.result = pn.Column(sizing_mode="stretch_width")
+        self.samples = pn.Column(sizing_mode="stretch_width")  # a diffusion run's samples, live as it samples
         self.spectra = pn.Column(pn.pane.Markdown(SPECTRA_HINT), sizing_mode="stretch_width")
         self.preview = pn.Column(sizing_mode="stretch_width")  # a study's live preview of its dials (if it has one)
         if self.study in PREVIEWS:
@@ -101,7 +102,7 @@ class StudyPage:
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
-        run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.result,
+        run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.samples, self.result,
                             sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra), dynamic=False,
                        sizing_mode="stretch_width")
@@ -132,6 +133,7 @@ class StudyPage:
         self.alert.visible = False
         self.buffer.clear()
         self.result.clear()
+        self.samples.clear()
         self._arrays, self._coords = {}, {}
         self.progress.max = max(1, int(getattr(cfg, self.cls.axis + "s", 100)))
         self.progress.value = 0
@@ -157,7 +159,7 @@ class StudyPage:
         q.put(("finished", result))
 
     def _drain(self):
-        rows, finished, arrays = [], None, False
+        rows, finished, arrays, sampling = [], None, False, None
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -167,11 +169,17 @@ class StudyPage:
                 finished = item[1]
             elif isinstance(item, tuple) and item and item[0] == "array":
                 name, dims, values, coords = item[1]
+                if name == "sampling":  # x̂_0 part-way through sampling: only the latest is drawn
+                    sampling = (values, coords["sampling_step"])
+                    continue
                 self._arrays[name] = (dims, values)
                 self._coords.update(coords)
                 arrays = arrays or name in SPECTRA_ARRAYS
             else:
                 rows.append(item)
+        if sampling is not None and finished is None:
+            (i, n) = sampling[1]
+            self._show_samples(samples_plot(sampling[0], f"sampling: x̂₀ at step {i}/{n}"))
         if arrays and finished is None:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         if rows:
@@ -189,6 +197,7 @@ class StudyPage:
             self._callback.stop()
             self._callback = None
         self.run_button.disabled, self.cancel_button.disabled = False, True
+        self.samples.clear()  # the result's own plots take over
         if isinstance(result, Exception):
             self.alert.object = f"**Run failed:** {html.escape(str(result))}"
             self.alert.visible = True
@@ -211,6 +220,12 @@ class StudyPage:
             self.result.objects = [pn.pane.HoloViews(overview(ds).opts(shared_axes=False), widget_location="bottom",
                                                      sizing_mode="stretch_width")]
         self._show_spectra(ds)
+
+    def _show_samples(self, plot):
+        if self.samples.objects:
+            self.samples.objects[0].object = plot
+        else:
+            self.samples.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width")]
 
     def _show_spectra(self, ds):
         try:

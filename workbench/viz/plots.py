@@ -103,21 +103,46 @@ def overview(run_or_ds) -> hv.Layout:
     return layout
 
 
+def image_grid(flat: np.ndarray, side: int, n: int = 8) -> np.ndarray:
+    """The first n×n flat images (rows of side² values) tiled into one (n·(side+1) − 1)² picture, 1-pixel gaps."""
+    count = min(n * n, len(flat))
+    cols = min(n, count)
+    rows = -(-count // cols)
+    grid = np.full((rows * (side + 1) - 1, cols * (side + 1) - 1), np.nan)
+    for i in range(count):
+        r, c = divmod(i, cols)
+        grid[r * (side + 1):r * (side + 1) + side, c * (side + 1):c * (side + 1) + side] = \
+            flat[i].reshape(side, side)
+    return grid
+
+
+def samples_plot(pts: np.ndarray, title: str = "samples"):
+    """Samples (n, d): a scatter for 2-D points, a grid of the first 64 images for square images."""
+    if pts.shape[-1] == 2:
+        return hv.Scatter((pts[:, 0], pts[:, 1]), "x₁", "x₂").opts(
+            size=2, alpha=0.4, color=PALETTE[0], title=title, height=300, responsive=True)
+    side = int(round(pts.shape[-1] ** 0.5))
+    grid = image_grid(pts, side)
+    return hv.Image(np.flipud(grid), bounds=(0, 0, grid.shape[1], grid.shape[0])).opts(
+        cmap="gray", clim=(-1, 1), xaxis=None, yaxis=None, title=f"{title} ({side}×{side})", height=300,
+        responsive=True)
+
+
 def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
-    """A diffusion run: its last samples, sample quality against the number of sampling steps, and its schedule's
-    logSNR(t)."""
+    """A diffusion run: its last samples (scatter for 2-D data, an image grid for images), sample quality against
+    the number of sampling steps, the schedule's logSNR(t), the training loss per t-bin and, where kept, the
+    brightness histogram and power spectrum (samples against data) and the nearest-training distances."""
     from ..noise import schedules
 
     ds, _ = _resolve(run_or_ds)
     pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
-    pts = pick(ds["samples"]).values
-    items = [hv.Scatter((pts[:, 0], pts[:, 1]), "x₁", "x₂").opts(size=2, alpha=0.4, color=PALETTE[0],
-                                                                 title="samples", height=300, responsive=True)]
+    panel = dict(height=300, responsive=True)
+    items = [samples_plot(pick(ds["samples"]).values)]
     if "sw_vs_steps" in ds:
         sw = pick(ds["sw_vs_steps"])
         items.append(hv.Curve((sw["sampling_steps"].values, sw.values), "sampling steps", "sliced Wasserstein")
                      .opts(logx=True, logy=True, color=PALETTE[1], title="sample quality against sampling steps",
-                           height=300, responsive=True, show_grid=True))
+                           show_grid=True, **panel))
     params = ds.attrs.get("config")
     if params:
         import json
@@ -127,8 +152,35 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
         t = np.linspace(0, 1, 401)
         lam = sch.logsnr(t).numpy()
         items.append(hv.Curve((t, np.clip(lam, -20, 20)), "t", "logSNR (clipped to ±20)")
-                     .opts(color=PALETTE[2], title=f"schedule {p['schedule']}", height=300, responsive=True,
-                           show_grid=True))
+                     .opts(color=PALETTE[2], title=f"schedule {p['schedule']}", show_grid=True, **panel))
+    if "loss_by_t" in ds:
+        lt = pick(ds["loss_by_t"])
+        items.append(hv.Curve((lt["t_bin"].values, lt.values), "t", "training loss")
+                     .opts(color=PALETTE[3], logy=True, title="training loss per t-bin (since the last evaluation)",
+                           show_grid=True, **panel))
+    if "brightness_hist" in ds:
+        x = ds["brightness"].values
+        items.append((hv.Curve((x, pick(ds["brightness_hist_data"]).values), "mean brightness", "density",
+                               label="data").opts(color="gray", line_dash="dashed") *
+                      hv.Curve((x, pick(ds["brightness_hist"]).values), "mean brightness", "density",
+                               label="samples").opts(color=PALETTE[0]))
+                     .opts(title="per-image mean brightness", show_grid=True, **panel))
+    if "power_samples" in ds:
+        r = ds["radius"].values
+        items.append((hv.Curve((r, pick(ds["power_data"]).values), "radius |k|", "power", label="data")
+                      .opts(color="gray", line_dash="dashed") *
+                      hv.Curve((r, pick(ds["power_samples"]).values), "radius |k|", "power", label="samples")
+                      .opts(color=PALETTE[1]))
+                     .opts(logy=True, title="radially averaged power spectrum", show_grid=True, **panel))
+    if "nearest_train" in ds:
+        near, held = pick(ds["nearest_train"]).values, pick(ds["nearest_train_heldout"]).values
+        edges = np.linspace(0, np.nanquantile(np.concatenate([near, held]), 0.99) + 1e-9, 31)
+        items.append((hv.Histogram(np.histogram(held, edges, density=True), kdims="distance", vdims="density",
+                                   label="held-out data").opts(alpha=0.4, color="gray") *
+                      hv.Histogram(np.histogram(near[np.isfinite(near)], edges, density=True), kdims="distance",
+                                   vdims="density", label="samples").opts(alpha=0.5, color=PALETTE[4]))
+                     .opts(title="distance to the nearest training example (memorization: samples pile up at 0)",
+                           **panel))
     return hv.Layout(items).cols(3)
 
 
