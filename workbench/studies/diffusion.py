@@ -7,6 +7,8 @@ an MLP denoiser; every schedule of `workbench.noise.schedules`, three prediction
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import param
 import torch
@@ -106,6 +108,9 @@ class Diffusion(Study):
     width = param.Integer(256, bounds=(8, 4096), doc="Denoiser hidden units (conv: channels).")
     depth = param.Integer(3, bounds=(1, 8), doc="Denoiser hidden layers (conv: residual blocks).")
     lr = param.Number(1e-3, bounds=(1e-6, 1.0), doc="Adam learning rate.")
+    ema = param.Number(0.999, bounds=(0.0, 0.99999), doc="Samples come from an exponential moving average of the "
+                                                         "weights with this decay (warmed up as (1+s)/(10+s)); 0: "
+                                                         "the raw weights.")
     batch_size = param.Integer(256, bounds=(2, 100_000), doc="Examples per step.")
     steps = param.Integer(3000, bounds=(1, 10_000_000), doc="Training steps.")
     eval_every = param.Integer(500, bounds=(1, 10_000_000), doc="Steps between sample-quality measurements.")
@@ -146,8 +151,9 @@ class Diffusion(Study):
         else:
             def build():
                 return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
-        nets = [init_(build(), g).to(dev) for g in gens]
-        opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in nets]
+        trained = [init_(build(), g).to(dev) for g in gens]
+        opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in trained]
+        nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
         discrete = sch.steps is not None
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
         diverged = DivergenceLog(ctx, k)
@@ -204,7 +210,7 @@ class Diffusion(Study):
         evaluate(0)
         for step in range(1, c0.steps + 1):
             ctx.check()
-            for m, (net, opt, g, x, sig) in enumerate(zip(nets, opts, gens, data, sigma)):
+            for m, (net, opt, g, x, sig) in enumerate(zip(trained, opts, gens, data, sigma)):
                 idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
                 x0, sn = x[idx], sig[idx]
                 eps = torch.randn(x0.shape, generator=g)
@@ -221,6 +227,9 @@ class Diffusion(Study):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if c0.ema:
+                    decay = min(c0.ema, (1 + step) / (10 + step))
+                    torch._foreach_lerp_(list(nets[m].parameters()), list(net.parameters()), 1 - decay)
                 running[m].append(float(loss.detach()))
                 bins = np.minimum((t.numpy() * T_BINS).astype(int), T_BINS - 1)
                 np.add.at(bin_sum[m], bins, per_example.detach().cpu().numpy())
