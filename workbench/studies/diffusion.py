@@ -18,12 +18,15 @@ from ..engine import diffusion as dif
 from ..engine.context import DivergenceLog
 from ..errors import ConfigError
 from ..models import ConvDenoiser, Denoiser, init_
+from ..probes import ptq
 from ..probes.spectra import radial_power_spectrum
 from ..noise import schedules
 from .base import Study
 
 STEP_GRID = (1, 2, 5, 10, 20, 50)
 T_BINS = 10  # the training loss is also kept per bin of t
+SAMPLE_FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "mxfp8_e4m3", "fp6_e2m3", "int6",
+                  "fp4_e2m1", "int4", "mxfp4_e2m1")
 PREVIEW_SAMPLES = 500  # points (or 64 images) of model 0 shown while it samples
 
 
@@ -38,6 +41,8 @@ class Diffusion(Study):
         "Training loss": ["train_loss"],
         "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)": ["sw", "sw_baseline"],
         "RBF-MMD²": ["mmd"],
+        "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples":
+            ["sw_quantized", "sw_quantized_vs_fp32"],
         "Memorization (median distance to the nearest training example, samples / held-out data)":
             ["nearest_train_ratio"],
         "Brightness spread (std of per-sample means)": ["brightness_std", "data_brightness_std"],
@@ -105,6 +110,12 @@ class Diffusion(Study):
                                 doc="Image side (8: the digits as they are; 16, 32: upsampled). Images only.")
     denoiser = param.Selector(default="mlp", objects=["mlp", "conv"],
                               doc="mlp (any data) or conv (images: 3×3 residual blocks with global context).")
+    sample_precision = param.Selector(default="fp32", objects=list(SAMPLE_FORMATS),
+                                      doc="Also sample at the end with weights and layer inputs rounded to this "
+                                          "format (post-training, static activation scales), against fp32.")
+    calibration = param.Selector(default="all", objects=["all", "single"],
+                                 doc="Activation ranges from noisy held-out data at every sampling time (all) or "
+                                     "at t = 0.5 only (single).")
     width = param.Integer(256, bounds=(8, 4096), doc="Denoiser hidden units (conv: channels).")
     depth = param.Integer(3, bounds=(1, 8), doc="Denoiser hidden layers (conv: residual blocks).")
     lr = param.Number(1e-3, bounds=(1e-6, 1.0), doc="Adam learning rate.")
@@ -165,12 +176,12 @@ class Diffusion(Study):
         bin_sum, bin_n = np.zeros((k, T_BINS)), np.zeros((k, T_BINS))
         bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
-        def draw(m, steps, live=False):
+        def draw(m, steps, live=False, model=None):
             def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
                             sampling_step=np.array([i + 1, steps]))
 
-            return dif.sample(nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
+            return dif.sample(model or nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
                               c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
                               callback=show if live else None).cpu()
 
@@ -184,6 +195,21 @@ class Diffusion(Study):
             u = torch.rand(len(lo), generator=g, dtype=torch.float64)
             return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
 
+        def quantized_quality(samples):
+            """Sample again (same noise) with the rounded denoiser: quality, and distance to the fp32 samples."""
+            ts = dif.times(sch, c0.sample_steps, c0.spacing)[:-1] if c0.calibration == "all" \
+                else torch.tensor([0.5], dtype=torch.float64)
+            sw, drift = np.full(k, np.nan), np.full(k, np.nan)
+            for m in range(k):
+                cal = held[m][:512].to(dev)
+                batches = ptq.timestep_batches(cal, sch, ts, torch.Generator().manual_seed(configs[m].seed + 2))
+                low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()))
+                s = draw(m, c0.sample_steps, model=low)
+                if torch.isfinite(s).all():
+                    sw[m] = dif.sliced_wasserstein(s, held[m], generator=proj)
+                    drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj)
+            return {"sw_quantized": sw, "sw_quantized_vs_fp32": drift}
+
         def evaluate(step):
             samples = [draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
             ok = np.array([bool(torch.isfinite(s).all()) for s in samples])
@@ -193,12 +219,16 @@ class Diffusion(Study):
             loss = np.array([np.mean(r) if r else np.nan for r in running])
             for r in running:
                 r.clear()
+            low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
+            if step == c0.steps and c0.sample_precision != "fp32":
+                low = quantized_quality(samples)
             bright = [s.mean(1) for s in samples]  # per-sample mean value (an image's brightness)
             # memorization: each sample's distance to its nearest training example, against held-out data's
             near = np.stack([torch.cdist(s, x.cpu()).min(1).values.numpy() for s, x in zip(samples, data)])
             ctx.put("nearest_train", ("model", "sample"), near)
             ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base,
                       "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(near_held, 1), 1e-12),
+                      **low,
                       "brightness_std": np.array([float(b.std()) for b in bright]),
                       "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
                       "data_brightness_std": np.array([float(h.mean(1).std()) for h in held])})

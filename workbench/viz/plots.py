@@ -128,6 +128,18 @@ def samples_plot(pts: np.ndarray, title: str = "samples"):
         responsive=True)
 
 
+def power_spectrum_plot(run_or_ds, model: int = 0) -> hv.Overlay:
+    """A diffusion run's radially averaged power spectrum of its samples against the data's (log power)."""
+    ds, _ = _resolve(run_or_ds)
+    pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
+    r = ds["radius"].values
+    return (hv.Curve((r, pick(ds["power_data"]).values), "radius |k|", "power", label="data")
+            .opts(color="gray", line_dash="dashed") *
+            hv.Curve((r, pick(ds["power_samples"]).values), "radius |k|", "power", label="samples")
+            .opts(color=PALETTE[1])).opts(logy=True, title="radially averaged power spectrum", show_grid=True,
+                                          height=300, responsive=True)
+
+
 def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     """A diffusion run: its last samples (scatter for 2-D data, an image grid for images), sample quality against
     the number of sampling steps, the schedule's logSNR(t), the training loss per t-bin and, where kept, the
@@ -166,12 +178,7 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
                                label="samples").opts(color=PALETTE[0]))
                      .opts(title="per-image mean brightness", show_grid=True, **panel))
     if "power_samples" in ds:
-        r = ds["radius"].values
-        items.append((hv.Curve((r, pick(ds["power_data"]).values), "radius |k|", "power", label="data")
-                      .opts(color="gray", line_dash="dashed") *
-                      hv.Curve((r, pick(ds["power_samples"]).values), "radius |k|", "power", label="samples")
-                      .opts(color=PALETTE[1]))
-                     .opts(logy=True, title="radially averaged power spectrum", show_grid=True, **panel))
+        items.append(power_spectrum_plot(ds, model))
     if "nearest_train" in ds:
         near, held = pick(ds["nearest_train"]).values, pick(ds["nearest_train_heldout"]).values
         edges = np.linspace(0, np.nanquantile(np.concatenate([near, held]), 0.99) + 1e-9, 31)
@@ -446,6 +453,8 @@ def spectra_views(run_or_ds) -> list:
         views.append(spectra_plot(ds))
     if "fourier_power" in ds:
         views.append(fourier_spectrum(ds))
+    if "power_samples" in ds:
+        views.append(power_spectrum_plot(ds))
     return views
 
 
