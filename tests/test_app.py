@@ -277,3 +277,33 @@ def test_sweep_mode_fills_the_phase_diagram_and_a_click_shows_a_cell(server, bro
     assert rows and rows[0]["status"] == "done" and rows[0]["params"]["grid"] == {"flip_rate": [0.0, 0.5],
                                                                                    "width": [16, 32]}
     page.close()
+
+
+def test_the_url_holds_the_dials(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "/label_noise?width=48&epochs=7")
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    assert page.locator(".bk-input-group", has_text="width").locator("input").first.input_value() == "48"
+    set_input(page, "epochs", 9)  # moving a dial rewrites the URL: the link reproduces the page
+    page.wait_for_function("() => window.location.search.includes('epochs=9')", timeout=10_000)
+    assert "width=48" in page.evaluate("() => window.location.search")
+    page.close()
+
+
+def test_the_run_browser_lists_and_overlays_runs(server, browser):
+    url, data = server
+    for flip in (0.0, 0.3):  # two stored runs in the server's data folder
+        wb.run("label_noise", epochs=3, width=16, n_train=200, flip_rate=flip, progress=False, store=wb.Store(data))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "/runs")
+    page.locator(".tabulator-row").first.wait_for(timeout=30_000)
+    assert page.locator(".tabulator-row").count() >= 2
+    for i in range(2):
+        page.locator(".tabulator-row").nth(i).locator("input[type=checkbox]").first.check()
+    page.wait_for_function(POINTS.replace("return n;", "return n >= 3;"), timeout=30_000)  # curves drawn
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="CSV").click()
+    text = open(dl.value.path()).read()
+    assert text.startswith("run,study,axis,step,metric,value") and "test_acc" in text
+    page.close()

@@ -18,6 +18,7 @@ import xarray as xr
 from ..errors import ConfigError, RunNotFound
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
+TAG = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 STATUSES = ("done", "diverged", "failed", "cancelled")
 _COLUMNS = ("id", "study", "kind", "status", "params", "created", "finished", "wall_s", "path", "error", "step",
             "device", "tags")
@@ -52,6 +53,16 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def check_tags(tags) -> list[str]:
+    """Tags as a list: each 1-40 letters, digits, '_', '.', '-' (a comma-separated string is split)."""
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    for t in tags:
+        if not isinstance(t, str) or not TAG.match(t):
+            raise ConfigError("tag", t, "1-40 letters, digits, '_', '.' or '-'")
+    return sorted(set(tags))
+
+
 class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -79,10 +90,14 @@ class Store:
         return _row(row) if row else None
 
     def list(self, study: str | None = None, status: str | None = None, limit: int | None = None,
-             kind: str | None = None) -> list[dict]:
+             kind: str | None = None, tag: str | None = None) -> list[dict]:
         if not self.catalog.exists():
             return []
         where, args = [], []
+        if tag:
+            check_tags([tag])
+            where.append("(',' || tags || ',') LIKE ?")
+            args.append(f"%,{tag},%")
         if kind:
             where.append("kind = ?")
             args.append(kind)
@@ -127,6 +142,15 @@ class Store:
             raise RunNotFound(f"run {run_id!r} is in the catalog but its file {path} is missing")
         return xr.load_dataset(path, engine="h5netcdf")
 
+    def set_tags(self, run_id: str, tags) -> list[str]:
+        """Replace a run's tags (validated); returns them."""
+        tags = check_tags(tags)
+        if self.get(run_id) is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.catalog}")
+        with closing(self._connect()) as con, con:
+            con.execute("UPDATE runs SET tags = ? WHERE id = ?", (",".join(tags), run_id))
+        return tags
+
     def delete(self, run_id: str) -> None:
         meta = self.get(run_id)
         if meta is None:
@@ -166,4 +190,4 @@ def _row(row: sqlite3.Row) -> dict:
     return d
 
 
-__all__ = ["Store", "default_root", "check_run_id", "STATUSES"]
+__all__ = ["Store", "default_root", "check_run_id", "check_tags", "STATUSES"]

@@ -98,7 +98,22 @@ class StudyPage:
     def _live_group(self, title, metrics):
         return hv.DynamicMap(lambda data: group_plot(data, self.cls, title, metrics), streams=[self.buffer])
 
+    def sync_url(self, location) -> None:
+        """Keep the dials in the page's URL (?width=64&flip_rate=0.2): a copied link opens with the same dials and,
+        on Run, the same cached result. A value the URL cannot set is said on the page."""
+        for name, widget in self.dials.items():
+            location.sync(widget, {"value": name}, on_error=self._url_error)
+
+    def _url_error(self, params) -> None:
+        self.alert.object = "**Bad URL parameter** — " + html.escape(
+            ", ".join(f"{k}={v!r}" for k, v in dict(params).items())) + \
+            f": not a value of {'these dials' if len(params) > 1 else 'this dial'} (see its range on the left)."
+        self.alert.visible = True
+
     def panel(self) -> pn.viewable.Viewable:
+        if pn.state.location is not None and not getattr(self, "_url_synced", False):
+            self._url_synced = True
+            self.sync_url(pn.state.location)
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
@@ -257,7 +272,8 @@ def index_page() -> pn.viewable.Viewable:
             f"### [{html.escape(cls.title)}](./{key})\n{html.escape(cls.question)}\n\n"
             f"*Dials:* {', '.join(cls.dials())}\n\n<small>{html.escape(cls.paper)}</small>",
             styles={"border": "1px solid #ddd", "border-radius": "8px", "padding": "8px"}, width=420))
-    return pn.Column(pn.pane.Markdown("# Noise Workbench\nHow does noise shape learning? Pick a study."),
+    return pn.Column(pn.pane.Markdown("# Noise Workbench\nHow does noise shape learning? Pick a study — or open "
+                                      "the [run browser](./runs) to compare stored runs."),
                      pn.FlexBox(*cards))
 
 

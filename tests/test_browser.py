@@ -1,0 +1,87 @@
+"""The run browser: filters, overlay, smoothing, tags, delete, export (the page object, no browser)."""
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import workbench as wb
+from workbench.errors import ConfigError
+from workbench.viz import browser
+
+from .conftest import FAST
+
+
+@pytest.fixture
+def runs(store):
+    a = wb.run("label_noise", **FAST, store=store)
+    b = wb.run("label_noise", **{**FAST, "flip_rate": 0.1}, store=store)
+    c = wb.run("diffusion", steps=4, eval_every=2, n_samples=32, width=8, progress=False, store=store)
+    return a, b, c
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    y = np.array([1.0, 2.0, np.nan, 4.0])
+    s = browser.smooth(y, 0.5)
+    assert s[0] == 1.0 and s[1] == pytest.approx((0.25 + 1.0) / 0.75)  # (0.5·0.5·1 + 0.5·2) / (1 − 0.25)
+    assert np.isnan(s[2]) and s[3] == pytest.approx((0.125 + 0.25 * 2 + 0.5 * 4) / 0.875)
+    assert np.array_equal(browser.smooth(y, 0.0)[[0, 1, 3]], y[[0, 1, 3]])
+    with pytest.raises(ConfigError):
+        browser.smooth(y, 1.0)
+
+
+def test_dial_filter_parses_and_refuses_garbage():
+    assert browser.parse_dial_filter("width=64, flip_rate=0.2, loss=ce") == {"width": 64, "flip_rate": 0.2,
+                                                                              "loss": "ce"}
+    with pytest.raises(ConfigError) as e:
+        browser.parse_dial_filter("width")
+    assert e.value.field == "dials"
+
+
+def test_filter_overlay_tag_export_delete(store, runs):
+    a, b, c = runs
+    page = browser.RunBrowser(store)
+    assert set(page.table.value["id"]) == {a.id, b.id, c.id}
+    page.study.value = "label_noise"
+    assert set(page.table.value["id"]) == {a.id, b.id}
+    row = page.table.value.set_index("id").loc[b.id]
+    assert row["metric"] == "test_acc" and row["best"] == pytest.approx(float(b.ds.test_acc.max()))
+    assert "flip_rate=0.1" in row["dials"]
+    page.dials.value = "flip_rate=0.1"
+    assert list(page.table.value["id"]) == [b.id]
+    page.dials.value = "flip_rate"  # bad: said on the page, the table kept
+    assert page.message.visible and "dials" in page.message.object
+    page.dials.value = ""
+    page.table.selection = [0, 1]  # overlay both
+    assert page.metric.value in page.metric.options and "test_acc" in page.metric.options
+    page.metric.value = "test_acc"
+    page.smoothing.value = 0.6
+    curves = page.plot.object.values()
+    assert len(curves) == 4  # raw (faded) and smoothed, per run
+    page.relative.value = True
+    assert max(float(c.dimension_values(0).max()) for c in page.plot.object.values()) == 1.0
+    frame = pd.read_csv(page._csv())
+    assert set(frame["run"]) == {a.id, b.id} and {"test_acc", "train_loss"} <= set(frame["metric"])
+    with zipfile.ZipFile(page._nc()) as z:
+        names = z.namelist()
+        assert sorted(names) == sorted(f"label_noise/{r}.nc" for r in (a.id, b.id))
+        back = xr.load_dataset(io.BytesIO(z.read(names[0])), engine="h5netcdf")
+        assert "test_acc" in back
+    assert "<html" in page._html().read().lower()
+    page.table.selection = [list(page.table.value["id"]).index(a.id)]
+    page.new_tags.value = "baseline, keep"
+    page._act(page._set_tags)
+    assert store.get(a.id)["tags"] == ["baseline", "keep"]
+    page.study.value = "all"
+    page.tag.value = "baseline"
+    assert list(page.table.value["id"]) == [a.id]
+    page.new_tags.value = "no spaces allowed"  # refused, the tags kept
+    page._act(page._set_tags)
+    assert page.message.visible and store.get(a.id)["tags"] == ["baseline", "keep"]
+    page.tag.value = ""
+    page.table.selection = [list(page.table.value["id"]).index(c.id)]
+    page._act(page._delete)
+    assert store.get(c.id) is None and c.id not in set(page.table.value["id"])
+    assert not store.path_for("diffusion", c.id).exists()
