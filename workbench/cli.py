@@ -234,7 +234,27 @@ def cmd_notebook_sync(args) -> int:
             cells[0].source = new
             nbformat.write(nb, path)
             print(f"{key}: parameters cell updated")
+    from . import reproduce
+
+    for path in reproduce.write_notebooks(REPO / "notebooks" / "reproduce"):
+        print(f"{path.relative_to(REPO)}: written")
     return 0
+
+
+def cmd_reproduce(args) -> int:
+    """Run every reproduction notebook with papermill; write data/reports/index.html."""
+    from . import reproduce
+    from .runs import default_root
+
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    out = Path(args.output) if args.output else default_root() / "reports"
+    results, index = reproduce.run_all(args.profile, out, REPO / "notebooks" / "reproduce", ensure_kernel(args.kernel),
+                                       keys, timeout=args.timeout, progress=not args.quiet)
+    for r in results:
+        effect = "" if r.get("effect") is None else f"  effect {r['effect']:+.3f} ({r['effect_label']})"
+        print(f"{r['status']:>7}  {r['key']}{effect}")
+    print(index)
+    return 0 if all(r["status"] in ("pass", "skipped") for r in results) else 1
 
 
 def ensure_kernel(name: str) -> str:
@@ -348,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     ns = nsub.add_parser("sync", help="rewrite each study notebook's parameters cell from the study's dials")
     ns.set_defaults(func=cmd_notebook_sync)
 
+    s = sub.add_parser("reproduce", help="run the reproduction notebooks; write data/reports/index.html")
+    s.add_argument("--profile", choices=["quick", "full"], default="quick",
+                   help="quick: smoke-sized, minutes; full: the test suite's settings, more seeds")
+    s.add_argument("--only", help="comma-separated claims (default: all)")
+    s.add_argument("--output", help="report folder (default: data/reports)")
+    s.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
+    s.add_argument("--timeout", type=int, default=3600, help="seconds a notebook cell may run")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
                                      "extra options such as --basic-auth are passed to panel")
     s.add_argument("--port", type=int, default=5006)

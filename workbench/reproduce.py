@@ -1,0 +1,349 @@
+"""The reproduction report: each paper finding the studies cover, checked over seeds, with its effect size.
+
+`check(key, profile)` trains the models and returns {passed, effect, effect_label, detail, seeds, figure}; the
+notebooks in notebooks/reproduce/ (one per claim, `workbench notebook sync` writes them) call it; `workbench
+reproduce [--profile quick|full]` runs them under papermill and writes data/reports/index.html. The quick profile is
+smoke-sized (two seeds, short runs: a few minutes in all on two cores) and runs in the test suite; the full profile
+uses the settings of the reproduction tests and more seeds, for users and GPU machines. A claim without quick
+settings is listed as skipped in the quick profile.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError
+
+PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    paper: str
+    claim: str  # what the paper reports, after its abstract
+    test: str  # what is checked here
+    check: Callable[[dict], dict]  # settings -> result
+    quick: dict | None
+    full: dict
+
+
+def _sweep(study, grid, seeds, **dials):
+    from .runs import sweep
+
+    return sweep(study, grid=grid, seeds=seeds, progress=False, **dials).ds
+
+
+def _fmt(x) -> str:
+    x = np.asarray(x, dtype=float)
+    return f"{x.mean():+.3f} ± {x.std(ddof=1) if len(x) > 1 else 0:.3f} (n={len(x)})"
+
+
+def _early_learning(s):
+    from .viz.plots import curves_by
+
+    ds = _sweep("label_noise", {"flip_rate": [0.0, 0.4]}, s["seeds"], dataset="digits", width=512, depth=2,
+                lr=1e-3, batch_size=128, epochs=s["epochs"], loss="ce")
+    acc = ds.test_acc
+    drop = (acc.max("epoch") - acc.isel(epoch=-1))  # (flip_rate, seed)
+    noisy, clean = drop.sel(flip_rate=0.4).values, drop.sel(flip_rate=0.0).values
+    return dict(passed=bool((noisy > 0.05).all() and noisy.mean() > clean.mean() + 0.05), effect=float(noisy.mean()),
+                effect_label="test accuracy, peak − final, 40 % flips",
+                detail=f"peak − final: 40 % flips {_fmt(noisy)}; no flips {_fmt(clean)}",
+                figure=curves_by(ds, "test_acc", "flip_rate"))
+
+
+def _sgd_temperature(s):
+    from .viz.plots import phase_diagram
+
+    ds = _sweep("sgd_noise", {"alpha": [0.1, 100.0], "temperature": [1e-4, 3e-3]}, s["seeds"], steps=s["steps"],
+                eval_every=250)
+    err = ds.test_err.isel(step=-1)
+    effect = err.sel(temperature=3e-3) - err.sel(temperature=1e-4)
+    feature, lazy = effect.sel(alpha=0.1).values, effect.sel(alpha=100.0).values
+    return dict(passed=bool((feature > 0).all() and feature.mean() - lazy.mean() > 0.01),
+                effect=float(feature.mean() - lazy.mean()),
+                effect_label="test-error change from T = 1e-4 to 3e-3, feature-learning minus lazy",
+                detail=f"feature learning (α = 0.1) {_fmt(feature)}; lazy (α = 100) {_fmt(lazy)}",
+                figure=phase_diagram(ds, "test_err", x="temperature", y="alpha"))
+
+
+def _edge_of_stability(s):
+    from .viz.plots import curves_by
+
+    ds = _sweep("edge_of_stability", {"lr": [0.2]}, s["seeds"], steps=s["steps"], sharpness_every=50,
+                n_train=500)
+    sharp = ds.sharpness.squeeze("lr").values  # (seed, measurement)
+    late = np.nanmean(sharp[:, sharp.shape[1] // 2:], 1)
+    gap = np.abs(late - 10) / 10
+    return dict(passed=bool((gap < 0.2).all() and (sharp[:, 0] < 9).all()), effect=float(late.mean()),
+                effect_label="late sharpness (2/η = 10)",
+                detail=f"sharpness at the start {_fmt(sharp[:, 0])}; over the second half {_fmt(late)}",
+                figure=curves_by(ds, "sharpness", "lr"))
+
+
+def _softmax_collapse(s):
+    from .viz.plots import curves_by
+
+    ds = _sweep("grokking", {"softmax_precision": ["float32", "float64"]}, s["seeds"], p=31, epochs=s["epochs"],
+                eval_every=50)
+    zero = ds.sc_fraction.max("epoch")
+    f32, f64 = zero.sel(softmax_precision="float32").values, zero.sel(softmax_precision="float64").values
+    return dict(passed=bool((f32 > 0.5).all() and (f64 < 0.5).all()), effect=float(f32.mean() - f64.mean()),
+                effect_label="largest share of training examples at exactly zero loss, float32 − float64",
+                detail=f"float32 {_fmt(f32)}; float64 {_fmt(f64)}",
+                figure=curves_by(ds, "test_acc", "softmax_precision"))
+
+
+def _fp8_training(s):
+    from .viz.plots import curves_by
+
+    ds = _sweep("precision", {"precision": ["fp32", "fp8_e4m3", "fp4_e2m1"]}, s["seeds"], scale="tensor", width=64,
+                n_train=600, epochs=s["epochs"], eval_every=3)
+    acc = ds.test_acc.isel(epoch=-1)
+    gap = (acc.sel(precision="fp32") - acc.sel(precision="fp8_e4m3")).values
+    fp4 = (acc.sel(precision="fp32") - acc.sel(precision="fp4_e2m1")).values
+    return dict(passed=bool((np.abs(gap) < 0.05).all()), effect=float(np.abs(gap).max()),
+                effect_label="largest |test accuracy fp32 − fp8 e4m3| (scaled per tensor)",
+                detail=f"fp32 − fp8: {_fmt(gap)}; fp32 − fp4: {_fmt(fp4)}",
+                figure=curves_by(ds, "test_acc", "precision"))
+
+
+def _terminal_snr(s):
+    from .viz.plots import curves_by
+
+    kw = dict(dataset="bright_dark", schedule="scaled_linear", steps=s["steps"], eval_every=s["steps"],
+              sample_steps=25, n_samples=1000, clip_x0=1.0)
+    flawed = _sweep("diffusion", {"prediction": ["epsilon"]}, s["seeds"], spacing="leading", **kw)
+    fixed = _sweep("diffusion", {"prediction": ["v"]}, s["seeds"], spacing="trailing", zero_terminal_snr=True, **kw)
+    data = float(fixed.data_brightness_std.isel(step=-1).mean())
+    a = flawed.brightness_std.isel(step=-1).values.ravel()
+    b = fixed.brightness_std.isel(step=-1).values.ravel()
+    return dict(passed=bool((a < 0.95 * data).all() and (np.abs(b - data) < 0.05).all()),
+                effect=float(b.mean() - a.mean()),
+                effect_label="brightness spread, fixed − flawed (data 0.70)",
+                detail=f"data {data:.3f}; non-zero terminal SNR, ε, leading {_fmt(a)}; zero terminal SNR, v, "
+                       f"trailing {_fmt(b)}",
+                figure=curves_by(flawed, "brightness_std", "prediction"))
+
+
+def _ambient(s):
+    from .viz.plots import curves_by
+
+    kw = dict(dataset="eight_gaussians", corruption_sigma=1.0, steps=s["steps"], eval_every=s["steps"])
+    noisy = _sweep("diffusion", {"clean_fraction": [0.0]}, s["seeds"], ambient=False, **kw)
+    mixed = _sweep("diffusion", {"clean_fraction": [0.1]}, s["seeds"], ambient=True, **kw)
+    a, b = (d.sw.isel(step=-1).values.ravel() for d in (noisy, mixed))
+    return dict(passed=bool((b < a).all()), effect=float(1 - b.mean() / a.mean()),
+                effect_label="relative drop of the sliced Wasserstein distance to clean data",
+                detail=f"noisy data alone {_fmt(a)}; 10 % clean + ambient loss {_fmt(b)}",
+                figure=curves_by(mixed, "sw", "clean_fraction"))
+
+
+def _immiscible(s):
+    import torch
+
+    from . import datasets
+    from .engine import diffusion as dif
+    from .viz.plots import curves_by
+
+    ratios = []
+    for seed in s["seeds"]:
+        g = torch.Generator().manual_seed(seed)
+        x0 = datasets.points("eight_gaussians", 256, g)
+        eps = torch.randn(x0.shape, generator=g)
+        ratios.append(float((x0 - dif.immiscible(x0, eps)).norm(dim=1).mean() / (x0 - eps).norm(dim=1).mean()))
+    ds = {on: _sweep("diffusion", {"immiscible": [on]}, s["seeds"], steps=s["steps"], eval_every=s["steps"] // 2)
+          for on in (False, True)}
+    loss = {on: d.train_loss.isel(step=-1).values.ravel() for on, d in ds.items()}
+    r = np.array(ratios)
+    return dict(passed=bool((r < 0.9).all() and (loss[True] < loss[False]).all()), effect=float(1 - r.mean()),
+                effect_label="relative drop of the mean noise-to-data distance in a batch",
+                detail=f"distance ratio paired / independent {_fmt(r)}; final training loss: independent "
+                       f"{_fmt(loss[False])}, immiscible {_fmt(loss[True])}",
+                figure=curves_by(ds[True], "train_loss", "immiscible"))
+
+
+CLAIMS = {c.key: c for c in [
+    Claim("early_learning", "Arpit et al. 2017; Liu et al. 2020 (ELR)",
+          "Networks trained on noisy labels first fit the clean labels (early learning), then memorize the wrong ones.",
+          "With 40 % symmetric flips on digits, test accuracy peaks early and falls; without flips it does not.",
+          _early_learning, {"seeds": [0, 1], "epochs": 30}, {"seeds": [0, 1, 2, 3, 4], "epochs": 100}),
+    Claim("sgd_temperature", "Sclocchi, Geiger & Wyart 2023",
+          "SGD noise (the temperature lr/batch) matters in the feature-learning regime and not in the lazy one.",
+          "Teacher perceptron: the test-error change from T = 1e-4 to 3e-3 is positive at α = 0.1 and near zero at "
+          "α = 100.", _sgd_temperature, None, {"seeds": [0, 1, 2], "steps": 30_000}),
+    Claim("edge_of_stability", "Cohen et al. 2021",
+          "Full-batch gradient descent drives the sharpness up to 2/η, where it hovers (the edge of stability).",
+          "Tanh MLP, η = 0.2: the top Hessian eigenvalue starts below 2/η = 10 and its late mean is within 20 % of it.",
+          _edge_of_stability, None, {"seeds": [0, 1, 2], "steps": 1000}),
+    Claim("softmax_collapse", "Prieto et al. 2025 (grokking at the edge of numerical stability)",
+          "Without regularisation, float32 softmax rounds correct predictions to exactly zero loss (softmax "
+          "collapse), halting learning; more precision delays it.",
+          "Modular addition p = 31: float32 reaches ≥ 50 % exactly-zero losses, float64 does not.",
+          _softmax_collapse, None, {"seeds": [0, 1], "epochs": 1500}),
+    Claim("fp8_training", "Micikevicius et al. 2022 (FP8 formats for deep learning)",
+          "With per-tensor scaling, FP8 (E4M3) training matches FP32 accuracy.",
+          "MLP on digits, weights, activations and gradients rounded to e4m3 with per-tensor scales: final test "
+          "accuracy within 0.05 of fp32 on every seed.", _fp8_training, {"seeds": [0, 1], "epochs": 6},
+          {"seeds": [0, 1, 2], "epochs": 12}),
+    Claim("terminal_snr", "Lin et al. 2024 (common diffusion noise schedules and sample steps are flawed)",
+          "Schedules with non-zero terminal SNR leak signal at t = T; sampled from pure noise, models cannot make "
+          "very bright or dark images. Zero terminal SNR, v-prediction and trailing timesteps fix it.",
+          "Bright/dark digits: ε, scaled-linear, leading spacing narrows the brightness spread below the data's; "
+          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1], "steps": 1500},
+          {"seeds": [0, 1, 2], "steps": 3000}),
+    Claim("ambient", "Daras et al. 2024 (how much is a noisy image worth?)",
+          "A small set of clean data plus many noisy samples, trained with the ambient loss, beats the noisy "
+          "data alone.", "Eight Gaussians, 90 % of points at σ = 1: 10 % clean + ambient loss against noisy alone.",
+          _ambient, {"seeds": [0, 1], "steps": 1000}, {"seeds": [0, 1, 2], "steps": 3000}),
+    Claim("immiscible", "Li et al. 2024 (immiscible diffusion)",
+          "Assigning noise to images by minimum distance within a batch makes the mapping less miscible and "
+          "training faster.", "Eight Gaussians: the batch's mean noise-to-data distance falls; the training loss at "
+          "equal steps is lower.", _immiscible, {"seeds": [0, 1], "steps": 500}, {"seeds": [0, 1, 2], "steps": 2000}),
+]}
+
+
+def check(key: str, profile: str = "quick") -> dict:
+    """Run one claim's check: {key, paper, claim, test, profile, status (pass/fail/skipped), effect, ...}."""
+    if key not in CLAIMS:
+        raise ConfigError("claim", key, f"one of {', '.join(CLAIMS)}")
+    if profile not in PROFILES:
+        raise ConfigError("profile", profile, f"one of {', '.join(PROFILES)}")
+    c = CLAIMS[key]
+    settings = c.quick if profile == "quick" else c.full
+    out = dict(key=key, paper=c.paper, claim=c.claim, test=c.test, profile=profile)
+    if settings is None:
+        return {**out, "status": "skipped", "detail": "full profile only (too long for the quick one)",
+                "effect": None, "effect_label": "", "seeds": [], "figure": None}
+    result = c.check(settings)
+    return {**out, "status": "pass" if result.pop("passed") else "fail", "seeds": settings["seeds"], **result}
+
+
+def save(result: dict, path: str | Path, figure_path: str | Path | None = None) -> None:
+    """Write a result as JSON (and its figure as HTML next to it)."""
+    import holoviews as hv
+
+    fig = result.get("figure")
+    if fig is not None and figure_path:
+        hv.save(fig, str(figure_path), backend="bokeh")
+    data = {k: v for k, v in result.items() if k != "figure"}
+    data["figure"] = Path(figure_path).name if fig is not None and figure_path else None
+    Path(path).write_text(json.dumps(data, indent=2, default=float))
+
+
+def report(results: list[dict], profile: str) -> str:
+    """The index page: claims, pass/fail, effect sizes, figures, links to the executed notebooks."""
+    color = {"pass": "#2ca02c", "fail": "#d62728", "skipped": "#888", "error": "#d62728"}
+    rows = []
+    for r in results:
+        effect = "" if r.get("effect") is None else f"{r['effect']:.3f}<br><small>{html.escape(r['effect_label'])}" \
+                                                     "</small>"
+        links = [f'<a href="{html.escape(r["notebook"])}">notebook</a>'] if r.get("notebook") else []
+        if r.get("figure"):
+            links.append(f'<a href="{html.escape(r["figure"])}">figure</a>')
+        rows.append(
+            f"<tr><td><b>{html.escape(r['key'])}</b><br><small>{html.escape(r['paper'])}</small></td>"
+            f"<td>{html.escape(r['claim'])}<br><small><i>Checked:</i> {html.escape(r['test'])}</small></td>"
+            f"<td style='color:{color.get(r['status'], '#000')};font-weight:bold'>{r['status']}</td>"
+            f"<td>{effect}</td><td><small>{html.escape(str(r.get('detail', '')))}</small></td>"
+            f"<td>{' · '.join(links)}</td></tr>")
+    passed = sum(r["status"] == "pass" for r in results)
+    ran = sum(r["status"] in ("pass", "fail", "error") for r in results)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Noise Workbench — reproduction report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
+<h1>Reproduction report ({html.escape(profile)} profile)</h1>
+<p>{passed} of {ran} checks passed. Each check trains the models over the seeds listed in its notebook; the quick
+profile is smoke-sized, the full one uses the settings of the test suite's reproduction tests and more seeds.</p>
+<table><tr><th>claim</th><th>what the paper reports / what is checked</th><th>result</th><th>effect size</th>
+<th>detail</th><th>links</th></tr>
+{''.join(rows)}
+</table></body></html>"""
+
+
+def notebook(key: str):
+    """The reproduction notebook of one claim (papermill parameters: profile, result_path, figure_path)."""
+    import nbformat
+
+    c = CLAIMS[key]
+    v4 = nbformat.v4
+    params = v4.new_code_cell('profile = "quick"  # quick | full\nresult_path = ""  # where to write the result '
+                              '(JSON); empty: nowhere\nfigure_path = ""  # and its figure (HTML)')
+    params.metadata["tags"] = ["parameters"]
+    cells = [
+        v4.new_markdown_cell(f"# Reproduction: {c.key}\n*{c.paper}*\n\n**The paper** (after its abstract): {c.claim}"
+                             f"\n\n**Checked here**, over seeds: {c.test}\n\nRun by `workbench reproduce`; "
+                             "the result lands in the report at `data/reports/index.html`."),
+        params,
+        v4.new_code_cell(f"from workbench import reproduce\n\nresult = reproduce.check({key!r}, profile)\n"
+                         "print(result['status'], '-', result['effect_label'], result['effect'])\n"
+                         "print(result['detail'])"),
+        v4.new_code_cell("result['figure']"),
+        v4.new_code_cell("if result_path:\n    reproduce.save(result, result_path, figure_path or None)"),
+    ]
+    nb = v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def write_notebooks(folder: Path) -> list[Path]:
+    """Write (or refresh) notebooks/reproduce/<claim>.ipynb; returns the ones that changed."""
+    import nbformat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for key in CLAIMS:
+        path = folder / f"{key}.ipynb"
+        text = nbformat.writes(notebook(key))
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(path)
+    return changed
+
+
+def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, timeout: int = 3600,
+            progress: bool = True) -> tuple[list[dict], Path]:
+    """Execute each claim's notebook with papermill into out/reproduce/, then write out/index.html."""
+    import papermill as pm
+    from nbconvert import HTMLExporter
+    from tqdm.auto import tqdm
+
+    if profile not in PROFILES:
+        raise ConfigError("profile", profile, f"one of {', '.join(PROFILES)}")
+    keys = list(keys or CLAIMS)
+    for k in keys:
+        if k not in CLAIMS:
+            raise ConfigError("claim", k, f"one of {', '.join(CLAIMS)}")
+    folder = out / "reproduce"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for key in tqdm(keys, desc=f"reproduce ({profile})", unit="claim", disable=not progress):
+        executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
+        result_path.unlink(missing_ok=True)
+        try:
+            pm.execute_notebook(str(notebooks / f"{key}.ipynb"), str(executed), kernel_name=kernel,
+                                parameters={"profile": profile, "result_path": str(result_path),
+                                            "figure_path": str(folder / f"{key}-figure.html")},
+                                progress_bar=False, execution_timeout=timeout)
+            r = json.loads(result_path.read_text())
+        except pm.PapermillExecutionError as e:
+            c = CLAIMS[key]
+            r = dict(key=key, paper=c.paper, claim=c.claim, test=c.test, profile=profile, status="error",
+                     effect=None, effect_label="", detail=f"{e.ename}: {e.evalue}", figure=None)
+        if executed.is_file():
+            body, _ = HTMLExporter().from_filename(str(executed))
+            (folder / f"{key}.html").write_text(body)
+            r["notebook"] = f"reproduce/{key}.html"
+        if r.get("figure"):
+            r["figure"] = f"reproduce/{r['figure']}"
+        results.append(r)
+    index = out / "index.html"
+    index.write_text(report(results, profile))
+    (out / "reproduce" / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    return results, index
