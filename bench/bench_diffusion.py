@@ -24,10 +24,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def image_rates(name, net, sch, dev, n=200, samples=2000) -> dict:
-    """Training steps/s (batch 256) and DDIM samples/s (50 steps) of an 8×8 image denoiser."""
+def rates(name, net, sch, dev, dim, n=200, samples=2000, samplers=("ddim",)) -> dict:
+    """Training steps/s (batch 256, ε-prediction) and samples/s (50 steps) of a denoiser of `dim` values."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x0 = torch.rand(256, 64, device=dev) * 2 - 1
+    x0 = torch.randn(256, dim, device=dev)
     for i in range(n + 5):
         if i == 5:  # after warm-up
             sync(dev)
@@ -40,13 +40,13 @@ def image_rates(name, net, sch, dev, n=200, samples=2000) -> dict:
         loss.backward()
         opt.step()
     sync(dev)
-    rate = n / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        dif.sample(net, sch, (samples, 64), 50, torch.Generator().manual_seed(1), sampler="ddim", device=dev)
-    sync(dev)
-    return {f"{name}: train steps/s (batch 256)": round(rate, 1),
-            f"{name}: ddim samples/s (50 steps)": round(samples / (time.perf_counter() - t0))}
+    out = {f"{name}: train steps/s (batch 256)": round(n / (time.perf_counter() - t0), 1)}
+    for sampler in samplers:
+        t0 = time.perf_counter()
+        dif.sample(net, sch, (samples, dim), 50, torch.Generator().manual_seed(1), sampler=sampler, device=dev)
+        sync(dev)
+        out[f"{name}: {sampler} samples/s (50 steps)"] = round(samples / (time.perf_counter() - t0))
+    return out
 
 
 def main():
@@ -57,37 +57,12 @@ def main():
     out = {"device": torch.cuda.get_device_name(dev) if dev.startswith("cuda") else platform.processor() or "cpu",
            "threads": torch.get_num_threads(), "torch": torch.__version__}
     g = torch.Generator().manual_seed(0)
-    net = init_(Denoiser(2, 256, 3), g).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sch = schedules.get("linear")
-    x0 = torch.randn(256, 2).to(dev)
-    for _ in range(5):  # warm-up
-        t = torch.rand(256).to(dev)
-        loss = (net(x0, t) - x0).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    sync(dev)
-    t0, n = time.perf_counter(), 500
-    for _ in range(n):
-        t = torch.rand(256).to(dev)
-        a = sch.alpha_bar(t.double().cpu()).float().to(dev)
-        eps = torch.randn_like(x0)
-        loss = (net(dif.noised(x0, eps, a), t) - eps).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    sync(dev)
-    out["train_steps_per_s (batch 256)"] = round(n / (time.perf_counter() - t0), 1)
-    for sampler in ("ddim", "heun"):
-        sync(dev)
-        t0 = time.perf_counter()
-        dif.sample(net, sch, (10_000, 2), 50, torch.Generator().manual_seed(1), sampler=sampler, device=dev)
-        sync(dev)
-        out[f"{sampler}_samples_per_s (50 steps)"] = round(10_000 / (time.perf_counter() - t0))
+    out.update(rates("2-D mlp (width 256)", init_(Denoiser(2, 256, 3), g).to(dev), sch, dev, 2, n=500,
+                     samples=10_000, samplers=("ddim", "heun")))
     for name, make in (("8x8 mlp (width 256)", lambda: Denoiser(64, 256, 3)),
                        ("8x8 conv (32 channels)", lambda: ConvDenoiser(8, 32, 3))):
-        out.update(image_rates(name, init_(make(), g).to(dev), sch, dev))
+        out.update(rates(name, init_(make(), g).to(dev), sch, dev, 64))
     store = wb.Store(tempfile.mkdtemp(prefix="bench-diffusion-"))
     t0 = time.perf_counter()
     run = wb.run("diffusion", steps=3000, eval_every=3000, device=dev, store=store, progress=False)

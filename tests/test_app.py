@@ -57,9 +57,20 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
         assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
-def test_the_spectra_tab_updates_while_a_run_trains(store):
+def run_and_collect(page) -> list:
+    """Run the page's job as its worker thread would, and take everything it queued for the page (in order)."""
     import queue
 
+    page._work(page.values(), False, page._cancel, page._queue)
+    items = []
+    while True:
+        try:
+            items.append(page._queue.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def test_the_spectra_tab_updates_while_a_run_trains(store):
     import panel as pn
 
     from workbench.viz.app import StudyPage
@@ -68,13 +79,7 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     page.panel()
     for k, v in dict(epochs=2, width=16, n_train=300, spectra_every=1, loss_snapshots=0).items():
         page.dials[k].value = v
-    page._work(page.values(), False, page._cancel, page._queue)
-    items = []
-    while True:
-        try:
-            items.append(page._queue.get_nowait())
-        except queue.Empty:
-            break
+    items = run_and_collect(page)
     for item in items[:-1]:  # everything the run sent before it finished
         page._queue.put(item)
     assert items[-1][0] == "finished" and any(i[0] == "array" for i in items if isinstance(i, tuple))
@@ -83,21 +88,13 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
 
 
 def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
-    import queue
-
     from workbench.viz.app import StudyPage
 
     page = StudyPage("diffusion", store=store)
     page.panel()
     for k, v in dict(dataset="bright_dark", steps=4, eval_every=2, n_samples=64, width=16, sample_steps=5).items():
         page.dials[k].value = v
-    page._work(page.values(), False, page._cancel, page._queue)
-    items = []
-    while True:
-        try:
-            items.append(page._queue.get_nowait())
-        except queue.Empty:
-            break
+    items = run_and_collect(page)
     steps = [i[1][3]["sampling_step"].tolist() for i in items if isinstance(i, tuple) and i[0] == "array"
              and i[1][0] == "sampling"]
     assert steps[:5] == [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]  # x̂₀ at every sampling step of model 0
