@@ -7,7 +7,8 @@ TORCH  ?= torch==2.13.0
 PORT   ?= 5006
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-all bench browser kernel clean
+.PHONY: setup serve test test-all bench browser kernel reproduce clean
+PROFILE ?= full
 
 setup: $(VENV)/.installed
 
@@ -45,6 +46,9 @@ bench: setup
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_diffusion.py
+
+reproduce: kernel
+	$(BIN)/workbench reproduce --profile $(PROFILE)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
