@@ -327,7 +327,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     results = []
     for key in tqdm(keys, desc=f"reproduce ({profile})", unit="claim", disable=not progress):
         if profile == "quick" and CLAIMS[key].quick is None:  # said in the report, no kernel started
-            results.append(check(key, profile) | {"figure": None})
+            results.append(check(key, profile))
             continue
         executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
         result_path.unlink(missing_ok=True)

@@ -219,7 +219,7 @@ class Optimizer:
         k, dev = params[0].shape[0], params[0].device
         self.lr, self.momentum, self.wd = (per_model(v, k, dev) for v in (lr, momentum, weight_decay))
         self.state = [(torch.zeros_like(p), torch.zeros_like(p) if kind == "adam" else None) for p in params]
-        self._denom = [torch.empty_like(p) for p in params] if kind == "adam" else None
+        self._denom: list[torch.Tensor] | None = None  # the multi-tensor path's buffers, made on first use
         self.t = 0
         self.skipped = torch.zeros(k, device=dev)  # steps skipped per model (loss-scale overflow)
 
@@ -282,6 +282,8 @@ class Optimizer:
             torch._foreach_lerp_(s1, grads, 1 - b1)
             torch._foreach_mul_(s2, b2)
             torch._foreach_addcmul_(s2, grads, grads, value=1 - b2)
+            if self._denom is None:
+                self._denom = [torch.empty_like(p) for p in params]
             denom = self._denom  # (sqrt(v̂) + eps) / (lr / bc1), in place in buffers kept between steps
             torch._foreach_copy_(denom, s2)
             torch._foreach_sqrt_(denom)

@@ -89,6 +89,7 @@ class StudyPage:
         self._callback = None
         self.last_run = None
         self._arrays, self._coords = {}, {}  # the running run's arrays so far (live spectra)
+        self._url_synced = False  # the dials follow the URL once, in the session that first lays the page out
         self.sweep = SweepPanel(self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class StudyPage:
         self.alert.visible = True
 
     def panel(self) -> pn.viewable.Viewable:
-        if pn.state.location is not None and not getattr(self, "_url_synced", False):
+        if pn.state.location is not None and not self._url_synced:
             self._url_synced = True
             self.sync_url(pn.state.location)
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"

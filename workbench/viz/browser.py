@@ -71,6 +71,10 @@ class Catalog:
             self._datasets[run_id] = self.store.load_dataset(run_id)
         return self._datasets[run_id]
 
+    def forget(self, run_id: str) -> None:
+        """Drop a run's dataset from the cache (it was deleted)."""
+        self._datasets.pop(run_id, None)
+
     def rows(self, study: str = "all", statuses=(), tag: str = "", dials: str = "") -> list[dict]:
         wanted = parse_dial_filter(dials)
         rows = self.store.list(study=None if study == "all" else study, kind="run", tag=tag or None,
@@ -263,7 +267,7 @@ class RunBrowser:
     def _delete(self) -> None:
         for rid in self.selected_ids():
             self.store.delete(rid)
-            self.catalog._datasets.pop(rid, None)
+            self.catalog.forget(rid)
         self.table.selection = []
 
     def _error(self, text: str) -> None:
