@@ -3,5 +3,5 @@ import panel as pn
 
 from workbench.viz.app import study_page
 
-pn.extension(notifications=False)
+pn.extension("tabulator", notifications=False)
 study_page("diffusion").servable(title="Noise Workbench · Diffusion")

@@ -3,5 +3,5 @@ import panel as pn
 
 from workbench.viz.app import study_page
 
-pn.extension(notifications=False)
+pn.extension("tabulator", notifications=False)
 study_page("edge_of_stability").servable(title="Noise Workbench · Edge of stability")

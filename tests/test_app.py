@@ -47,8 +47,8 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     page.panel()
     for k, v in tiny.items():
         page.dials[k].value = v
-    page._work(page.values(), False, page._cancel, page._queue)  # what the worker thread does
-    page._drain()  # what the periodic callback does
+    run_job(page)
+    page.tick()  # what the periodic callback does
     assert len(page.buffer.data) == records and page.progress.value == page.buffer.data[page.cls.axis].max()
     assert "Done" in page.status.object and page.last_run.status == "done"
     if study in ("label_noise", "diffusion"):
@@ -57,17 +57,22 @@ def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
         assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
-def run_and_collect(page) -> list:
-    """Run the page's job as its worker thread would, and take everything it queued for the page (in order)."""
-    import queue
+def run_job(page):
+    """Press Run and wait for the job (the queue's worker thread trains it)."""
+    page._on_run()
+    assert page.job is not None and page.jobs.wait(page.job, 300)
+    return page.job
 
-    page._work(page.values(), False, page._cancel, page._queue)
-    items = []
-    while True:
-        try:
-            items.append(page._queue.get_nowait())
-        except queue.Empty:
-            return items
+
+def replay(page, job, upto: int):
+    """Follow a copy of a finished job that has emitted only its first `upto` events and is still running."""
+    from workbench.runs.jobs import Job
+
+    running = Job("replay", job.kind, job.study, job.dials, job.label, job.total, status="running",
+                  events=list(job.events[:upto]))
+    page.follow(running)
+    page.tick()
+    return running
 
 
 def test_the_spectra_tab_updates_while_a_run_trains(store):
@@ -79,11 +84,10 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     page.panel()
     for k, v in dict(epochs=2, width=16, n_train=300, spectra_every=1, loss_snapshots=0).items():
         page.dials[k].value = v
-    items = run_and_collect(page)
-    for item in items[:-1]:  # everything the run sent before it finished
-        page._queue.put(item)
-    assert items[-1][0] == "finished" and any(i[0] == "array" for i in items if isinstance(i, tuple))
-    page._drain()
+    job = run_job(page)
+    assert any(i[0] == "array" for i in job.events if isinstance(i, tuple))
+    page.spectra.objects = []
+    replay(page, job, len(job.events) - 1)  # everything the run sent, before it ended
     assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
@@ -94,17 +98,15 @@ def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
     page.panel()
     for k, v in dict(dataset="bright_dark", steps=4, eval_every=2, n_samples=64, width=16, sample_steps=5).items():
         page.dials[k].value = v
-    items = run_and_collect(page)
-    steps = [i[1][3]["sampling_step"].tolist() for i in items if isinstance(i, tuple) and i[0] == "array"
+    job = run_job(page)
+    steps = [i[1][3]["sampling_step"].tolist() for i in job.events if isinstance(i, tuple) and i[0] == "array"
              and i[1][0] == "sampling"]
     assert steps[:5] == [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]  # x̂₀ at every sampling step of model 0
-    for item in items[:-1]:  # everything before "finished"
-        page._queue.put(item)
-    page._drain()
+    running = replay(page, job, len(job.events))  # everything, but the job has not ended yet
     shown = page.samples.objects[0].object
     assert "step 5/5" in shown.opts.get().kwargs["title"]  # the latest one is drawn
-    page._queue.put(items[-1])
-    page._drain()
+    running.result, running.status = job.result, "done"
+    page.tick()
     assert not page.samples.objects and page.result.objects  # the finished run's own plots take over
 
 

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,15 @@ def test_the_installed_command_shows_a_progress_bar(data_root):
     assert "best at" in out.stdout
     bad = subprocess.run([exe, "run", "label_noise", "--width", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "width=0" in bad.stderr
+
+
+def test_serve_gives_a_page_to_every_study_even_one_without_a_file_in_apps(tmp_path, monkeypatch):
+    from workbench import cli
+
+    served = [Path(p).stem for p in cli.app_files(tmp_path)]
+    assert set(wb.studies()) <= set(served) and {"index", "runs"} <= set(served)
+    monkeypatch.setattr(cli, "study_names", lambda: [*wb.studies(), "new_study"])
+    files = cli.app_files(tmp_path)
+    written = tmp_path / "new_study.py"
+    assert str(written) in files and "study_page('new_study')" in written.read_text()
+    compile(written.read_text(), str(written), "exec")

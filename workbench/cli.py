@@ -273,8 +273,33 @@ def ensure_kernel(name: str) -> str:
     return name
 
 
+APP = '''"""{title} page, written by `workbench serve` for a study without a file in apps/."""
+import panel as pn
+
+from workbench.viz.app import study_page
+
+pn.extension("tabulator", notifications=False)
+study_page({study!r}).servable(title="Noise Workbench · {title}")
+'''
+
+
+def app_files(folder) -> list[str]:
+    """apps/*.py, plus a page written to `folder` for every study without a file there: a new study in
+    workbench/studies is served (and linked from the index) with no change to apps/."""
+    files = sorted((REPO / "apps").glob("*.py"))
+    have = {p.stem for p in files}
+    for name in study_names():
+        if name not in have:
+            path = Path(folder) / f"{name}.py"
+            path.write_text(APP.format(study=name, title=name.replace("_", " ")))
+            files.append(path)
+    return [str(p) for p in files]
+
+
 def cmd_serve(args, extra: list[str]) -> int:
-    apps = sorted(str(p) for p in (REPO / "apps").glob("*.py"))
+    import tempfile
+
+    apps = app_files(tempfile.mkdtemp(prefix="workbench-apps-"))
     origin = [f"--allow-websocket-origin={h}:{args.port}" for h in ("localhost", "127.0.0.1")]
     cmd = [sys.executable, "-m", "panel", "serve", *apps, "--address", args.address, "--port", str(args.port),
            "--index", "index", *origin, *extra]

@@ -1,15 +1,16 @@
-"""The study page: dials, Run / Cancel, progress, live curves, then the run's figures.
+"""The study page: dials, Run / Cancel, progress, live curves, then the run's figures; the server's job queue.
 
-Training runs in a worker thread; it only puts records on a queue. A periodic callback on the page's own event
-loop drains the queue every `period` ms and streams the rows into a HoloViews Buffer, so the browser gets at most
-a few batched updates a second and the page stays responsive.
+Runs and sweeps go to the job queue the whole server shares (`workbench.runs.jobs`): they train in its worker
+threads, never on the event loop, and every session sees every job. A page follows one job: a periodic callback on
+the page's own event loop reads what the job emitted since the last tick (every `PERIOD_MS` ms) and streams the rows
+into a HoloViews Buffer, so the browser gets at most a few batched updates a second and the page stays responsive.
+The same callback redraws the queue's table when a job changed, at most once a second.
 """
 from __future__ import annotations
 
 import html
 import itertools
-import queue
-import threading
+import time
 
 import holoviews as hv
 import numpy as np
@@ -21,11 +22,12 @@ import xarray as xr
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
-from ..runs import run as run_study
+from ..runs.jobs import Job, JobQueue, shared as shared_jobs
 from ..studies.base import describe
 from .plots import PREVIEWS, frame, group_plot, heatmap, overview, samples_plot, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
+TABLE_S = 1.0  # the job table: redrawn once a second at most
 
 
 def widget_for(name: str, p: param.Parameter) -> pn.widgets.Widget:
@@ -59,9 +61,13 @@ def _make_widget(label: str, p: param.Parameter) -> pn.widgets.Widget:
 class StudyPage:
     """One study's page. Each browser session gets its own instance."""
 
-    def __init__(self, study: str, store=None):
+    def __init__(self, study: str, store=None, jobs: JobQueue | None = None):
         self.cls = get_study(study)
         self.study, self.store = study, store
+        self.jobs = jobs or shared_jobs()
+        self.job: Job | None = None  # the job this page follows
+        self._cursor = 0  # how many of its events the page has drawn
+        self._poller = None
         self.dials = {n: widget_for(n, p) for n, p in self.cls.dials().items()}
         self.run_button = pn.widgets.Button(label="Run", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
@@ -84,13 +90,11 @@ class StudyPage:
             self._update_preview()
         self.run_button.on_click(self._on_run)
         self.cancel_button.on_click(self._on_cancel)
-        self._queue: queue.Queue = queue.Queue()
-        self._cancel = threading.Event()
-        self._callback = None
         self.last_run = None
         self._arrays, self._coords = {}, {}  # the running run's arrays so far (live spectra)
         self._url_synced = False  # the dials follow the URL once, in the session that first lays the page out
         self.sweep = SweepPanel(self)
+        self.queue = QueueView(self.jobs, self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def _empty(self) -> pd.DataFrame:
@@ -120,8 +124,9 @@ class StudyPage:
         controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
         run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.samples, self.result,
                             sizing_mode="stretch_width")
-        tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra), dynamic=False,
-                       sizing_mode="stretch_width")
+        tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra),
+                       ("Jobs", self.queue.panel()), dynamic=False, sizing_mode="stretch_width")
+        pn.state.onload(self.start_polling)
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
@@ -139,51 +144,53 @@ class StudyPage:
         return {n: w.value for n, w in self.dials.items()}
 
     def _on_run(self, event=None):
-        values = self.values()
         try:
-            cfg = self.cls.configure(**values)
+            job = self.jobs.submit_run(self.study, self.values(), force=self.force.value, store=self.store,
+                                       session=_session_id())
         except ConfigError as e:
             self.alert.object = f"**Cannot run:** {html.escape(str(e))}"
             self.alert.visible = True
             return
         self.alert.visible = False
+        self.follow(job)
+
+    def follow(self, job: Job) -> None:
+        """Draw this job from its start: its curves so far, then live until it ends."""
+        self.job, self._cursor = job, 0
         self.buffer.clear()
         self.result.clear()
         self.samples.clear()
         self._arrays, self._coords = {}, {}
-        self.progress.max = max(1, int(getattr(cfg, self.cls.axis + "s", 100)))
-        self.progress.value = 0
-        self.status.object = "Starting..."
+        self.progress.max, self.progress.value = max(1, job.total), 0
+        self.status.object = "Queued..."
         self.run_button.disabled, self.cancel_button.disabled = True, False
-        self._cancel = threading.Event()
-        self._queue = queue.Queue()
-        worker = threading.Thread(target=self._work, args=(values, self.force.value, self._cancel, self._queue),
-                                  daemon=True, name=f"wb-{self.study}")
-        worker.start()
-        self._callback = pn.state.add_periodic_callback(self._drain, period=PERIOD_MS)
+        self.start_polling()
+
+    def start_polling(self) -> None:
+        """One periodic callback per page, on its own event loop: follows the job and refreshes the queue table."""
+        if self._poller is None and pn.state.curdoc is not None:
+            self._poller = pn.state.add_periodic_callback(self.tick, period=PERIOD_MS)
+
+    def tick(self) -> None:
+        self._drain()
+        self.sweep._drain()
+        self.queue.refresh()
 
     def _on_cancel(self, event=None):
-        self._cancel.set()
-        self.status.object = "Cancelling..."
-
-    def _work(self, values, force, cancel, q):  # worker thread: no widget is touched here
-        try:
-            result = run_study(self.study, sinks=[q.put], cancel=cancel, progress=False, force=force,
-                               store=self.store, array_sinks=[lambda *a: q.put(("array", a))], **values)
-        except Exception as e:  # noqa: BLE001 - shown on the page
-            result = e
-        q.put(("finished", result))
+        if self.job is not None:
+            self.jobs.cancel(self.job.id)
+            self.status.object = "Cancelling..."
 
     def _drain(self):
-        rows, finished, arrays, sampling = [], None, False, None
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, tuple) and item and item[0] == "finished":
-                finished = item[1]
-            elif isinstance(item, tuple) and item and item[0] == "array":
+        if self.job is None:
+            return
+        job = self.job
+        ended = job.final  # read before the events: everything a job emits is there before it ends
+        items = job.events[self._cursor:]
+        self._cursor += len(items)
+        rows, arrays, sampling = [], False, None
+        for item in items:
+            if isinstance(item, tuple) and item and item[0] == "array":
                 name, dims, values, coords = item[1]
                 if name == "sampling":  # x̂_0 part-way through sampling: only the latest is drawn
                     sampling = (values, coords["sampling_step"])
@@ -193,10 +200,10 @@ class StudyPage:
                 arrays = arrays or name in SPECTRA_ARRAYS
             else:
                 rows.append(item)
-        if sampling is not None and finished is None:
+        if sampling is not None and not ended:
             (i, n) = sampling[1]
             self._show_samples(samples_plot(sampling[0], f"sampling: x̂₀ at step {i}/{n}"))
-        if arrays and finished is None:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
+        if arrays and not ended:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         if rows:
             self.buffer.send(pd.DataFrame(rows).reindex(columns=self.columns))
@@ -205,19 +212,21 @@ class StudyPage:
             self.progress.value = min(int(last[axis]), self.progress.max)
             shown = ", ".join(f"{m} {last[m]:.3f}" for m in self.columns[1:4] if m in last)
             self.status.object = f"Running: {axis} {last[axis]}/{self.progress.max} — {shown}"
-        if finished is not None:
-            self._finish(finished)
+        elif job.status == "queued":
+            ahead = sum(1 for j in self.jobs.jobs() if j.status in ("queued", "running") and j.created < job.created)
+            self.status.object = f"Queued: {ahead} job{'s' * (ahead != 1)} ahead (see the Jobs tab)."
+        if ended:
+            self.job = None
+            self._finish(job.result if job.result is not None else job)
 
     def _finish(self, result):
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
         self.run_button.disabled, self.cancel_button.disabled = False, True
         self.samples.clear()  # the result's own plots take over
-        if isinstance(result, Exception):
-            self.alert.object = f"**Run failed:** {html.escape(str(result))}"
-            self.alert.visible = True
-            self.status.object = "Failed."
+        if isinstance(result, Job):  # ended without a run: cancelled while queued, or could not start
+            self.status.object = "Cancelled before it started." if result.status == "cancelled" else "Failed."
+            if result.status == "failed":
+                self.alert.object = f"**Run failed:** {html.escape(result.error or '')}"
+                self.alert.visible = True
             return
         self.last_run = result
         ds = result.ds
@@ -250,6 +259,69 @@ class StudyPage:
             return
         self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
                                 for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
+
+
+def _session_id() -> str:
+    ctx = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+    return getattr(ctx, "id", "") or ""
+
+
+class QueueView:
+    """The server's job queue as a table every session sees: status, progress, the run it stored; open a job of
+    this study to follow it here (another session's too), cancel any job that has not ended."""
+
+    COLUMNS = ["job", "study", "kind", "dials", "status", "progress", "seconds", "run", "error"]
+
+    def __init__(self, jobs: JobQueue, page: StudyPage):
+        self.jobs, self.page = jobs, page
+        self._ids: list[str] = []
+        self._seen, self._drawn_at = -1, 0.0
+        self.summary = pn.pane.Markdown("", css_classes=["wb-queue-summary"])
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=self.COLUMNS), disabled=True, show_index=False, sizing_mode="stretch_width",
+            height=320, buttons={"open": "open", "cancel": "cancel"}, selectable=False,
+            formatters={"progress": {"type": "progress", "max": 100, "legend": True}},
+            css_classes=["wb-queue"])
+        self.table.on_click(self._on_click)
+        self.refresh(force=True)
+
+    def panel(self) -> pn.viewable.Viewable:
+        return pn.Column(pn.pane.Markdown(
+            "Every run and sweep on this server, from every browser session, newest first. **open** follows a "
+            f"{html.escape(self.page.study)} job on this page; **cancel** stops a queued or running one."),
+            self.summary, self.table, sizing_mode="stretch_width")
+
+    def refresh(self, force: bool = False) -> None:
+        """Redraw when a job changed, at most once every TABLE_S seconds (every session polls; this is the throttle)."""
+        version = self.jobs.version
+        if not force and (version == self._seen or time.monotonic() - self._drawn_at < TABLE_S):
+            return
+        self._seen, self._drawn_at = version, time.monotonic()
+        jobs = self.jobs.jobs()
+        self._ids = [j.id for j in jobs]
+        self.table.value = pd.DataFrame([j.row() for j in jobs], columns=self.COLUMNS)
+        counts = {k: v for k, v in self.jobs.counts().items() if v}
+        self.summary.object = "Queue: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "empty") + \
+            f" · {self.jobs.workers} worker{'s' * (self.jobs.workers != 1)}"
+
+    def _on_click(self, event) -> None:
+        if event.column not in ("open", "cancel") or not 0 <= event.row < len(self._ids):
+            return
+        try:
+            job = self.jobs.get(self._ids[event.row])
+        except ConfigError:  # forgotten since the table was drawn
+            return
+        if event.column == "cancel":
+            self.jobs.cancel(job.id)
+        elif job.study != self.page.study:
+            self.summary.object = f"Job `{job.id}` is a {html.escape(job.study)} job: open it on the " \
+                                  f"[{html.escape(job.study)} page](./{job.study})."
+            return
+        elif job.kind == "sweep":
+            self.page.sweep.follow(job)
+        else:
+            self.page.follow(job)
+        self.refresh(force=True)
 
 
 SPECTRA_ARRAYS = ("weight_eigenvalues", "feature_eigenvalues", "hessian_density", "fourier_power")
@@ -288,9 +360,8 @@ class SweepPanel:
         self.grid: dict = {}
         self.curves: dict[tuple, dict[int, float]] = {}  # (x, y, seed) -> {epoch: value} for the chosen metric
         self.tasks: dict[int, list[dict]] = {}  # task -> its cells, in model order
-        self._queue: queue.Queue = queue.Queue()
-        self._cancel = threading.Event()
-        self._callback = None
+        self.job: Job | None = None  # the sweep job this panel follows
+        self._cursor = 0
         self.last_sweep = None
         numeric = [n for n, p in cls.dials().items() if isinstance(p, (param.Number, param.Selector)) and n != "seed"]
         metrics = [m for ms in cls.curves.values() for m in ms] + list(cls.summaries)
@@ -316,7 +387,7 @@ class SweepPanel:
         for w in (self.metric, self.reduce):
             w.param.watch(lambda e: self._refresh(), "value")
         self.button.on_click(self._on_sweep)
-        self.cancel_button.on_click(lambda e: self._cancel.set())
+        self.cancel_button.on_click(self._on_cancel)
 
     def panel(self):
         controls = pn.Column(self.preset, self.x, self.x_values, self.y, self.y_values, self.seeds, self.metric,
@@ -404,7 +475,7 @@ class SweepPanel:
 
     def _on_sweep(self, event=None):
         from ..cli import parse_seeds
-        from ..runs.sweep import parse_values, plan
+        from ..runs.sweep import parse_values
 
         try:
             if self.x.value == self.y.value:
@@ -412,42 +483,40 @@ class SweepPanel:
             grid = {self.x.value: parse_values(self.x_values.value), self.y.value: parse_values(self.y_values.value)}
             seeds = parse_seeds(self.seeds.value)
             dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
-            _, cells, config, _ = plan(self.page.study, grid, seeds, dials)
+            job = self.page.jobs.submit_sweep(self.page.study, grid, seeds, dials, store=self.page.store,
+                                              session=_session_id())
         except ConfigError as e:
             self._alert(str(e))
             return
         self.page.alert.visible = False
-        self.grid = config["grid"]
-        self.curves = {}
-        self.tasks = {}
+        self.follow(job)
+
+    def follow(self, job: Job) -> None:
+        self.job, self._cursor = job, 0
+        self.grid = job.options["axes"]  # the grid as validated: values in their order
+        self.curves, self.tasks = {}, {}
         self._new_diagram()
-        self.progress.max, self.progress.value = len(cells), 0
-        self.status.object = f"Sweeping {len(cells)} cells..."
+        self.progress.max, self.progress.value = job.total, 0
+        self.status.object = f"Sweeping {job.total} cells..."
         self.button.disabled, self.cancel_button.disabled = True, False
-        self._cancel, self._queue = threading.Event(), queue.Queue()
-        threading.Thread(target=self._work, args=(grid, seeds, dials, self._cancel, self._queue), daemon=True,
-                         name=f"wb-sweep-{self.page.study}").start()
-        self._callback = pn.state.add_periodic_callback(self._drain, period=PERIOD_MS * 2)
+        self.page.start_polling()
 
-    def _work(self, grid, seeds, dials, cancel, q):  # worker thread
-        from ..runs.sweep import sweep
-
-        try:
-            result = sweep(self.page.study, grid, seeds, sinks=[q.put], cancel=cancel, progress=False,
-                           store=self.page.store, **dials)
-        except Exception as e:  # noqa: BLE001 - shown on the page
-            result = e
-        q.put(("finished", None, result))
+    def _on_cancel(self, event=None):
+        if self.job is not None:
+            self.page.jobs.cancel(self.job.id)
+            self.status.object = "Cancelling..."
 
     def _drain(self):
-        changed, finished = False, None
+        if self.job is None:
+            return
+        job = self.job
+        ended = job.final
+        items = job.events[self._cursor:]
+        self._cursor += len(items)
+        changed = False
         metric, axis = self.metric.value, self.page.cls.axis
         names = list(self.grid)
-        while True:
-            try:
-                kind, j, payload = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        for kind, j, payload in items:
             if kind == "start":
                 self.tasks[j] = payload
             elif kind == "record" and metric in payload and j in self.tasks:
@@ -459,13 +528,14 @@ class SweepPanel:
                 self._read(payload)
                 self.progress.value = min(self.progress.max, self.progress.value + payload.sizes.get("model", 1))
                 changed = True
-            elif kind == "finished":
-                finished = payload
         if changed:
             self._refresh()
             self.status.object = f"Sweeping: {self.progress.value}/{self.progress.max} cells stored"
-        if finished is not None:
-            self._finish(finished)
+        elif job.status == "queued":
+            self.status.object = "Queued (see the Jobs tab)..."
+        if ended:
+            self.job = None
+            self._finish(job.result if job.result is not None else job)
 
     def _read(self, ds):
         """Curves of the chosen metric for every cell in a stored part (dims: model, axis)."""
@@ -479,13 +549,11 @@ class SweepPanel:
             self.curves[key] = _curve(one[metric], axis)
 
     def _finish(self, result):
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
         self.button.disabled, self.cancel_button.disabled = False, True
-        if isinstance(result, Exception):
-            self._alert(str(result))
-            self.status.object = "Failed."
+        if isinstance(result, Job):  # ended without a sweep: cancelled while queued, or could not start
+            if result.status == "failed":
+                self._alert(result.error or "")
+            self.status.object = "Cancelled before it started." if result.status == "cancelled" else "Failed."
             return
         self.last_sweep = result
         if result.ds.sizes and self.metric.value in result.ds:  # a stored sweep streams nothing: read it whole

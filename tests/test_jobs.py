@@ -1,0 +1,133 @@
+"""The server's job queue: statuses, progress, cancel, order, sweeps, and two sessions seeing the same jobs."""
+import threading
+
+import pytest
+
+import workbench as wb
+from workbench.runs.jobs import JobQueue, default_workers
+
+from .conftest import FAST
+
+
+def test_a_run_job_streams_its_records_and_ends_done_with_the_stored_run(store):
+    q = JobQueue(workers=1)
+    job = q.submit_run("label_noise", dict(FAST), store=store)
+    assert job.status in ("queued", "running") and job.total == FAST["epochs"]
+    assert q.wait(job, 120)
+    assert job.status == "done" and job.row()["progress"] == 100 and job.error is None
+    assert [e["epoch"] for e in job.events if isinstance(e, dict)] == [0, 1, 2, 3]
+    assert store.get(job.run_id)["status"] == "done" and job.result.ds.sizes["epoch"] == 4
+    assert q.counts()["done"] == 1 and job.label == ", ".join(f"{k}={v}" for k, v in FAST.items())
+
+
+def test_bad_dials_are_refused_before_anything_is_queued(store):
+    q = JobQueue(workers=1)
+    with pytest.raises(wb.ConfigError, match="width=0 is not allowed"):
+        q.submit_run("label_noise", dict(width=0), store=store)
+    with pytest.raises(wb.ConfigError, match="grid"):
+        q.submit_sweep("label_noise", {"nonsense": [1, 2]}, [0], {}, store=store)
+    assert q.jobs() == [] and store.list() == []
+    with pytest.raises(wb.ConfigError, match="job='nope'"):
+        q.cancel("nope")
+
+
+def test_jobs_run_in_order_and_cancel_stops_a_queued_or_running_one(store):
+    q = JobQueue(workers=1)
+    gate = threading.Event()
+    first = q.submit_run("label_noise", dict(FAST, epochs=200, width=64), store=store)
+    # the first job's own records hold the worker until the test has queued the rest
+    first.events = _Gated(first.events, gate)
+    second = q.submit_run("label_noise", dict(FAST, seed=1), store=store)
+    third = q.submit_run("label_noise", dict(FAST, seed=2), store=store)
+    assert [j.id for j in q.jobs()] == [third.id, second.id, first.id]  # newest first
+    assert second.status == "queued" and q.cancel(second.id) and second.status == "cancelled"
+    assert q.cancel(first.id)
+    gate.set()
+    assert q.wait(third, 120) and q.wait(first, 120)
+    assert first.status == "cancelled" and store.get(first.run_id)["status"] == "cancelled"
+    assert first.done < 200  # stopped part-way
+    assert second.result is None and second.started is None  # never ran
+    assert third.status == "done" and not q.cancel(third.id)  # an ended job is not cancelled again
+    assert sorted(r["status"] for r in store.list()) == ["cancelled", "done"]
+
+
+class _Gated(list):
+    """An event list whose first append waits for a gate (holds the worker mid-run)."""
+
+    def __init__(self, items, gate):
+        super().__init__(items)
+        self.gate = gate
+
+    def append(self, item):
+        self.gate.wait(60)
+        super().append(item)
+
+
+def test_a_diverged_run_and_a_job_that_cannot_start_are_results(store, tmp_path):
+    q = JobQueue(workers=1)
+    bad = q.submit_run("label_noise", dict(dataset="blobs", optimizer="sgd", lr=10.0, momentum=0.99, depth=4,
+                                           epochs=20, n_train=300), store=store)
+    assert q.wait(bad, 120) and bad.status == "diverged" and "not finite" in bad.error
+    assert bad.row()["progress"] < 100
+
+    class Broken(wb.Store):
+        def get(self, run_id):
+            raise OSError("disk gone")
+
+    broken = q.submit_run("label_noise", dict(FAST), store=Broken(tmp_path / "b"))
+    assert q.wait(broken, 60) and broken.status == "failed" and "disk gone" in broken.error
+    assert broken.result is None
+    again = q.submit_run("label_noise", dict(FAST), store=store)  # the worker survived
+    assert q.wait(again, 120) and again.status == "done"
+
+
+def test_a_sweep_job_counts_stored_cells(store):
+    q = JobQueue(workers=1)
+    job = q.submit_sweep("label_noise", {"flip_rate": [0.0, 0.4]}, [0, 1], dict(FAST), store=store)
+    assert job.total == 4 and job.kind == "sweep" and job.label == "flip_rate (2), 2 seeds"
+    assert q.wait(job, 180) and job.status == "done" and job.done == 4
+    assert {e[0] for e in job.events} == {"start", "record", "part"}
+    assert store.get(job.run_id)["kind"] == "sweep"
+
+
+def test_old_finished_jobs_are_forgotten_but_their_runs_stay(store):
+    q = JobQueue(workers=1, keep=2)
+    jobs = [q.submit_run("label_noise", dict(FAST, seed=s, epochs=1), store=store) for s in range(4)]
+    for j in jobs:
+        assert q.wait(j, 120)
+    q.submit_run("label_noise", dict(FAST, seed=0, epochs=1), store=store)  # forgetting happens on submit
+    assert jobs[0] not in q.jobs() and jobs[1] not in q.jobs() and jobs[3] in q.jobs()
+    assert len(store.list()) == 4
+
+
+def test_the_worker_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_JOB_WORKERS", "3")
+    assert default_workers() == 3 and JobQueue().workers == 3
+    monkeypatch.setenv("WORKBENCH_JOB_WORKERS", "many")
+    with pytest.raises(wb.ConfigError, match="WORKBENCH_JOB_WORKERS='many'"):
+        default_workers()
+    monkeypatch.delenv("WORKBENCH_JOB_WORKERS")
+    assert 1 <= default_workers() <= 4
+
+
+def test_two_sessions_see_the_same_queue_and_follow_the_same_job(store):
+    from workbench.viz.app import StudyPage
+
+    q = JobQueue(workers=1)
+    a, b = StudyPage("label_noise", store=store, jobs=q), StudyPage("label_noise", store=store, jobs=q)
+    a.panel(), b.panel()
+    for k, v in FAST.items():
+        a.dials[k].value = v
+    a._on_run()
+    assert q.wait(a.job, 120)
+    job = a.job
+    b.queue.refresh(force=True)
+    assert list(b.queue.table.value["job"]) == [job.id] and b.queue.table.value["status"][0] == "done"
+    assert "1 done" in b.queue.summary.object
+    b.queue._on_click(type("Click", (), {"column": "open", "row": 0})())  # session b opens a's job
+    b.tick()
+    a.tick()
+    assert len(b.buffer.data) == len(a.buffer.data) == 4 and b.last_run.id == a.last_run.id
+    other = StudyPage("grokking", store=store, jobs=q)
+    other.queue._on_click(type("Click", (), {"column": "open", "row": 0})())  # not its study: a link instead
+    assert "](./label_noise)" in other.queue.summary.object and other.job is None

@@ -1,0 +1,235 @@
+"""The job queue a dashboard server shares among all its browser sessions.
+
+Every page submits its runs and sweeps here, and every page sees every job: queued, running, done, diverged,
+failed, cancelled, with its progress. Jobs run in a few worker threads, never on the server's event loop (torch
+releases the GIL inside its kernels, so the loop keeps answering widget events while a job trains). A job keeps what
+its run emitted — records, kept arrays, stored sweep parts — in order, so any number of pages can follow it from any
+point: the page that started it, or another session that opens it from the queue. Pages poll the queue from their
+own periodic callbacks (that is the throttle); nothing here touches a widget or imports Panel.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..studies import get as get_study
+
+FINAL = ("done", "diverged", "failed", "cancelled")
+STATUSES = ("queued", "running", *FINAL)
+
+
+def default_workers() -> int:
+    """Jobs run at once: $WORKBENCH_JOB_WORKERS, else one per 4 cores (1 to 4): a 2-core laptop trains one model
+    group at a time (two would each run at half speed and fight the server for the cores)."""
+    text = os.environ.get("WORKBENCH_JOB_WORKERS", "")
+    if text:
+        if not text.isdigit() or not 1 <= int(text) <= 64:
+            raise ConfigError("WORKBENCH_JOB_WORKERS", text, "an integer from 1 to 64")
+        return int(text)
+    return max(1, min(4, (os.cpu_count() or 2) // 4))
+
+
+@dataclass(eq=False)
+class Job:
+    """One queued run or sweep. `events` grows while it runs (records, ("array", ...), sweep tuples)."""
+
+    id: str
+    kind: str  # "run" or "sweep"
+    study: str
+    dials: dict
+    label: str  # what the job table shows: the dials that differ from the defaults, or the sweep's grid
+    total: int  # progress units: steps/epochs of a run, cells of a sweep
+    options: dict = field(default_factory=dict)  # force, store; grid and seeds of a sweep
+    session: str = ""
+    status: str = "queued"
+    done: int = 0
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: object = None  # the Run or Sweep once it ends
+    error: str | None = None
+    events: list = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def run_id(self) -> str:
+        return getattr(self.result, "id", "") or ""
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+    def row(self) -> dict:
+        return {"job": self.id, "study": self.study, "kind": self.kind, "dials": self.label, "status": self.status,
+                "progress": round(100 * min(self.done, self.total) / max(self.total, 1)),
+                "seconds": round(self.seconds(), 1), "run": self.run_id, "error": self.error or ""}
+
+
+def _label(study: str, dials: dict) -> str:
+    defaults = {n: p.default for n, p in get_study(study).dials().items()}
+    changed = [f"{k}={v}" for k, v in dials.items() if k in defaults and v != defaults[k]]
+    return ", ".join(changed) or "defaults"
+
+
+class JobQueue:
+    """Submit, follow and cancel jobs; `version` changes whenever a job's status or progress does."""
+
+    def __init__(self, workers: int | None = None, keep: int = 200):
+        self.workers = workers or default_workers()
+        self.keep = keep  # finished jobs remembered (the oldest are forgotten first; their runs stay in the store)
+        self.version = 0
+        self._jobs: dict[str, Job] = {}  # in submission order
+        self._pending: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- submitting ---------------------------------------------------------------------------------------------
+    def submit_run(self, study: str, dials: dict, *, force: bool = False, store=None, session: str = "") -> Job:
+        """Queue one run. Bad dials raise ConfigError here, before anything is queued."""
+        cls = get_study(study)
+        cfg = cls.configure(**dials)
+        total = int(getattr(cfg, cls.axis + "s", 0) or 1)
+        return self._add(Job(_new_id(), "run", study, dict(dials), _label(study, dials), total,
+                             dict(force=force, store=store), session))
+
+    def submit_sweep(self, study: str, grid: dict, seeds, dials: dict, *, force: bool = False, store=None,
+                     session: str = "") -> Job:
+        """Queue a sweep over grid × seeds; a bad grid or dial raises ConfigError here."""
+        from .sweep import plan
+
+        seeds = list(seeds)
+        _, cells, config, _ = plan(study, grid, seeds, dials)
+        label = " × ".join(f"{k} ({len(v)})" for k, v in config["grid"].items()) + f", {len(config['seeds'])} seeds"
+        return self._add(Job(_new_id(), "sweep", study, dict(dials), label, len(cells),
+                             dict(force=force, store=store, grid=grid, seeds=seeds, axes=config["grid"]),
+                             session))
+
+    def _add(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+            self._forget_old()
+            self.version += 1
+            if len(self._threads) < self.workers:
+                t = threading.Thread(target=self._work, daemon=True, name=f"wb-job-worker-{len(self._threads)}")
+                self._threads.append(t)
+                t.start()
+        self._pending.put(job)
+        return job
+
+    def _forget_old(self) -> None:
+        ended = [j for j in self._jobs.values() if j.final]
+        for j in ended[:max(0, len(ended) - self.keep)]:
+            del self._jobs[j.id]
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def jobs(self) -> list[Job]:
+        """Every remembered job, newest first."""
+        with self._lock:
+            return list(reversed(self._jobs.values()))
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise ConfigError("job", job_id, "the id of a job in the queue")
+            return self._jobs[job_id]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for j in self.jobs():
+            out[j.status] += 1
+        return out
+
+    def wait(self, job: Job, timeout: float | None = None) -> bool:
+        """Block until the job ends (tests and scripts; pages poll instead)."""
+        return job.ended.wait(timeout)
+
+    # -- cancelling ---------------------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job: a queued one never starts; a running one stops at its next step and is stored as cancelled.
+        False if it had already ended."""
+        job = self.get(job_id)
+        with self._lock:
+            if job.final:
+                return False
+            job.cancel.set()
+            if job.status == "queued":
+                self._end(job, "cancelled")
+            self.version += 1
+        return True
+
+    # -- running (worker threads) -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._pending.get()
+            with self._lock:
+                if job.status != "queued":  # cancelled while it waited
+                    continue
+                job.status, job.started = "running", time.time()
+                self.version += 1
+            try:
+                result = self._execute(job)
+                status, error = result.status, result.error
+            except Exception as e:  # noqa: BLE001 - a job that cannot even start is a failed job, shown in the table
+                result, status, error = None, "failed", f"{type(e).__name__}: {e}"
+            with self._lock:
+                job.result = result
+                self._end(job, status, error)
+                self.version += 1
+
+    def _execute(self, job: Job):
+        from .run import run
+        from .sweep import sweep
+
+        opts = job.options
+        if job.kind == "run":
+            return run(job.study, sinks=[self._sink(job)], array_sinks=[lambda *a: job.events.append(("array", a))],
+                       cancel=job.cancel, progress=False, force=opts["force"], store=opts["store"], **job.dials)
+        return sweep(job.study, opts["grid"], opts["seeds"], sinks=[self._sink(job)], cancel=job.cancel,
+                     progress=False, force=opts["force"], store=opts["store"], **job.dials)
+
+    def _sink(self, job: Job):
+        axis = get_study(job.study).axis
+
+        def put(item) -> None:
+            job.events.append(item)  # list.append is atomic: readers slice what is there
+            if isinstance(item, dict) and axis in item:
+                job.done = int(item[axis])
+                self.version += 1
+            elif isinstance(item, tuple) and item[0] == "part":
+                job.done += int(item[2].sizes.get("model", 1))
+                self.version += 1
+        return put
+
+    def _end(self, job: Job, status: str, error: str | None = None) -> None:
+        job.status, job.error, job.finished = status, error, time.time()
+        if status == "done":
+            job.done = job.total
+        job.ended.set()
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+_shared: JobQueue | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> JobQueue:
+    """The queue of this process: `panel serve` runs every session in one process, so every page sees it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = JobQueue()
+        return _shared
