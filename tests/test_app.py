@@ -306,3 +306,44 @@ def test_the_run_browser_lists_and_overlays_runs(server, browser):
     text = open(dl.value.path()).read()
     assert text.startswith("run,study,axis,step,metric,value") and "test_acc" in text
     page.close()
+
+
+def test_a_shared_link_opens_the_same_result_in_another_browser(server, browser):
+    url, data = server
+    first = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = first.new_page()
+    page.goto(url + "/label_noise?epochs=3&width=16&n_train=200&flip_rate=0.1")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Done. Run").wait_for(timeout=60_000)
+    run_id = wb.Store(data).list()[0]["id"]
+    page.get_by_text(run_id).first.wait_for(timeout=5_000)
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})  # another browser: nothing shared but the link
+    seen = other.new_page()
+    seen.goto(page.url)
+    seen.get_by_text("Stored result of these dials").wait_for(timeout=30_000)
+    seen.get_by_text(run_id).first.wait_for(timeout=5_000)  # the same cached run, shown without pressing Run
+    seen.wait_for_function(POINTS.replace("return n;", "return n >= 4;"), timeout=30_000)
+    seen.locator(".bk-tab", has_text="Jobs").click()  # the other session's job is in the shared queue
+    seen.locator(".tabulator-row", has_text=run_id).wait_for(timeout=15_000)
+    first.close()
+    other.close()
+
+
+def test_every_session_sees_the_queue_and_can_cancel_a_job(server, browser):
+    url, data = server
+    runner = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    runner.goto(url + "/label_noise?epochs=400&width=128&seed=7")
+    runner.get_by_role("button", name="Run").click()
+    runner.get_by_text("Running: epoch").wait_for(timeout=60_000)
+    watcher = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    watcher.goto(url + "/grokking")
+    watcher.locator(".bk-tab", has_text="Jobs").click()
+    row = watcher.locator(".tabulator-row", has_text="running")
+    row.wait_for(timeout=15_000)
+    assert "seed=7" in row.inner_text()
+    row.locator(".wb-cancel").click()
+    runner.get_by_text("Cancelled").wait_for(timeout=30_000)
+    watcher.locator(".tabulator-row", has_text="cancelled").wait_for(timeout=15_000)
+    assert [r["status"] for r in wb.Store(data).list() if r["params"]["seed"] == 7] == ["cancelled"]
+    runner.context.close()
+    watcher.context.close()

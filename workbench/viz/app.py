@@ -23,6 +23,8 @@ from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
 from ..runs.jobs import Job, JobQueue, shared as shared_jobs
+from ..runs.run import Run, run_id
+from ..runs.store import Store
 from ..studies.base import describe
 from .plots import PREVIEWS, frame, group_plot, heatmap, overview, samples_plot, spectra_views
 
@@ -126,7 +128,7 @@ class StudyPage:
                             sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra),
                        ("Jobs", self.queue.panel()), dynamic=False, sizing_mode="stretch_width")
-        pn.state.onload(self.start_polling)
+        pn.state.onload(self._on_load)
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
@@ -165,6 +167,29 @@ class StudyPage:
         self.status.object = "Queued..."
         self.run_button.disabled, self.cancel_button.disabled = True, False
         self.start_polling()
+
+    def _on_load(self) -> None:
+        self.start_polling()
+        self.show_stored()
+
+    def show_stored(self) -> bool:
+        """Draw the stored run of the dials as they are (done or diverged), if there is one: a shared link opens on
+        its result, with nothing to recompute."""
+        if self.job is not None:
+            return False
+        try:
+            config = self.cls.configure(**self.values()).config()
+        except ConfigError:
+            return False
+        store = self.store or Store()
+        meta = store.get(run_id(self.study, config))
+        if not meta or meta["status"] not in ("done", "diverged") or not (store.root / meta["path"]).is_file():
+            return False
+        self.buffer.clear()
+        self.progress.max = max(1, int(config.get(self.cls.axis + "s", 1) or 1))
+        self._finish(Run(meta, store=store))
+        self.status.object = "Stored result of these dials. " + self.status.object
+        return True
 
     def start_polling(self) -> None:
         """One periodic callback per page, on its own event loop: follows the job and refreshes the queue table."""
@@ -279,7 +304,8 @@ class QueueView:
         self.summary = pn.pane.Markdown("", css_classes=["wb-queue-summary"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=self.COLUMNS), disabled=True, show_index=False, sizing_mode="stretch_width",
-            height=320, buttons={"open": "open", "cancel": "cancel"}, selectable=False,
+            height=320, buttons={b: f'<span class="wb-{b}" style="cursor:pointer;text-decoration:underline">{b}</span>'
+                                          for b in ("open", "cancel")}, selectable=False,
             formatters={"progress": {"type": "progress", "max": 100, "legend": True}},
             css_classes=["wb-queue"])
         self.table.on_click(self._on_click)
