@@ -233,7 +233,7 @@ def test_slider_run_live_curve_and_cancel(server, browser):
     page.wait_for_function(POINTS.replace("return n;", f"return n > {first};"), timeout=30_000)
     assert page.evaluate(POINTS) > first  # the curve gained points while the run went on
     page.get_by_role("button", name="Cancel").click()
-    page.get_by_text("Cancelled").wait_for(timeout=30_000)
+    page.locator(".wb-status").get_by_text("Cancelled").wait_for(timeout=30_000)
     rows = wb.Store(data).list()
     assert [r["status"] for r in rows] == ["cancelled"]
     assert rows[0]["params"]["flip_rate"] == pytest.approx(0.35) and rows[0]["params"]["epochs"] == 400
@@ -342,8 +342,8 @@ def test_every_session_sees_the_queue_and_can_cancel_a_job(server, browser):
     row.wait_for(timeout=15_000)
     assert "seed=7" in row.inner_text()
     row.locator(".wb-cancel").click()
-    runner.get_by_text("Cancelled").wait_for(timeout=30_000)
-    watcher.locator(".tabulator-row", has_text="cancelled").wait_for(timeout=15_000)
-    assert [r["status"] for r in wb.Store(data).list() if r["params"]["seed"] == 7] == ["cancelled"]
+    runner.locator(".wb-status").get_by_text("Cancelled").wait_for(timeout=30_000)
+    watcher.locator(".tabulator-row", has_text="seed=7").get_by_text("cancelled").wait_for(timeout=15_000)
+    assert [r["status"] for r in wb.Store(data).list() if r["params"].get("seed") == 7] == ["cancelled"]
     runner.context.close()
     watcher.context.close()

@@ -2,7 +2,7 @@
 import holoviews as hv
 
 from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, diffusion_plots, fit_power_law,
-                    fourier_spectrum, frame, group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law,
+                    extras, fourier_spectrum, frame, group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law,
                     reduce_axis, schedules_plot, spectra_plot, spectra_views, sqnr_heatmap, sweep_curves)
 
 hv.extension("bokeh", logo=False)
@@ -19,6 +19,6 @@ def app(study: str = "label_noise"):
 
 
 __all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "diffusion_plots", "fit_power_law",
-           "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
+           "extras", "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
            "power_law", "reduce_axis", "schedules_plot", "spectra_plot", "spectra_views", "sqnr_heatmap",
            "sweep_curves"]

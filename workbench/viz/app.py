@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import threading
 import time
 
 import holoviews as hv
@@ -26,7 +27,7 @@ from ..runs.jobs import Job, JobQueue, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..studies.base import describe
-from .plots import PREVIEWS, frame, group_plot, heatmap, overview, samples_plot, spectra_views
+from .plots import PREVIEWS, LiveCurves, extras, frame, heatmap, samples_plot, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 TABLE_S = 1.0  # the job table: redrawn once a second at most
@@ -70,6 +71,7 @@ class StudyPage:
         self.job: Job | None = None  # the job this page follows
         self._cursor = 0  # how many of its events the page has drawn
         self._poller = None
+        self._drawn = None  # (run id, figures) rendered by a thread, for the next tick to put on the page
         self.dials = {n: widget_for(n, p) for n, p in self.cls.dials().items()}
         self.run_button = pn.widgets.Button(label="Run", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
@@ -77,10 +79,10 @@ class StudyPage:
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("Ready. Set the dials and press **Run**.", css_classes=["wb-status"])
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])
-        self.columns = [self.cls.axis] + [m for ms in self.cls.curves.values() for m in ms]
-        self.buffer = hv.streams.Buffer(self._empty(), length=1_000_000, index=False)
-        self.live = pn.Row(*[pn.pane.HoloViews(self._live_group(t, ms), sizing_mode="stretch_width")
-                             for t, ms in self.cls.curves.items()], sizing_mode="stretch_width")
+        self.buffer = LiveCurves(self.cls)  # the live curves
+        self.columns = self.buffer.columns
+        self.live = pn.GridBox(*[pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in self.buffer.figures],
+                               ncols=min(2, len(self.buffer.figures)), sizing_mode="stretch_width")
         self.result = pn.Column(sizing_mode="stretch_width")
         self.samples = pn.Column(sizing_mode="stretch_width")  # a diffusion run's samples, live as it samples
         self.spectra = pn.Column(pn.pane.Markdown(SPECTRA_HINT), sizing_mode="stretch_width")
@@ -99,12 +101,6 @@ class StudyPage:
         self.queue = QueueView(self.jobs, self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
-    def _empty(self) -> pd.DataFrame:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c == self.cls.axis else "float64") for c in self.columns})
-
-    def _live_group(self, title, metrics):
-        return hv.DynamicMap(lambda data: group_plot(data, self.cls, title, metrics), streams=[self.buffer])
-
     def sync_url(self, location) -> None:
         """Keep the dials in the page's URL (?width=64&flip_rate=0.2): a copied link opens with the same dials and,
         on Run, the same cached result. A value the URL cannot set is said on the page."""
@@ -197,6 +193,8 @@ class StudyPage:
             self._poller = pn.state.add_periodic_callback(self.tick, period=PERIOD_MS)
 
     def tick(self) -> None:
+        if self._drawn is not None:
+            self._show_drawn()
         self._drain()
         self.sweep._drain()
         self.queue.refresh()
@@ -231,7 +229,7 @@ class StudyPage:
         if arrays and not ended:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         if rows:
-            self.buffer.send(pd.DataFrame(rows).reindex(columns=self.columns))
+            self.buffer.send(pd.DataFrame(rows))
             last = rows[-1]
             axis = self.cls.axis
             self.progress.value = min(int(last[axis]), self.progress.max)
@@ -255,8 +253,8 @@ class StudyPage:
             return
         self.last_run = result
         ds = result.ds
-        if self.buffer.data.empty and len(ds[self.cls.axis]):  # a stored result: nothing was streamed
-            self.buffer.send(frame(ds, self.cls.axis).reindex(columns=self.columns))
+        if not self.buffer.rows and len(ds[self.cls.axis]):  # a stored result: nothing was streamed
+            self.buffer.send(frame(ds, self.cls.axis))
             self.progress.value = self.progress.max
         word = {"done": "Done", "diverged": f"Diverged at step {result.step}", "cancelled": "Cancelled",
                 "failed": "Failed"}[result.status]
@@ -266,10 +264,33 @@ class StudyPage:
         if result.status == "failed":
             self.alert.object = f"**Run failed:** {html.escape(result.error or '')}"
             self.alert.visible = True
-        if "example_loss" in ds or "samples" in ds:
-            self.result.objects = [pn.pane.HoloViews(overview(ds).opts(shared_axes=False), widget_location="bottom",
-                                                     sizing_mode="stretch_width")]
-        self._show_spectra(ds)
+        if not _served():  # a notebook or a test: draw here
+            more = extras(ds)  # the curves are drawn already
+            if more is not None:
+                self.result.objects = [pn.pane.HoloViews(more, widget_location="bottom", sizing_mode="stretch_width")]
+            self._show_spectra(ds)
+            return
+        # On a server, HoloViews -> Bokeh takes ~0.3-1 s of Python: done in a thread, not on the event loop every
+        # session shares; the next tick puts the finished Bokeh models on the page.
+        self._drawn = None
+        self.result.objects = [pn.pane.Markdown("*Drawing the run's figures...*")]
+        threading.Thread(target=self._draw, args=(result.id, ds), daemon=True, name="wb-draw").start()
+
+    def _draw(self, rid: str, ds) -> None:  # a thread: nothing here touches the page
+        try:
+            more = extras(ds)
+            figures = render_frames(more) if more is not None else []
+            spectra = [render_frames(v) for v in spectra_views(ds)]
+        except (KeyError, ValueError) as e:
+            figures, spectra = [("", pn.pane.Markdown(f"*Could not draw the figures: {html.escape(str(e))}*"))], []
+        self._drawn = (rid, figures, spectra)
+
+    def _show_drawn(self) -> None:
+        (rid, figures, spectra), self._drawn = self._drawn, None
+        if self.job is not None or self.last_run is None or self.last_run.id != rid:
+            return  # another run started meanwhile
+        self.result.objects = [frames_view(figures)] if figures else []
+        self.spectra.objects = [frames_view(f) for f in spectra] or [pn.pane.Markdown(SPECTRA_HINT)]
 
     def _show_samples(self, plot):
         if self.samples.objects:
@@ -284,6 +305,31 @@ class StudyPage:
             return
         self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
                                 for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
+
+
+def _served() -> bool:
+    return pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+
+
+def render_frames(obj) -> list[tuple[str, object]]:
+    """HoloViews -> Bokeh models, one per frame of a HoloMap (labelled by its key), else one. Safe off the event
+    loop: the models belong to no document until a pane shows them."""
+    if isinstance(obj, hv.HoloMap) and len(obj.kdims) == 1:
+        name = obj.kdims[0].label
+        return [(f"{name} {k}", hv.render(obj[k], backend="bokeh")) for k in obj.keys()]
+    return [("", hv.render(obj, backend="bokeh"))]
+
+
+def frames_view(frames: list[tuple[str, object]]) -> pn.viewable.Viewable:
+    """Pre-rendered figures; a slider picks the frame where there are several."""
+    pane = pn.pane.Bokeh(frames[0][1], sizing_mode="stretch_width") if not isinstance(frames[0][1], pn.viewable.Viewable) \
+        else frames[0][1]
+    if len(frames) == 1:
+        return pane
+    labels = [label for label, _ in frames]
+    slider = pn.widgets.DiscreteSlider(options=labels, value=labels[0], sizing_mode="stretch_width")
+    slider.param.watch(lambda e: setattr(pane, "object", frames[labels.index(e.new)][1]), "value")
+    return pn.Column(pane, slider, sizing_mode="stretch_width")
 
 
 def _session_id() -> str:

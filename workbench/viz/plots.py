@@ -62,6 +62,81 @@ def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False
                         logx=logx, logy=logy, show_grid=True, toolbar="above"))
 
 
+class LiveCurves:
+    """A study's curve groups while a run trains: Bokeh figures fed by one ColumnDataSource that new rows are
+    streamed into. A new point costs the server one small message and no redraw; a HoloViews DynamicMap over a
+    Buffer would rebuild every figure (~0.15 s each) on the event loop that every browser session shares."""
+
+    def __init__(self, cls):
+        from bokeh.models import ColumnDataSource, Span
+        from bokeh.plotting import figure
+
+        self.cls, axis = cls, cls.axis
+        self.columns = list(dict.fromkeys([axis] + [m for ms in cls.curves.values() for m in ms]))
+        self.source = ColumnDataSource({c: [] for c in self.columns})
+        self.rows = 0  # sent so far (the source itself fills on the session's next tick)
+        self.figures, self._peaks = [], []
+        peak_metric, _ = cls.peak
+        for title, metrics in cls.curves.items():
+            fig = figure(title=title, height=300, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
+                         y_axis_label=title, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+            for i, m in enumerate(metrics):
+                fig.line(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], line_width=2,
+                         legend_label=LABELS.get(m, m))
+            if peak_metric in metrics:
+                span = Span(dimension="height", line_dash="dashed", line_color="gray", line_width=1, visible=False)
+                marker = ColumnDataSource({"x": [], "y": []})
+                fig.add_layout(span)
+                fig.scatter("x", "y", source=marker, marker="triangle", size=9, color="black", legend_label="peak")
+                self._peaks.append((span, marker, fig.legend.items[-1]))
+            fig.legend.location = "bottom_left"
+            self.figures.append(fig)
+
+    @property
+    def data(self) -> pd.DataFrame:
+        return pd.DataFrame(self.source.data, columns=self.columns)
+
+    def clear(self) -> None:
+        import panel as pn
+
+        def clear():
+            self.source.data = {c: [] for c in self.columns}
+            for span, marker, _ in self._peaks:
+                span.visible = False
+                marker.data = {"x": [], "y": []}
+        self.rows = 0
+        pn.state.execute(clear, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
+
+    def send(self, rows: pd.DataFrame) -> None:
+        """Append rows (a column per metric; missing ones are gaps) and move the peak marker."""
+        import panel as pn
+
+        rows = rows.reindex(columns=self.columns)
+        new = {c: rows[c].to_numpy(dtype=np.int64 if c == self.cls.axis else float) for c in self.columns}
+
+        def send():
+            self.source.stream(new)
+            self._move_peak()
+        self.rows += len(rows)
+        pn.state.execute(send, schedule=True)
+
+    def _move_peak(self) -> None:
+        from bokeh.core.properties import value
+
+        metric, direction = self.cls.peak
+        if not self._peaks or metric not in self.source.data:
+            return
+        values = np.asarray(self.source.data[metric], dtype=float)
+        if not np.isfinite(values).any():
+            return
+        i = int(np.nanargmax(values) if direction == "max" else np.nanargmin(values))
+        at, best = int(self.source.data[self.cls.axis][i]), float(values[i])
+        for span, marker, item in self._peaks:
+            span.location, span.visible = at, True
+            marker.data = {"x": [at], "y": [best]}
+            item.label = value(f"peak {best:.3f} at {self.cls.axis} {at}")
+
+
 def curves(run_or_ds, logx: bool = False, logy: bool = False) -> hv.Layout:
     """All of the study's curve groups for one run (loss, accuracy, ...), peak marked."""
     ds, cls = _resolve(run_or_ds)
@@ -93,14 +168,19 @@ def loss_histogram(run_or_ds, bins: int = 40) -> hv.HoloMap:
 
 
 def overview(run_or_ds) -> hv.Layout:
-    """Curves plus the per-example loss histogram: what the app shows after a run."""
+    """Curves plus the run's own figures (per-example loss histogram, samples)."""
     ds, _ = _resolve(run_or_ds)
-    layout = curves(ds)
-    if "example_loss" in ds:
-        layout = (layout + loss_histogram(ds)).cols(3)
-    if "samples" in ds:
-        layout = (layout + diffusion_plots(ds)).cols(3)
-    return layout
+    more = extras(ds)
+    return (curves(ds) + more).cols(3) if more is not None else curves(ds)
+
+
+def extras(run_or_ds) -> hv.Layout | None:
+    """A run's figures beyond its curves (what a study page adds below the live curves once the run ends)."""
+    ds, _ = _resolve(run_or_ds)
+    figs = [draw(ds) for key, draw in (("example_loss", loss_histogram), ("samples", diffusion_plots)) if key in ds]
+    if len(figs) > 1:
+        return (figs[0] + figs[1]).cols(3)
+    return figs[0] if figs else None
 
 
 def image_grid(flat: np.ndarray, side: int, n: int = 8) -> np.ndarray:
