@@ -5,6 +5,10 @@ server, the server rewrites the session's URL, the browser applies it). Measured
 baseline), then while the jobs run; at the end every job must be stored as done (none lost).
 
     python bench/bench_load.py [--sessions 5] [--events 40] [--epochs 60] [--json]
+                               [--env NAME=VALUE ...] [--profile server.prof]
+
+--env sets variables for the server (e.g. OMP_NUM_THREADS=1); --profile runs it under cProfile (the event loop's
+thread: what blocks it) and writes the stats there for `python -m pstats`.
 
 Needs Debian's chromium (`make browser`) and Playwright (the test extra).
 """
@@ -16,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,8 +33,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-EXTRA_ENV = json.loads(os.environ.get("LOAD_ENV", "{}"))
-PROFILE = ["-m", "cProfile", "-o", os.environ["LOAD_PROFILE"]] if os.environ.get("LOAD_PROFILE") else []
 
 # Runs inside each page: set the dial's Bokeh model to each value in turn and wait for the URL to follow.
 TURN_DIAL = """async ([dial, values, gap]) => {
@@ -55,13 +58,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data: Path, env: dict, profile: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, *PROFILE, "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
+        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
          "--address", "127.0.0.1", "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
          "--index", "index"],
-        cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **EXTRA_ENV}, stdout=subprocess.DEVNULL,
+        cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
@@ -118,17 +121,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--events", type=int, default=40, help="dial turns per session and phase")
     ap.add_argument("--epochs", type=int, default=60, help="epochs of each session's job (label noise, 1000 examples)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the server process")
+    ap.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     args = ap.parse_args(argv)
     import workbench as wb
 
     data = Path(tempfile.mkdtemp(prefix="wb-load-"))
-    proc, url = start_server(data)
+    env = dict(pair.split("=", 1) for pair in args.env)
+    proc, url = start_server(data, env, args.profile)
     try:
         job = {"epochs": args.epochs, "width": 64, "n_train": 1000}
         raw = asyncio.run(load_test(url, args.sessions, args.events, job))
     finally:
-        import signal
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # a clean stop: cProfile writes its stats
         proc.wait(30)
     rows = wb.Store(data).list()
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions,

@@ -170,6 +170,7 @@ class JobQueue:
 
     # -- running (worker threads) -------------------------------------------------------------------------------
     def _work(self) -> None:
+        lower_priority()
         while True:
             job = self._pending.get()
             with self._lock:
@@ -216,6 +217,15 @@ class JobQueue:
         if status == "done":
             job.done = job.total
         job.ended.set()
+
+
+def lower_priority() -> None:
+    """Nice this thread (and the torch threads it starts), so the server's event loop and the browser
+    sessions get a core before training does. On Linux a thread has its own nice value; elsewhere nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _new_id() -> str:

@@ -23,7 +23,7 @@ import xarray as xr
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
 from ..probes.metrics import lower_is_better
-from ..runs.jobs import Job, JobQueue, shared as shared_jobs
+from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..studies.base import describe
@@ -277,6 +277,7 @@ class StudyPage:
         threading.Thread(target=self._draw, args=(result.id, ds), daemon=True, name="wb-draw").start()
 
     def _draw(self, rid: str, ds) -> None:  # a thread: nothing here touches the page
+        lower_priority()
         try:
             more = extras(ds)
             figures = render_frames(more) if more is not None else []

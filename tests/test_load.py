@@ -1,0 +1,24 @@
+"""Five browser sessions each start a job on one dashboard server at once: every job is stored as done, every
+page sees its own end, every widget event is answered. (The latency numbers are bench/bench_load.py's to measure;
+bench/RESULTS.md has them.)"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_five_sessions_start_jobs_at_once_and_none_is_lost():
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("Debian's chromium is not installed (make browser installs it)")
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from bench_load import main
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    out = main(["--sessions", "5", "--events", "8", "--epochs", "4", "--json"])
+    assert out["jobs_done"] == out["jobs_stored"] == 5 and out["pages_saw_done"] == 5
+    assert out["idle"]["unanswered"] == out["while_jobs_run"]["unanswered"] == 0
+    assert out["while_jobs_run"]["events"] == 5 * 8
