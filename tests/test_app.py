@@ -323,6 +323,8 @@ def test_a_shared_link_opens_the_same_result_in_another_browser(server, browser)
     seen.get_by_text("Stored result of these dials").wait_for(timeout=30_000)
     seen.get_by_text(run_id).first.wait_for(timeout=5_000)  # the same cached run, shown without pressing Run
     seen.wait_for_function(POINTS.replace("return n;", "return n >= 4;"), timeout=30_000)
+    seen.wait_for_function(TITLES.replace("map(m => m.text)", "some(m => m.text.startsWith('per-example loss'))"),
+                           timeout=30_000)  # the run's own figure, drawn off the event loop, then put on the page
     seen.locator(".bk-tab", has_text="Jobs").click()  # the other session's job is in the shared queue
     seen.locator(".tabulator-row", has_text=run_id).wait_for(timeout=15_000)
     first.close()

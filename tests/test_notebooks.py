@@ -3,6 +3,7 @@ import ast
 from pathlib import Path
 
 import nbformat
+import workbench as wb
 import pytest
 
 from workbench.cli import ensure_kernel, main
@@ -97,3 +98,12 @@ def test_papermill_runs_the_spectra_notebook(data_root, tmp_path):
 def test_papermill_runs_the_diffusion_notebook(data_root, tmp_path):
     text = _execute("diffusion", tmp_path, {"steps": 50, "eval_every": 25, "n_samples": 200, "width": 32})
     assert "sliced Wasserstein" in text and "status done" in text
+
+
+def test_the_tour_runs_every_study_at_a_small_scale(data_root, tmp_path):
+    text = _execute("tour", tmp_path, {"scale": 0.05, "seeds": [0]})
+    for line in ("studies: diffusion", "clean test acc: best", "temperature 0.001: test error", "2/η = 10",
+                 "⊥Grad AdamW", "fp8_e4m3  done", "sliced Wasserstein", "tail exponent α by epoch"):
+        assert line in text
+    stored = {p.parent.name for p in (data_root / "runs").glob("*/*.nc")}
+    assert set(wb.studies()) <= stored  # every study ran and landed in the store

@@ -280,17 +280,18 @@ class StudyPage:
         lower_priority()
         try:
             more = extras(ds)
-            figures = render_frames(more) if more is not None else []
+            figures = [render_frames(more)] if more is not None else []
             spectra = [render_frames(v) for v in spectra_views(ds)]
-        except (KeyError, ValueError) as e:
-            figures, spectra = [("", pn.pane.Markdown(f"*Could not draw the figures: {html.escape(str(e))}*"))], []
-        self._drawn = (rid, figures, spectra)
+            self._drawn = (rid, figures, spectra, None)
+        except (KeyError, ValueError) as e:  # a run that stored part of a figure's arrays
+            self._drawn = (rid, [], [], str(e))
 
     def _show_drawn(self) -> None:
-        (rid, figures, spectra), self._drawn = self._drawn, None
+        (rid, figures, spectra, error), self._drawn = self._drawn, None
         if self.job is not None or self.last_run is None or self.last_run.id != rid:
             return  # another run started meanwhile
-        self.result.objects = [frames_view(figures)] if figures else []
+        self.result.objects = [frames_view(f) for f in figures] + \
+            ([pn.pane.Markdown(f"*Could not draw the figures: {html.escape(error)}*")] if error else [])
         self.spectra.objects = [frames_view(f) for f in spectra] or [pn.pane.Markdown(SPECTRA_HINT)]
 
     def _show_samples(self, plot):
@@ -323,8 +324,7 @@ def render_frames(obj) -> list[tuple[str, object]]:
 
 def frames_view(frames: list[tuple[str, object]]) -> pn.viewable.Viewable:
     """Pre-rendered figures; a slider picks the frame where there are several."""
-    pane = pn.pane.Bokeh(frames[0][1], sizing_mode="stretch_width") if not isinstance(frames[0][1], pn.viewable.Viewable) \
-        else frames[0][1]
+    pane = pn.pane.Bokeh(frames[0][1], sizing_mode="stretch_width")
     if len(frames) == 1:
         return pane
     labels = [label for label, _ in frames]
