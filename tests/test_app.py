@@ -305,6 +305,10 @@ def test_the_run_browser_lists_and_overlays_runs(server, browser):
         page.get_by_role("button", name="CSV").click()
     text = open(dl.value.path()).read()
     assert text.startswith("run,study,axis,step,metric,value") and "test_acc" in text
+    with page.expect_download() as dl:  # the overlay as PNG: the plot's own save tool, drawn by the browser
+        page.locator(".bk-tool-icon-save").first.click()
+    assert open(dl.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert dl.value.suggested_filename.startswith("runs_") and dl.value.suggested_filename.endswith(".png")
     page.close()
 
 

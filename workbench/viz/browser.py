@@ -147,7 +147,19 @@ def overlay(datasets: dict[str, xr.Dataset], metric: str, smoothing: float = 0.0
     if not layers:
         return hv.Overlay([hv.Curve([], "step", metric)]).opts(title="select runs that have this metric")
     return hv.Overlay(layers).opts(logx=logx, logy=logy, show_grid=True, responsive=True, height=380,
-                                   title=LABELS.get(metric, metric), legend_position="right")
+                                   title=LABELS.get(metric, metric), legend_position="right",
+                                   hooks=[png_name(f"runs_{metric}")])
+
+
+def png_name(name: str):
+    """A HoloViews hook: the plot's save tool writes `name`.png at once instead of asking for a file name."""
+    def hook(plot, element):
+        from bokeh.models import SaveTool
+
+        for tool in plot.state.tools:
+            if isinstance(tool, SaveTool):
+                tool.filename = name
+    return hook
 
 
 def curves_csv(datasets: dict[str, xr.Dataset]) -> str:

@@ -68,7 +68,7 @@ class LiveCurves:
     Buffer would rebuild every figure (~0.15 s each) on the event loop that every browser session shares."""
 
     def __init__(self, cls):
-        from bokeh.models import ColumnDataSource, Span
+        from bokeh.models import ColumnDataSource, SaveTool, Span
         from bokeh.plotting import figure
 
         self.cls, axis = cls, cls.axis
@@ -79,7 +79,8 @@ class LiveCurves:
         peak_metric, _ = cls.peak
         for title, metrics in cls.curves.items():
             fig = figure(title=title, height=300, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
-                         y_axis_label=title, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+                         y_axis_label=title, toolbar_location="above",
+                         tools=["pan", "wheel_zoom", "box_zoom", "reset", SaveTool(filename=f"{axis}_{title}".lower())])
             for i, m in enumerate(metrics):
                 fig.line(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], line_width=2,
                          legend_label=LABELS.get(m, m))
