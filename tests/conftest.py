@@ -18,6 +18,15 @@ def store(data_root):
     return Store(data_root)
 
 
+@pytest.fixture
+def shared_data(tmp_path_factory, monkeypatch):
+    """One store for the whole test session, for tests that train the same configs (the diffusion reproductions
+    and the quick reproduction profile): the second reads the first's runs back instead of training again."""
+    root = tmp_path_factory.getbasetemp() / "shared-data"
+    monkeypatch.setenv("WORKBENCH_DATA", str(root))
+    return root
+
+
 #: small, fast settings for the label-noise study
 FAST = dict(epochs=3, width=32, n_train=300)
 

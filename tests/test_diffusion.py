@@ -103,7 +103,7 @@ def test_ambient_training_example_is_exact(prediction):
     assert torch.allclose(clean_tgt, dif.target(x0, eps, abar, prediction)) and bool((clean_w == 1).all())
 
 
-def test_ten_percent_clean_data_beats_the_noisy_data_alone():
+def test_ten_percent_clean_data_beats_the_noisy_data_alone(shared_data):
     """Daras et al. 2024 ("How much is a noisy image worth?"): with the ambient loss on the corrupted 90 %, a 10 %
     clean share gives better samples than training (as usual) on the corrupted data alone. Eight Gaussians, noise
     σ = 1 on the corrupted points, three seeds."""
@@ -129,7 +129,7 @@ def test_image_data_and_brightness_measures():
     assert np.isfinite(ds.brightness_std.values).all()
 
 
-def test_nonzero_terminal_snr_narrows_the_brightness_spread_and_the_fix_restores_it():
+def test_nonzero_terminal_snr_narrows_the_brightness_spread_and_the_fix_restores_it(shared_data):
     """Lin et al. 2024 on the bright/dark set (mean brightness ±0.7): Stable Diffusion's setting — scaled-linear
     schedule (ᾱ(1) ≈ 0.005, not 0), ε-prediction, leading spacing — sampled from pure noise gives medium-brightness
     images: the spread of per-image brightness narrows below the data's. Zero terminal SNR with v-prediction and

@@ -25,7 +25,7 @@ def test_bad_claim_or_profile_is_refused():
     assert cli.main(["reproduce", "--only", "early_learning,bogus", "--quiet"]) == 2
 
 
-def test_quick_profile_writes_the_report(data_root, tmp_path, capsys):
+def test_quick_profile_writes_the_report(shared_data, tmp_path, capsys):
     """The quick profile end to end: each claim's notebook runs (or says it is full-profile only), each check that
     runs passes with its effect size, and index.html links every executed notebook and figure."""
     out = tmp_path / "reports"

@@ -3,8 +3,9 @@
 `check(key, profile)` trains the models and returns {passed, effect, effect_label, detail, seeds, figure}; the
 notebooks in notebooks/reproduce/ (one per claim, `workbench notebook sync` writes them) call it; `workbench
 reproduce [--profile quick|full]` runs them under papermill and writes data/reports/index.html. The quick profile is
-smoke-sized (two seeds, short runs: a few minutes in all on two cores) and runs in the test suite; the full profile
-uses the settings of the reproduction tests and more seeds, for users and GPU machines. A claim without quick
+small (two or three seeds, short runs: a few minutes in all on two cores; the diffusion claims at the settings of
+their reproduction tests, whose runs the test suite shares with it) and runs in the test suite; the full profile
+uses longer runs and more seeds, for users and GPU machines. A claim without quick
 settings is listed as skipped in the quick profile.
 """
 from __future__ import annotations
@@ -196,12 +197,12 @@ CLAIMS = {c.key: c for c in [
           "Schedules with non-zero terminal SNR leak signal at t = T; sampled from pure noise, models cannot make "
           "very bright or dark images. Zero terminal SNR, v-prediction and trailing timesteps fix it.",
           "Bright/dark digits: ε, scaled-linear, leading spacing narrows the brightness spread below the data's; "
-          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1], "steps": 1000},
+          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1, 2], "steps": 2000},
           {"seeds": [0, 1, 2], "steps": 3000}),
     Claim("ambient", "Daras et al. 2024 (how much is a noisy image worth?)",
           "A small set of clean data plus many noisy samples, trained with the ambient loss, beats the noisy "
           "data alone.", "Eight Gaussians, 90 % of points at σ = 1: 10 % clean + ambient loss against noisy alone.",
-          _ambient, {"seeds": [0, 1], "steps": 1000}, {"seeds": [0, 1, 2], "steps": 3000}),
+          _ambient, {"seeds": [0, 1, 2], "steps": 2000}, {"seeds": [0, 1, 2], "steps": 3000}),
     Claim("immiscible", "Li et al. 2024 (immiscible diffusion)",
           "Assigning noise to images by minimum distance within a batch makes the mapping less miscible and "
           "training faster.", "Eight Gaussians: the batch's mean noise-to-data distance falls; the training loss at "
@@ -260,7 +261,7 @@ def report(results: list[dict], profile: str) -> str:
 padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
 <h1>Reproduction report ({html.escape(profile)} profile)</h1>
 <p>{passed} of {ran} checks passed. Each check trains the models over the seeds listed in its notebook; the quick
-profile is smoke-sized, the full one uses the settings of the test suite's reproduction tests and more seeds.</p>
+profile is small, the full one uses longer runs and more seeds.</p>
 <table><tr><th>claim</th><th>what the paper reports / what is checked</th><th>result</th><th>effect size</th>
 <th>detail</th><th>links</th></tr>
 {''.join(rows)}
