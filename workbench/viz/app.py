@@ -124,6 +124,9 @@ class StudyPage:
                             sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra),
                        ("Jobs", self.queue.panel()), dynamic=False, sizing_mode="stretch_width")
+        jobs_tab = len(tabs) - 1
+        self.queue.shown = lambda: tabs.active == jobs_tab  # the table is redrawn only while someone looks at it
+        tabs.param.watch(lambda e: self.queue.refresh(force=True) if e.new == jobs_tab else None, "active")
         pn.state.onload(self._on_load)
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
@@ -348,6 +351,7 @@ class QueueView:
         self.jobs, self.page = jobs, page
         self._ids: list[str] = []
         self._seen, self._drawn_at = -1, 0.0
+        self.shown = lambda: True  # the page says whether the table is on screen
         self.summary = pn.pane.Markdown("", css_classes=["wb-queue-summary"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=self.COLUMNS), disabled=True, show_index=False, sizing_mode="stretch_width",
@@ -367,7 +371,7 @@ class QueueView:
     def refresh(self, force: bool = False) -> None:
         """Redraw when a job changed, at most once every TABLE_S seconds (every session polls; this is the throttle)."""
         version = self.jobs.version
-        if not force and (version == self._seen or time.monotonic() - self._drawn_at < TABLE_S):
+        if not force and (version == self._seen or time.monotonic() - self._drawn_at < TABLE_S or not self.shown()):
             return
         self._seen, self._drawn_at = version, time.monotonic()
         jobs = self.jobs.jobs()
