@@ -41,11 +41,12 @@ test: setup browser
 test-all: setup browser
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup browser
 	$(BIN)/python bench/bench_ensemble.py
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_diffusion.py
+	$(BIN)/python bench/bench_load.py
 
 reproduce: kernel
 	$(BIN)/workbench reproduce --profile $(PROFILE)
