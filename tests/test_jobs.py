@@ -131,3 +131,12 @@ def test_two_sessions_see_the_same_queue_and_follow_the_same_job(store):
     other = StudyPage("grokking", store=store, jobs=q)
     other.queue._on_click(type("Click", (), {"column": "open", "row": 0})())  # not its study: a link instead
     assert "](./label_noise)" in other.queue.summary.object and other.job is None
+
+
+def test_the_shared_queue_is_one_per_process_and_hands_the_gil_over_quickly():
+    import sys
+
+    from workbench.runs import jobs
+
+    assert jobs.shared() is jobs.shared()
+    assert sys.getswitchinterval() == pytest.approx(jobs.SWITCH_S)
