@@ -210,15 +210,26 @@ CLAIMS = {c.key: c for c in [
 ]}
 
 
-def check(key: str, profile: str = "quick") -> dict:
-    """Run one claim's check: {key, paper, claim, test, profile, status (pass/fail/skipped), effect, ...}."""
-    if key not in CLAIMS:
-        raise ConfigError("claim", key, f"one of {', '.join(CLAIMS)}")
+def _validate(keys, profile: str) -> None:
+    for key in keys:
+        if key not in CLAIMS:
+            raise ConfigError("claim", key, f"one of {', '.join(CLAIMS)}")
     if profile not in PROFILES:
         raise ConfigError("profile", profile, f"one of {', '.join(PROFILES)}")
+
+
+def _header(key: str, profile: str) -> dict:
+    """What every result says of its claim, whatever happened to the check."""
+    c = CLAIMS[key]
+    return dict(key=key, paper=c.paper, claim=c.claim, test=c.test, profile=profile)
+
+
+def check(key: str, profile: str = "quick") -> dict:
+    """Run one claim's check: {key, paper, claim, test, profile, status (pass/fail/skipped), effect, ...}."""
+    _validate([key], profile)
     c = CLAIMS[key]
     settings = c.quick if profile == "quick" else c.full
-    out = dict(key=key, paper=c.paper, claim=c.claim, test=c.test, profile=profile)
+    out = _header(key, profile)
     if settings is None:
         return {**out, "status": "skipped", "detail": "full profile only (too long for the quick one)",
                 "effect": None, "effect_label": "", "seeds": [], "figure": None}
@@ -317,12 +328,8 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     from nbconvert import HTMLExporter
     from tqdm.auto import tqdm
 
-    if profile not in PROFILES:
-        raise ConfigError("profile", profile, f"one of {', '.join(PROFILES)}")
     keys = list(keys or CLAIMS)
-    for k in keys:
-        if k not in CLAIMS:
-            raise ConfigError("claim", k, f"one of {', '.join(CLAIMS)}")
+    _validate(keys, profile)
     folder = out / "reproduce"
     folder.mkdir(parents=True, exist_ok=True)
     results = []
@@ -339,9 +346,8 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
                                 progress_bar=False, execution_timeout=timeout)
             r = json.loads(result_path.read_text())
         except pm.PapermillExecutionError as e:
-            c = CLAIMS[key]
-            r = dict(key=key, paper=c.paper, claim=c.claim, test=c.test, profile=profile, status="error",
-                     effect=None, effect_label="", detail=f"{e.ename}: {e.evalue}", figure=None)
+            r = dict(_header(key, profile), status="error", effect=None, effect_label="",
+                     detail=f"{e.ename}: {e.evalue}", figure=None)
         if executed.is_file():
             body, _ = HTMLExporter().from_filename(str(executed))
             (folder / f"{key}.html").write_text(body)

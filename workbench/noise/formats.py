@@ -125,11 +125,20 @@ _NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3": torch.floa
 
 
 def _round(v: torch.Tensor, rounding: str, generator) -> torch.Tensor:
-    """Round to an integer: half to even, or stochastically (floor(v + u), u ~ U[0, 1): E = v)."""
+    """Round to an integer: half to even, or stochastically (up with probability frac(v): E = v)."""
     if rounding == "nearest":
         return torch.round(v)  # round half to even
+    return _stochastic_floor_(v.clone(), generator)
+
+
+def _stochastic_floor_(v: torch.Tensor, generator) -> torch.Tensor:
+    """In place: floor(v) + [u < v - floor(v)], u ~ U[0, 1). Not floor(v + u): that sum is rounded in v's dtype
+    and moves an integer v up by one when u is within an ulp of 1. Here an integer never moves, and the result is
+    always one of v's two integer neighbours; v - floor(v) is exact in binary floating point."""
+    fl = torch.floor(v)
     u = torch.rand(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
-    return torch.floor(v + u)
+    up = u < v.sub_(fl)  # v now holds its fractional part
+    return fl.add_(up.to(fl.dtype))
 
 
 def _float_round(a: torch.Tensor, fmt: Format, rounding: str, generator) -> torch.Tensor:
@@ -167,14 +176,15 @@ def _float32_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, in
     float32 for formats whose values and ulps are float32 normals (exp_bits ≤ 7, man_bits ≤ 22)."""
     v = x if inplace else x.clone()
     ulp = v.view(torch.int32) & 0x7F800000  # the sign bit is dropped: a positive power of two
-    ulp.sub_(fmt.man_bits << 23).clamp_(min=(fmt.emin - fmt.man_bits + 127) << 23)
+    # floored at the subnormal ulp; capped below inf's exponent field, so that ±inf / ulp stays ±inf (not NaN)
+    ulp.sub_(fmt.man_bits << 23).clamp_(min=(fmt.emin - fmt.man_bits + 127) << 23, max=254 << 23)
     ulp = ulp.view(torch.float32)
     v.div_(ulp)
     if rounding == "nearest":
         v.round_()  # half to even, symmetric in the sign (and -0 stays -0)
-    else:  # floor(|v| + u), u ~ U[0, 1), with the sign put back (-0 stays -0)
+    else:  # |v| rounded up with probability frac(|v|), with the sign put back (-0 stays -0)
         sign = torch.signbit(v)
-        v.abs_().add_(torch.rand(v.shape, generator=generator, device="cpu").to(v.device)).floor_()
+        v = _stochastic_floor_(v.abs_(), generator)
         v.mul_(torch.where(sign, -1.0, 1.0))
     v.mul_(ulp)
     if fmt.has_inf:
@@ -215,7 +225,9 @@ def _mx_quantize(x: torch.Tensor, fmt: Format, rounding: str, generator, block: 
     if elem.kind == "int":
         q = _int_quantize(v * 64, elem, rounding, generator).clamp(min=-128) / 64  # 2^-6 implicit scale
     else:
+        # OCP MX v1.0: element values saturate to the element format's max normal (no inf for a finite input)
         q = _float_quantize(v, elem, rounding, generator)
+        q = torch.where(torch.isfinite(v), q.clamp(-elem.max, elem.max), q)
     out = torch.ldexp(q, shared).reshape(flat.shape)
     return out.reshape(shape).to(x.dtype)
 

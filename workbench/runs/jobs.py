@@ -67,6 +67,12 @@ class Job:
     def run_id(self) -> str:
         return getattr(self.result, "id", "") or ""
 
+    def since(self, cursor: int) -> tuple[list, bool]:
+        """(the events from `cursor` on, whether the job has ended): what a follower reads each tick. The status is
+        read before the events, so an ended job's list is complete."""
+        ended = self.final
+        return self.events[cursor:], ended
+
     def seconds(self) -> float:
         if self.started is None:
             return 0.0

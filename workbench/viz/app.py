@@ -211,8 +211,7 @@ class StudyPage:
         if self.job is None:
             return
         job = self.job
-        ended = job.final  # read before the events: everything a job emits is there before it ends
-        items = job.events[self._cursor:]
+        items, ended = job.since(self._cursor)
         self._cursor += len(items)
         rows, arrays, sampling = [], False, None
         for item in items:
@@ -587,8 +586,7 @@ class SweepPanel:
         if self.job is None:
             return
         job = self.job
-        ended = job.final
-        items = job.events[self._cursor:]
+        items, ended = job.since(self._cursor)
         self._cursor += len(items)
         changed = False
         metric, axis = self.metric.value, self.page.cls.axis
