@@ -87,3 +87,33 @@ def test_per_model_on_stacked_parameters():
     got = hessian.per_model(hessian.top_eigenvalues, lambda m: problems[m][0], stacked, k=2)
     for (loss_fn, params), values in zip(problems, got):
         torch.testing.assert_close(values, torch.linalg.eigvalsh(dense(loss_fn, params)).flip(0)[:2], rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["MSELoss", "mse_loss", "hand-written"])
+@pytest.mark.parametrize("act", [torch.nn.Tanh, torch.nn.ReLU, torch.nn.GELU])
+def test_mse_losses_work_and_agree_with_the_dense_hessian(loss, act):
+    """Regression: nn.MSELoss and F.mse_loss crashed under jvp ("ZeroTensors are immutable")."""
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), act(), torch.nn.Linear(6, 2)).double()
+    x, y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    fn = {"MSELoss": torch.nn.MSELoss(), "mse_loss": torch.nn.functional.mse_loss,
+          "hand-written": lambda z, t: (z - t).pow(2).mean()}[loss]
+
+    def loss_fn(p):
+        return fn(functional_call(net, p, (x,)), y)
+
+    want = torch.linalg.eigvalsh(dense(loss_fn, params)).flip(0)[:3]
+    got = hessian.top_eigenvalues(loss_fn, params, k=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_residual_measures_how_far_an_eigenpair_is():
+    loss_fn, params = small_problem()
+    vals, vecs = hessian.top_eigenvalues(loss_fn, params, k=1, return_vectors=True)
+    assert hessian.residual(loss_fn, params, float(vals[0]), vecs[0]) < 1e-6 * abs(float(vals[0]))
+    rough, rvecs = hessian.top_eigenvalues(loss_fn, params, k=1, iters=3, return_vectors=True,
+                                           generator=torch.Generator().manual_seed(0))
+    r = hessian.residual(loss_fn, params, float(rough[0]), rvecs[0])
+    exact = torch.linalg.eigvalsh(dense(loss_fn, params))
+    assert r > 1e-6 and (exact - rough[0]).abs().min() <= r + 1e-12  # an eigenvalue within the residual

@@ -167,7 +167,7 @@ def test_label_noise_runs_keep_spectra_snapshots(data_root):
     # the snapshot's effective rank is the formula's, from the stored spectrum
     from workbench.probes import spectra
     assert float(ds.feature_effective_rank[-1]) == pytest.approx(
-        spectra.effective_rank(ds.feature_eigenvalues.isel(spectrum_snapshot=-1).values))
+        spectra.effective_rank(ds.feature_eigenvalues.isel(spectrum_snapshot=-1).values, of="eigen"))
 
 
 def test_a_catalog_from_an_older_release_gains_the_new_columns_and_keeps_its_rows(data_root):

@@ -11,7 +11,7 @@ import math
 from typing import Callable
 
 import torch
-from torch.func import grad, jvp
+from torch.func import grad, jvp, vjp
 
 from ..errors import ConfigError
 
@@ -30,9 +30,24 @@ def _check(loss_fn, params: dict) -> int:
 
 
 def hvp(loss_fn: Callable[[dict], torch.Tensor], params: dict) -> Callable[[dict], dict]:
-    """v -> H v, the Hessian of loss_fn at params times v (forward-mode derivative of the gradient)."""
+    """v -> H v, the Hessian of loss_fn at params times v: the forward-mode derivative of the gradient, or its
+    reverse-mode one (H is symmetric: Hv = vᵀH) for losses whose backward has no forward-mode rule that torch.func
+    can run (nn.MSELoss / F.mse_loss raise "ZeroTensors are immutable" under jvp)."""
     g = grad(lambda p: loss_fn(p).reshape(()))
-    return lambda v: jvp(g, (params,), (v,))[1]
+    reverse = None
+
+    def product(v):
+        nonlocal reverse
+        if reverse is None:
+            try:
+                return jvp(g, (params,), (v,))[1]
+            except RuntimeError as e:
+                if "ZeroTensor" not in str(e):
+                    raise
+                reverse = vjp(g, params)[1]  # built once: every later product reuses the linearisation
+        return reverse(v)[0]
+
+    return product
 
 
 def _flat_matvec(loss_fn, params):
@@ -102,6 +117,15 @@ def top_eigenvalues(loss_fn: Callable[[dict], torch.Tensor], params: dict, k: in
     as_dicts = [{name: part.reshape(p.shape).to(p.dtype) for (name, p), part in zip(params.items(), torch.split(v, sizes))}
                 for v in vecs]
     return values, as_dicts
+
+
+def residual(loss_fn: Callable[[dict], torch.Tensor], params: dict, value: float, vector: dict) -> float:
+    """‖Hv − λv‖ / ‖v‖ for an eigenpair estimate (λ, v): how far a Lanczos value is from a true eigenvalue (some
+    eigenvalue of the symmetric H lies within this distance of λ)."""
+    hv = hvp(loss_fn, params)(vector)
+    num = sum(float((hv[n].double() - value * vector[n].double()).pow(2).sum()) for n in params)
+    den = sum(float(vector[n].double().pow(2).sum()) for n in params)
+    return math.sqrt(num / den) if den > 0 else float("nan")
 
 
 def trace(loss_fn: Callable[[dict], torch.Tensor], params: dict, probes: int = 100,

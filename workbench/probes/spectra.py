@@ -78,12 +78,29 @@ def power_law_fit(x, xmin: float | None = None, min_tail: int = 10) -> dict:
     if xmin is not None:
         alpha, ks, n = fit(xmin)
         return {"alpha": alpha, "xmin": xmin, "ks": ks, "n_tail": n}
-    candidates = np.unique(x[: len(x) - min_tail])
-    if len(candidates) > 200:
-        candidates = candidates[np.linspace(0, len(candidates) - 1, 200).astype(int)]
-    best = min((fit(c) + (c,) for c in candidates), key=lambda r: r[1])
+    # every distinct value that leaves at least min_tail points is a candidate (as powerlaw / weightwatcher),
+    # all fitted at once: for the tail from sorted index i, Σ ln(x_j / x_i) = S_i − (n − i) ln x_i with S_i the
+    # suffix sums of ln x, and the KS distance over the tail from the same suffix
+    n_all = len(x)
+    first = np.unique(x[: n_all - min_tail + 1], return_index=True)[1]  # the first index of each distinct value
+    logs = np.log(x)
+    suffix = np.cumsum(logs[::-1])[::-1]  # suffix[i] = Σ_{j ≥ i} ln x_j
+    best = None
+    for i in first:
+        tail = x[i:]
+        m = n_all - i
+        s = suffix[i] - m * logs[i]
+        if s <= 0:
+            continue  # a tail of equal values has no exponent
+        alpha = 1 + m / s
+        cdf_fit = 1 - (tail / x[i]) ** (1 - alpha)
+        ks = float(np.abs(np.arange(m) / m - cdf_fit).max())
+        if best is None or ks < best[1]:
+            best = (alpha, ks, m, x[i])
+    if best is None:
+        raise ConfigError("x", "equal values", f"at least {min_tail} positive values that are not all equal")
     alpha, ks, n, lo = best
-    return {"alpha": alpha, "xmin": float(lo), "ks": ks, "n_tail": n}
+    return {"alpha": float(alpha), "xmin": float(lo), "ks": ks, "n_tail": int(n)}
 
 
 def covariance_spectrum(h: torch.Tensor) -> np.ndarray:
@@ -94,10 +111,18 @@ def covariance_spectrum(h: torch.Tensor) -> np.ndarray:
     return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0).cpu().numpy()
 
 
-def effective_rank(eigenvalues) -> float:
-    """exp of the Shannon entropy of the normalised eigenvalues: 1 for one direction, d for d equal ones."""
-    ev = np.asarray(eigenvalues, dtype=float)
-    p = ev[ev > 0] / ev[ev > 0].sum()
+def effective_rank(values, of: str = "singular") -> float:
+    """Roy & Vetterli's (2007) effective rank of a matrix: exp of the Shannon entropy of its normalised singular
+    values σ_i / Σσ (1 for one direction, d for d equal ones). of="singular": `values` are the matrix's singular
+    values; of="eigen": they are the eigenvalues of its Gram or covariance matrix (σ², as covariance_spectrum
+    gives), so their square roots are used: the effective rank of the data matrix itself."""
+    if of not in ("singular", "eigen"):
+        raise ConfigError("of", of, "singular or eigen")
+    v = np.asarray(values, dtype=float)
+    v = v[v > 0]
+    if of == "eigen":
+        v = np.sqrt(v)
+    p = v / v.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
 
 

@@ -218,7 +218,7 @@ def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
         f_ev.append(spectra.covariance_spectrum(features[m]))
         out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
         out["weight_stable_rank"].append(spectra.stable_rank(w))
-        out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1]))
+        out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1], of="eigen"))  # of the features
     out = {name: np.array(v, dtype=float) for name, v in out.items()}
     out["weight_q"] = np.full(net.k, w.shape[1] / w.shape[0])
     return w_ev, f_ev, out
