@@ -110,7 +110,7 @@ def cmd_sweep(args) -> int:
     result = sweep(args.study, grid or None, seeds, preset=args.preset, force=args.force, device=args.device,
                    executor="dask" if (args.dask or args.scheduler) else "local", scheduler=args.scheduler,
                    progress=not (args.quiet or args.json), tags=args.tag or (), **dials)
-    metric = cls.peak[0]
+    metric = cls.headline
     if args.json:
         out = {k: result.meta.get(k) for k in ("id", "study", "kind", "status", "params", "wall_s", "error")}
         out["path"] = str(result.path)

@@ -101,11 +101,21 @@ IMAGES = ("bright_dark", "digits_images")
 RESOLUTIONS = (8, 16, 32)
 
 
-def images(name: str, n: int, generator: torch.Generator, side: int = 8) -> torch.Tensor:
-    """side×side images for diffusion, flattened to side² values in about [-1, 1], drawn with replacement from
-    sklearn's 8×8 digits (bilinearly upsampled for side 16 or 32). bright_dark: each digit as a ±0.2 pattern around
-    a brightness of +0.7 or −0.7 (half each: the mean brightness is bimodal, Lin et al.'s terminal-SNR setting);
-    digits_images: pixels scaled to [-1, 1]."""
+#: the share of the 1,797 digits kept out of training for diffusion's held-out images
+HELD_OUT_SHARE = 0.25
+
+
+def images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held: int = 0):
+    """side×side images for diffusion, flattened to side² values in about [-1, 1], from sklearn's 8×8 digits
+    (bilinearly upsampled for side 16 or 32). bright_dark: each digit as a ±0.2 pattern around a brightness of +0.7
+    or −0.7 (half each: the mean brightness is bimodal, Lin et al.'s terminal-SNR setting); digits_images: pixels
+    scaled to [-1, 1].
+
+    The digits are split once (by `generator`) into a training pool and a held-out pool of HELD_OUT_SHARE of them;
+    the n training images come from the first (each digit once while n allows, then drawn with replacement), the
+    n_held held-out images from the second. So held-out images are never copies of training images, and nearest-
+    training distances of held-out data mean what they say. Returns the training images, or (training, held-out)
+    when n_held > 0."""
     from sklearn.datasets import load_digits
 
     if name not in IMAGES:
@@ -113,14 +123,27 @@ def images(name: str, n: int, generator: torch.Generator, side: int = 8) -> torc
     if side not in RESOLUTIONS:
         raise ConfigError("resolution", side, f"one of {', '.join(map(str, RESOLUTIONS))}")
     x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)  # (1797, 64) in [0, 1]
-    pick = x[torch.randint(0, len(x), (n,), generator=generator)]
-    if side != 8:
-        pick = torch.nn.functional.interpolate(pick.reshape(n, 1, 8, 8), size=(side, side), mode="bilinear",
-                                               align_corners=False).reshape(n, side * side)
-    if name == "digits_images":
-        return pick * 2 - 1
-    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
+    perm = torch.randperm(len(x), generator=generator)
+    n_out = int(round(len(x) * HELD_OUT_SHARE))
+    train_pool, held_pool = perm[n_out:], perm[:n_out]
+
+    def draw(pool, count):
+        if count <= len(pool):
+            return pool[torch.randperm(len(pool), generator=generator)[:count]]
+        return pool[torch.randint(0, len(pool), (count,), generator=generator)]
+
+    def render(idx):
+        pick = x[idx]
+        if side != 8:
+            pick = torch.nn.functional.interpolate(pick.reshape(len(idx), 1, 8, 8), size=(side, side),
+                                                   mode="bilinear", align_corners=False).reshape(len(idx), side * side)
+        if name == "digits_images":
+            return pick * 2 - 1
+        sign = torch.where(torch.rand(len(idx), generator=generator) < 0.5, -1.0, 1.0)
+        return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
+
+    train = render(draw(train_pool, n))
+    return (train, render(draw(held_pool, n_held))) if n_held else train
 
 
 def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -338,11 +338,18 @@ def train_step(net: Stack, opt: Optimizer, loss_fn, x: torch.Tensor, y: torch.Te
     """
     y_b = gather(y, idx, net.ws, "y")
     per_model, grads = net.gradients(gather(x, idx, net.ws, "x"), lambda logits: loss_fn(logits, y_b, idx))  # (K,)
+    apply(net, opt, grads)
+    return per_model
+
+
+def apply(net: Stack, opt: Optimizer, grads: list[torch.Tensor]) -> None:
+    """The optimizer step after a backward pass, with what low precision needs: non-finite gradients noted per
+    model (`precision.grad_finite`), and with fp16's dynamic loss scale those models' steps skipped and their scale
+    halved (grown after `growth_interval` good steps). Every study's step goes through here."""
     skip = None
     prec = net.precision
-    if prec is not None:  # low precision: note non-finite gradients; with fp16 loss scaling, skip those steps
+    if prec is not None:
         finite = torch.stack([torch.isfinite(g.sum(tuple(range(1, g.ndim)))) for g in grads]).all(0)
         skip = prec.update_scale(finite)
         prec.grad_finite = finite | skip
     opt.step(grads, skip)
-    return per_model

@@ -23,8 +23,8 @@ class Precision:
     values beyond the format's range (overflow) and the non-zero values rounded to zero (underflow)."""
 
     def __init__(self, fmt="fp32", tensors=TENSORS, rounding: str = "nearest", scale: str = "auto",
-                 block: int | None = None, num_models: int = 1, device="cpu", seed: int = 0,
-                 growth_interval: int = 2000):
+                 block: int | None = None, num_models: int = 1, device="cpu",
+                 generators: list[torch.Generator] | None = None, growth_interval: int = 2000):
         self.format = formats.get(fmt)
         bad = [t for t in tensors if t not in TENSORS]
         if bad:
@@ -39,8 +39,14 @@ class Precision:
         self.tensors, self.rounding, self.block = tuple(tensors), rounding, block
         self.scale = None if scale == "none" else scale
         self.active = f.name != "fp32" and bool(self.tensors)
-        self.generator = torch.Generator().manual_seed(seed) if rounding == "stochastic" else None
         self.k, self.device = num_models, device
+        # stochastic rounding draws from each model's own stream: a model's rounding never depends on its company
+        if rounding == "stochastic":
+            generators = list(generators) if generators is not None else \
+                [torch.Generator().manual_seed(m) for m in range(num_models)]
+            if len(generators) != num_models:
+                raise ConfigError("generators", len(generators), f"one generator per model ({num_models})")
+        self.generators = generators if rounding == "stochastic" else None
         # fp16 gradients underflow without a loss scale (Micikevicius et al. 2018); others keep 1
         self.dynamic = f.name == "fp16" and "gradients" in self.tensors and self.scale is None
         self.loss_scale = torch.full((num_models,), 2.0**16 if self.dynamic else 1.0, device=device)
@@ -88,17 +94,24 @@ class Precision:
         return q
 
     def _q(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            return self._q_models(x, None)
+        # stochastic: each model's slice with its own uniforms, drawn as that model trained alone would draw them
+        return torch.cat([self._q_models(x[m:m + 1], g) for m, g in enumerate(self.generators)])
+
+    def _q_models(self, x: torch.Tensor, generator) -> torch.Tensor:
+        """Round x (models, ...): scales never cross models."""
         k = x.shape[0]
         if self.format.kind == "mx":  # a row narrower than a block (the 16-wide logits) is one block
             block = min(self.block or self.format.block, x.shape[-1])
-            return formats.quantize(x, self.format, self.rounding, self.generator, block=block)
+            return formats.quantize(x, self.format, self.rounding, generator, block=block)
         if self.scale == "channel":  # one scale per row of the last two dims: (K·rows, cols)
-            return formats.quantize(x.reshape(-1, x.shape[-1]), self.format, self.rounding, self.generator,
+            return formats.quantize(x.reshape(-1, x.shape[-1]), self.format, self.rounding, generator,
                                     scale="channel").reshape(x.shape)
         if self.scale == "tensor" or self.format.kind == "int":  # one scale per model
-            return formats.quantize(x.reshape(k, -1), self.format, self.rounding, self.generator,
+            return formats.quantize(x.reshape(k, -1), self.format, self.rounding, generator,
                                     scale="channel").reshape(x.shape)
-        return formats.quantize(x, self.format, self.rounding, self.generator)
+        return formats.quantize(x, self.format, self.rounding, generator)
 
     # -- what rounding did ----------------------------------------------------------------------------------------
     def reset_stats(self) -> None:

@@ -23,8 +23,3 @@ def ece(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     gap = (torch.bincount(idx, weights=correct, minlength=bins) - torch.bincount(idx, weights=conf, minlength=bins)).abs()
     return (gap.sum() / len(y)).item() if n.sum() > 0 else float("nan")
 
-
-def lower_is_better(name: str) -> bool:
-    """Whether a metric's best value is its minimum (losses, errors, calibration error)."""
-    return "loss" in name or name.endswith(("_err", "_epoch", "_step")) or name == "ece" or \
-        name.startswith(("diverged", "underflow", "overflow", "sc_"))

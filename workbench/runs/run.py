@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import logging
 import platform
@@ -19,7 +18,7 @@ import xarray as xr
 from ..studies import get as get_study
 from ..engine import Context, pick_device
 from ..errors import Cancelled, Diverged
-from ..probes.metrics import lower_is_better
+from .identity import code_fingerprint, identity, make_id
 from .store import Store, check_run_id
 
 log = logging.getLogger("workbench")
@@ -31,10 +30,18 @@ def code_version() -> str:
     return __version__
 
 
-def run_id(study: str, config: dict) -> str:
-    """sha256 of the canonical JSON of (study, dials, code version), first 12 hex digits."""
-    blob = json.dumps({"study": study, "config": config, "version": code_version()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def run_id(cfg) -> str:
+    """A configured study's run id: its dials, the fingerprint of the code that computes it and the digest of its
+    data files (runs.identity)."""
+    return make_id({"study": type(cfg).key, "config": cfg.config()}, identity(cfg))
+
+
+def made_by_current_code(meta: dict) -> bool:
+    """Whether a stored run (or sweep) was computed by the study's code as it is now (False for runs stored
+    before the code fingerprint was kept, and for studies no longer defined)."""
+    from ..studies import names
+
+    return meta.get("study") in names() and meta.get("code") == code_fingerprint(get_study(meta["study"]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,6 +76,8 @@ class Run:
     id = property(lambda self: self.meta["id"])
     study = property(lambda self: self.meta["study"])
     status = property(lambda self: self.meta["status"])
+    current = property(lambda self: made_by_current_code(self.meta),
+                       doc="Whether the study's code as it is now computed this result (else: other code made it).")
     config = property(lambda self: self.meta["params"])
     error = property(lambda self: self.meta.get("error"))
     step = property(lambda self: self.meta.get("step"), doc="The step at which a diverged run went non-finite.")
@@ -84,8 +93,9 @@ class Run:
         return (self._store or Store()).root / self.meta["path"]
 
     def summary(self) -> dict:
-        """Final and best value of each scalar metric (best: min for losses and ECE, max otherwise)."""
-        return summarize(self.ds, get_study(self.study).axis)
+        """Final and best value of each declared metric of the run's axis (best in its declared direction; none
+        for a metric without one)."""
+        return summarize(self.ds, get_study(self.study))
 
     def plot(self):
         """The study's figures (HoloViews), as the app shows them."""
@@ -95,26 +105,29 @@ class Run:
 
     def __repr__(self):
         extra = f", step={self.step}" if self.status == "diverged" else (f", error={self.error!r}" if self.error else "")
+        if not self.current:
+            extra += ", made by other code"
         return f"Run(id={self.id!r}, study={self.study!r}, status={self.status!r}{extra})"
 
 
-def summarize(ds: xr.Dataset, axis: str) -> dict:
+def summarize(ds: xr.Dataset, cls) -> dict:
+    """{metric: {final, best, best_at}} for the study's declared record metrics in `ds` (a single run's)."""
     out = {}
-    for name, var in ds.data_vars.items():
-        if var.dims != (axis,) or name == "step" or var.size == 0:
+    for m in cls.metrics:
+        var = ds.get(m.name)
+        if var is None or var.dims != (cls.axis,) or var.size == 0:
             continue
         v = var.values.astype(float)
-        lower = lower_is_better(name)
-        finite = v[np.isfinite(v)]
-        best = (finite.min() if lower else finite.max()) if finite.size else float("nan")
-        out[name] = {"final": float(v[-1]), "best": float(best),
-                     "best_at": int(ds[axis].values[np.nanargmin(v) if lower else np.nanargmax(v)]) if finite.size else None}
+        i = m.best_index(v)
+        out[m.name] = {"final": float(v[-1]), "best": float(v[i]) if i is not None else float("nan"),
+                       "best_at": int(ds[cls.axis].values[i]) if i is not None else None}
     return out
 
 
 def to_dataset(ctx: Context, axis: str) -> xr.Dataset:
-    """Records (one dict per axis step) and kept arrays -> one Dataset."""
-    keys = [k for k in (ctx.records[0] if ctx.records else {}) if k != axis]
+    """Records (one dict per axis step) and kept arrays -> one Dataset. Every key of any record is kept (nan in
+    the records that lack it), in the order of first appearance."""
+    keys = [k for k in dict.fromkeys(k for r in ctx.records for k in r) if k != axis]
     index = np.array([r[axis] for r in ctx.records], dtype=np.int64)
     data = {}
     for k in keys:
@@ -138,7 +151,8 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     cls = get_study(study)
     cfg = cls.configure(**dials)
     config = cfg.config()
-    rid = run_id(study, config)
+    ident = identity(cfg)
+    rid = make_id({"study": study, "config": config}, ident)  # = run_id(cfg), with the identity kept
     store = store or Store()
     if not force:
         meta = store.get(rid)
@@ -152,36 +166,53 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
         bar = _tqdm_sink(cls, total)
         sinks.append(bar)
     ctx = Context(pick_device(device), sinks, cancel, total=total, array_sinks=list(array_sinks))
-    meta = {"id": rid, "study": study, "params": config, "created": now(), "device": str(ctx.device),
-            "tags": list(tags), "error": None, "step": None}
-    t0 = time.perf_counter()
+    created, t0 = now(), time.perf_counter()
     try:
-        cfg.execute(ctx)
-        meta["status"] = "done"
-    except Diverged as e:
-        meta.update(status="diverged", step=e.step, error=str(e))
-    except (Cancelled, KeyboardInterrupt):
-        meta.update(status="cancelled", step=ctx.last_step)
-    except Exception as e:  # a failed run is a result too: recorded with its message
-        log.exception("run %s of %s failed", rid, study)
-        meta.update(status="failed", step=ctx.last_step, error=f"{type(e).__name__}: {e}")
+        status, step, error = outcome(lambda: cfg.execute(ctx), ctx, f"run {rid} of {study}")
     finally:
         if bar is not None:
             bar.close()
-    meta["finished"] = now()
-    meta["wall_s"] = round(time.perf_counter() - t0, 3)
     ds = to_dataset(ctx, cls.axis)
-    ds.attrs.update({
-        "run_id": rid, "study": study, "status": meta["status"], "config": json.dumps(config, sort_keys=True),
-        "error": meta["error"] or "", "step": -1 if meta["step"] is None else int(meta["step"]),
-        "device": meta["device"], "wall_s": meta["wall_s"], "created": meta["created"], "finished": meta["finished"],
-        "versions": json.dumps(versions()), "git_commit": git_commit(),
-    })
+    meta = record(rid, study, "run", config, ident, status, step, error, created, t0, ctx.device, tags, ds)
     store.save(meta, ds)
     saved = store.get(rid)
     if meta["status"] == "failed":
         log.warning("run %s failed: %s", rid, meta["error"])
     return Run(saved, ds=ds, store=store)
+
+
+# -- the run lifecycle: one status mapping and one metadata record, for single runs and sweeps alike -----------------
+def outcome(work: Callable[[], None], ctx: Context, what: str) -> tuple[str, int | None, str | None]:
+    """Run `work` and say how it ended: (status, step, error). done; diverged (every model went non-finite: the
+    step where the last did); cancelled (asked to stop, or interrupted: the last step reached); failed (any other
+    exception, logged: its message). Divergence, failure and cancellation are results, not exceptions."""
+    try:
+        work()
+        return "done", None, None
+    except Diverged as e:
+        return "diverged", e.step, str(e)
+    except (Cancelled, KeyboardInterrupt):
+        return "cancelled", ctx.last_step, None
+    except Exception as e:  # noqa: BLE001 - a failed run is a result too: recorded with its message
+        log.exception("%s failed", what)
+        return "failed", ctx.last_step, f"{type(e).__name__}: {e}"
+
+
+def record(rid: str, study: str, kind: str, params: dict, ident: dict, status: str, step, error, created: str,
+           t0: float, device, tags, ds: xr.Dataset) -> dict:
+    """The metadata of a finished run or sweep (the catalog row), also stamped on its dataset's attributes so
+    that the file alone says what made it."""
+    meta = {"id": rid, "study": study, "kind": kind, "params": params, "status": status, "step": step,
+            "error": error, "created": created, "finished": now(), "wall_s": round(time.perf_counter() - t0, 3),
+            "device": str(device), "tags": list(tags), "code": ident["code"], "data": ident["data"]}
+    ds.attrs.update({
+        "run_id": rid, "study": study, "kind": kind, "status": status, "config": json.dumps(params, sort_keys=True),
+        "error": error or "", "step": -1 if step is None else int(step), "device": meta["device"],
+        "wall_s": meta["wall_s"], "created": created, "finished": meta["finished"],
+        "versions": json.dumps(versions()), "git_commit": git_commit(), "code": ident["code"],
+        "data": json.dumps(ident["data"], sort_keys=True),
+    })
+    return meta
 
 
 def load(run_id: str, store: Store | None = None) -> Run:

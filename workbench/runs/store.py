@@ -21,19 +21,19 @@ RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 TAG = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 STATUSES = ("done", "diverged", "failed", "cancelled")
 _COLUMNS = ("id", "study", "kind", "status", "params", "created", "finished", "wall_s", "path", "error", "step",
-            "device", "tags")
+            "device", "tags", "code", "data")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, study TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'run', status TEXT NOT NULL,
     params TEXT NOT NULL,
     created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL, error TEXT, step INTEGER,
-    device TEXT, tags TEXT NOT NULL DEFAULT ''
+    device TEXT, tags TEXT NOT NULL DEFAULT '', code TEXT NOT NULL DEFAULT '', data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_study ON runs (study, status);
 """
 # columns added after the first release: an older catalog gains them (with these defaults), keeping its rows
 _ADDED = {"kind": "TEXT NOT NULL DEFAULT 'run'", "step": "INTEGER", "device": "TEXT",
-          "tags": "TEXT NOT NULL DEFAULT ''"}
+          "tags": "TEXT NOT NULL DEFAULT ''", "code": "TEXT NOT NULL DEFAULT ''", "data": "TEXT NOT NULL DEFAULT '{}'"}
 
 
 def default_root() -> Path:
@@ -128,6 +128,8 @@ class Store:
         row["path"] = str(path.relative_to(self.root))
         row["tags"] = ",".join(meta.get("tags") or [])
         row["kind"] = meta.get("kind") or "run"
+        row["code"] = meta.get("code") or ""  # the fingerprint of the code that computed it ('' : unknown)
+        row["data"] = json.dumps(meta.get("data") or {}, sort_keys=True)  # {data file: digest}
         with closing(self._connect()) as con, con:
             con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                         [row[k] for k in _COLUMNS])
@@ -186,6 +188,7 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
 def _row(row: sqlite3.Row) -> dict:
     d = dict(row)
     d["params"] = json.loads(d["params"])
+    d["data"] = json.loads(d.get("data") or "{}")
     d["tags"] = [t for t in (d.get("tags") or "").split(",") if t]
     return d
 

@@ -22,10 +22,11 @@ import numpy as np
 import xarray as xr
 
 from ..engine import Context, pick_device
-from ..errors import Cancelled, ConfigError, Diverged
+from ..errors import Cancelled, ConfigError
 from ..studies import get as get_study
 from ..studies.base import coerce
-from .run import Run, code_version, git_commit, now, to_dataset, versions
+from .identity import code_fingerprint, data_digests, make_id
+from .run import Run, now, outcome, record, to_dataset
 from .store import Store, write_atomic
 
 log = logging.getLogger("workbench")
@@ -101,8 +102,15 @@ def plan(study: str, grid: dict, seeds: Iterable[int], dials: dict):
         cells.append(cls.configure(**dials, **values))
     fixed = {k: v for k, v in cells[0].config().items() if k not in clean and k != "seed"}
     config = {"grid": clean, "seeds": seeds, "fixed": fixed}
-    blob = json.dumps({"study": study, "sweep": config, "version": code_version()}, sort_keys=True)
-    return cls, cells, config, hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cls, cells, config, make_id({"study": study, "sweep": config}, sweep_identity(cells))
+
+
+def sweep_identity(cells: list) -> dict:
+    """The code fingerprint (one study: one fingerprint) and the digests of every cell's data files."""
+    data = {}
+    for cell in cells:
+        data.update(data_digests(cell))
+    return {"code": code_fingerprint(type(cells[0])), "data": data}
 
 
 def tasks(cls, cells: list, device) -> list[list]:
@@ -144,18 +152,13 @@ def train_task(study: str, configs: list[dict], device: str | None = None, sinks
     cls = get_study(study)
     cells = [cls.configure(**c) for c in configs]
     ctx = Context(pick_device(device), sinks, cancel, squeeze=False)
-    error = ""
-    try:
-        cls.execute_group(ctx, cells)
-    except Diverged:  # every model of the task diverged: its cells say where (diverged_step)
-        pass
-    except Cancelled:
-        raise
-    except Exception as e:  # noqa: BLE001 - the task is reported failed, the sweep goes on
-        log.exception("sweep task of %s failed", study)
-        error = f"{type(e).__name__}: {e}"
+    status, _, error = outcome(lambda: cls.execute_group(ctx, cells), ctx, f"sweep task of {study}")
+    if status == "cancelled":
+        raise Cancelled()  # the sweep stops; its stored parts stay
+    # diverged: every model of the task did, and its cells say where (diverged_step); failed: reported, the sweep
+    # goes on
     ds = to_dataset(ctx, cls.axis)
-    ds.attrs["error"] = error
+    ds.attrs["error"] = error if status == "failed" else ""
     ds.attrs["device"] = str(ctx.device)
     return ds
 
@@ -310,13 +313,8 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         status = "failed"
     ok = [parts[j] for j in sorted(parts) if not parts[j].attrs.get("error")]
     ds = _combine(ok, config["grid"], config["seeds"], cls.axis) if ok else xr.Dataset()
-    meta = {"id": sid, "study": study, "kind": "sweep", "params": config, "status": status, "created": created,
-            "finished": now(), "wall_s": round(time.perf_counter() - t0, 3), "device": str(dev), "tags": list(tags),
-            "error": "; ".join(sorted(set(errors))) or None, "step": None}
-    ds.attrs.update({"run_id": sid, "study": study, "kind": "sweep", "status": status,
-                     "config": json.dumps(config, sort_keys=True), "error": meta["error"] or "",
-                     "versions": json.dumps(versions()), "git_commit": git_commit(), "device": meta["device"],
-                     "created": created, "finished": meta["finished"], "wall_s": meta["wall_s"]})
+    meta = record(sid, study, "sweep", config, sweep_identity(cells), status, None,
+                  "; ".join(sorted(set(errors))) or None, created, t0, dev, tags, ds)
     store.save(meta, ds)
     if status == "done":
         for p in paths:

@@ -11,13 +11,19 @@ _REGISTRY: dict[str, type[Study]] = {}
 
 
 def _discover() -> dict[str, type[Study]]:
+    """Every Study subclass with a key: the package's modules are imported once; subclasses are looked up on every
+    call, so a user's own study (a notebook cell, a script) is found whenever it has been defined. A later
+    definition of the same key (a re-run cell) replaces the earlier one."""
     if not _REGISTRY:
         for mod in pkgutil.iter_modules(__path__):
             if mod.name != "base":
                 importlib.import_module(f"{__name__}.{mod.name}")
-        for cls in _all_subclasses(Study):
-            if cls.key:
-                _REGISTRY[cls.key] = cls
+    found = {}
+    for cls in _all_subclasses(Study):
+        if cls.key:
+            found[cls.key] = cls
+    _REGISTRY.clear()
+    _REGISTRY.update(found)
     return _REGISTRY
 
 

@@ -7,17 +7,85 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
 import param
 import torch
 
+from ..engine.group import SEED_DIALS
 from ..errors import ConfigError
 from ..probes import spectra
 
 #: parameters of every Parameterized that are not dials
 _NOT_DIALS = {"name"}
+BETTER = ("min", "max", "none")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A measured quantity, declared once on its study: plots, "best", summaries, the run browser and the CLI read
+    this, nothing guesses from a name. per="record": a value in every record of the run's axis; per="run": one
+    value per model at the end (a sweep maps it too). group: the panel of curves it is drawn in ("" : none)."""
+
+    name: str
+    label: str = ""
+    better: str = "none"  # "min" | "max" | "none"
+    unit: str = ""
+    group: str = ""
+    per: str = "record"  # "record" | "run"
+
+    def __post_init__(self):
+        if self.better not in BETTER:
+            raise ValueError(f"metric {self.name!r}: better={self.better!r} is not one of {', '.join(BETTER)}")
+        if self.per not in ("record", "run"):
+            raise ValueError(f"metric {self.name!r}: per={self.per!r} is not 'record' or 'run'")
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, for an axis."""
+        text = self.label or self.name
+        return f"{text} ({self.unit})" if self.unit else text
+
+    def best_index(self, values) -> int | None:
+        """Where the best finite value of `values` is (None: none finite, or no direction)."""
+        v = np.asarray(values, dtype=float)
+        if self.better == "none" or not np.isfinite(v).any():
+            return None
+        return int(np.nanargmin(v) if self.better == "min" else np.nanargmax(v))
+
+    def best(self, values) -> float:
+        i = self.best_index(values)
+        return float(np.asarray(values, dtype=float)[i]) if i is not None else float("nan")
+
+
+def regroup(metrics: tuple, groups: dict[str, list[str]]) -> tuple:
+    """The same metrics drawn in other panels, in this order: {panel title: [names]} (names not listed: in none)."""
+    where = {name: title for title, names in groups.items() for name in names}
+    by_name = {m.name: m for m in metrics}
+    missing = set(where) - set(by_name)
+    if missing:
+        raise ValueError(f"regroup: {', '.join(sorted(missing))} not declared")
+    return tuple(replace(by_name[n], group=where[n]) for n in where) + \
+        tuple(replace(m, group="") for m in metrics if m.name not in where)
+
+
+#: what the shared parts of the protocol measure, declared once for every study that uses them
+DIVERGENCE_METRICS = (
+    Metric("diverged", "share of seeds diverged", "min", per="run"),
+    Metric("diverged_step", "step of divergence (-1: never)", per="run"),
+)
+PRECISION_METRICS = (
+    *(Metric(f"overflow_{t}", f"{t} beyond max", "min") for t in ("weights", "activations", "gradients")),
+    *(Metric(f"underflow_{t}", f"{t} rounded to 0", "min") for t in ("weights", "activations", "gradients")),
+    Metric("loss_scale", "fp16 dynamic loss scale"),
+)
+SPECTRA_METRICS = (
+    Metric("weight_alpha", "weight spectrum tail exponent α", group="Spectra (spectra_every)"),
+    Metric("weight_stable_rank", "weight stable rank"),
+    Metric("feature_effective_rank", "features' effective rank", group="Spectra (spectra_every)"),
+)
 
 
 class Study(param.Parameterized):
@@ -29,10 +97,15 @@ class Study(param.Parameterized):
     question: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     axis: ClassVar[str] = "epoch"  # the index of the records the run emits
-    #: groups of metrics drawn together as curves: {panel title: [metric, ...]}
+    #: everything the study measures (Metric declarations); checked when the class is defined
+    metrics: ClassVar[tuple] = ()
+    #: the headline metric: its best is marked on the curves, the run browser and the CLI show it first
+    headline: ClassVar[str] = ""
+    #: derived from `metrics`: the panels of curves {title: [metric, ...]} and the per-run results
     curves: ClassVar[dict] = {}
-    #: the metric whose best value is marked on the curves (e.g. the early-learning peak) and its direction
-    peak: ClassVar[tuple] = ("", "max")
+    summaries: ClassVar[tuple] = ()
+    #: dials of a run of a second or two: the contract test trains every study with them (a new study sets them)
+    tiny: ClassVar[dict] = {}
     #: dials shown first in the app, in this order (the rest follow)
     primary: ClassVar[tuple] = ()
     #: named sweeps a user can launch in one click: {name: {"about", "grid", "seeds", "dials", "x", "y", "metric",
@@ -40,12 +113,67 @@ class Study(param.Parameterized):
     presets: ClassVar[dict] = {}
     #: the notebook in notebooks/ (without .ipynb) that runs this study; default: the key
     notebook: ClassVar[str] = ""
-    #: per-run results without a step axis that a sweep can map (e.g. the share of seeds that diverged)
-    summaries: ClassVar[tuple] = ("diverged", "diverged_step")
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
 
-    seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: data split, label flips, init and batch order.")
+    seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: every random draw of the run (data split, "
+                         "label flips, init, batch order, sampling, rounding), each from its own stream.")
+    data_seed = param.Integer(-1, bounds=(-1, 2**31 - 1), doc="Seed of the data split and the data drawn "
+                              "(-1: from seed).")
+    noise_seed = param.Integer(-1, bounds=(-1, 2**31 - 1), doc="Seed of the noise added to the data: label "
+                               "flips, corruption, input noise (-1: from seed).")
+    init_seed = param.Integer(-1, bounds=(-1, 2**31 - 1), doc="Seed of the initial weights (-1: from seed).")
+    order_seed = param.Integer(-1, bounds=(-1, 2**31 - 1), doc="Seed of the batch order and the other per-step "
+                               "draws of training (-1: from seed).")
+
+    def __init_subclass__(cls, **kwargs):
+        """A study's declarations are checked when its class is defined, not when a page first draws them."""
+        super().__init_subclass__(**kwargs)
+        if not cls.key:
+            return
+        where = f"study {cls.__name__} ({cls.key!r})"
+        names = [m.name for m in cls.metrics]
+        if not names:
+            raise TypeError(f"{where} declares no metrics (Study.metrics: a tuple of Metric)")
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise TypeError(f"{where} declares {', '.join(sorted(dupes))} more than once")
+        if cls.axis in names or "step" in names:
+            raise TypeError(f"{where}: the axis {cls.axis!r} and 'step' are not metrics")
+        by_name = {m.name: m for m in cls.metrics}
+        if cls.headline not in by_name or by_name[cls.headline].better == "none":
+            raise TypeError(f"{where}: headline {cls.headline!r} must be a declared metric with better='min' or "
+                            f"'max' (declared: {', '.join(names)})")
+        for preset, spec in cls.presets.items():
+            if spec.get("metric") not in by_name:
+                raise TypeError(f"{where}: preset {preset!r} maps {spec.get('metric')!r}, which is not declared")
+        cls.curves = {}
+        for m in cls.metrics:
+            if m.group and m.per == "record":
+                cls.curves.setdefault(m.group, []).append(m.name)
+        cls.summaries = tuple(m.name for m in cls.metrics if m.per == "run")
+
+    @classmethod
+    def metric(cls, name: str) -> Metric:
+        """A declared metric by name (KeyError naming the study and what it declares)."""
+        for m in cls.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"{name!r} is not a metric of study {cls.key!r} (declared: "
+                       f"{', '.join(m.name for m in cls.metrics)})")
+
+    @classmethod
+    def record_metrics(cls) -> list[str]:
+        return [m.name for m in cls.metrics if m.per == "record"]
+
+    @classmethod
+    def better(cls, name: str) -> str:
+        """The declared direction of a metric: min, max or none (none for a name the study does not declare)."""
+        return next((m.better for m in cls.metrics if m.name == name), "none")
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        return next((m.title for m in cls.metrics if m.name == name), name)
 
     @classmethod
     def notebook_name(cls) -> str:
@@ -102,10 +230,15 @@ class Study(param.Parameterized):
         """About how much memory one model of this config needs while training (sizes a sweep's tasks)."""
         return 64 << 20
 
+    @classmethod
+    def batchable_dials(cls) -> frozenset:
+        """The study's batchable dials and the seeds: what may differ between models trained together."""
+        return cls.batchable | {"seed", *SEED_DIALS.values()}
+
     def group_key(self) -> tuple:
         """Configs with equal keys can share one program."""
-        return tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(self.config().items())
-                     if k not in self.batchable)
+        shared = type(self).batchable_dials()
+        return tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(self.config().items()) if k not in shared)
 
 
 def precision_dial(**kw) -> param.Selector:
@@ -117,11 +250,12 @@ def precision_dial(**kw) -> param.Selector:
         "and accumulation; narrow formats scaled per tensor, fp16 with a dynamic loss scale)."), **kw)
 
 
-def precision_metrics(prec) -> dict:
-    """The per-model rounding statistics since the last call (empty for fp32); resets them."""
+def precision_metrics(prec, k: int) -> dict:
+    """The per-model rounding statistics since the last call (nan for fp32: every record has the same keys);
+    resets them."""
     if prec is None:
-        return {}
-    out = {k: v.cpu().numpy() for k, v in prec.stats().items()}
+        return {m.name: np.full(k, np.nan) for m in PRECISION_METRICS}
+    out = {key: v.cpu().numpy() for key, v in prec.stats().items()}
     prec.reset_stats()
     return out
 
@@ -193,9 +327,6 @@ def _plain(v):
     return v
 
 
-SPECTRA_METRICS = ("weight_alpha", "weight_stable_rank", "feature_effective_rank")
-
-
 def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
     """For a stacked MLP (engine.ensemble.StackedMLP), per model: the eigenvalues of a hidden layer's WᵀW/N (default
     the first hidden-to-hidden layer, the input layer for a one-hidden-layer net) and of the last hidden features'
@@ -204,7 +335,7 @@ def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
     j = (1 if net.n_layers > 2 else 0) if layer is None else layer
     with torch.no_grad():
         features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
-    w_ev, f_ev, out = [], [], {name: [] for name in SPECTRA_METRICS}
+    w_ev, f_ev, out = [], [], {m.name: [] for m in SPECTRA_METRICS}
     for m in range(net.k):
         w = net.params[f"w{j}"][m].detach()  # (in, out)
         w = w if w.shape[0] >= w.shape[1] else w.T
@@ -234,10 +365,8 @@ class SpectraLog:
         self.steps, self.weights, self.features = [], [], []
 
     def record(self, net, x, step: int, last: bool = False) -> dict:
-        if not self.every:
-            return {}
-        if step % self.every and not last:
-            return {name: np.full(net.k, np.nan) for name in SPECTRA_METRICS}
+        if not self.every or (step % self.every and not last):
+            return {m.name: np.full(net.k, np.nan) for m in SPECTRA_METRICS}
         w_ev, f_ev, out = layer_spectra(net, x)
         self.steps.append(step)
         self.weights.append(np.stack(w_ev))

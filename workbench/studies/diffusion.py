@@ -16,12 +16,13 @@ import torch
 from .. import datasets
 from ..engine import diffusion as dif
 from ..engine.context import DivergenceLog
+from ..engine.group import Group
 from ..errors import ConfigError
 from ..models import ConvDenoiser, Denoiser, init_
 from ..probes import ptq
 from ..probes.spectra import radial_power_spectrum
 from ..noise import schedules
-from .base import Study
+from .base import DIVERGENCE_METRICS, Metric, Study
 
 STEP_GRID = (1, 2, 5, 10, 20, 50)
 T_BINS = 10  # the training loss is also kept per bin of t
@@ -37,18 +38,26 @@ class Diffusion(Study):
                "to the samples?"
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     axis = "step"
-    curves = {
-        "Training loss": ["train_loss"],
-        "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)": ["sw", "sw_baseline"],
-        "RBF-MMD²": ["mmd"],
-        "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples":
-            ["sw_quantized", "sw_quantized_vs_fp32"],
-        "Memorization (median distance to the nearest training example, samples / held-out data)":
-            ["nearest_train_ratio"],
-        "Brightness spread (std of per-sample means)": ["brightness_std", "data_brightness_std"],
-    }
-    peak = ("sw", "min")
-    summaries = ("diverged", "diverged_step")
+    _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
+    _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"
+    _bright = "Brightness spread (std of per-sample means)"
+    metrics = (
+        Metric("train_loss", "training loss", "min", group="Training loss"),
+        Metric("sw", "sliced Wasserstein to held-out data", "min", group=_quality),
+        Metric("sw_baseline", "sliced W., data vs data", group=_quality),
+        Metric("mmd", "RBF-MMD² to held-out data", "min", group="RBF-MMD²"),
+        Metric("sw_quantized", "sliced W. of low-precision samples", "min", group=_low),
+        Metric("sw_quantized_vs_fp32", "sliced W., low-precision vs fp32 samples", "min", group=_low),
+        Metric("nearest_train_ratio", "nearest-training distance, samples / held-out",
+               group="Memorization (median distance to the nearest training example, samples / held-out data)"),
+        Metric("brightness_std", "std of sample brightness", group=_bright),
+        Metric("data_brightness_std", "std of data brightness", group=_bright),
+        Metric("brightness_extreme", "share of samples with |brightness| > 0.5"),
+        *DIVERGENCE_METRICS,
+    )
+    headline = "sw"
+    tiny = {"steps": 20, "eval_every": 10, "n_train": 64, "n_samples": 64, "width": 16, "depth": 1,
+            "sample_steps": 4, "batch_size": 16}
     batchable = frozenset({"seed"})
     primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
                "steps", "seed")
@@ -137,24 +146,26 @@ class Diffusion(Study):
 
     @classmethod
     def execute_group(cls, ctx, configs):
-        dev, c0, k = ctx.device, configs[0], len(configs)
+        group = Group(configs, ctx.device)
+        dev, c0, k, streams = group.device, group.c0, group.k, group.streams
         sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
-        gens = [torch.Generator().manual_seed(c.seed) for c in configs]
         images = c0.dataset in datasets.IMAGES
-        if images:
-            def load(name, n, g):
-                return datasets.images(name, n, g, c0.resolution)
-        else:
-            load = datasets.points
         data, sigma, held, base = [], [], [], []
-        for c, g in zip(configs, gens):
-            x = load(c.dataset, c.n_train, g)
-            corrupt = (torch.rand(c.n_train, generator=g) >= c.clean_fraction) & (c.corruption_sigma > 0)
-            x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=g)
+        for c, st in zip(configs, streams):
+            g = st.generator("data")
+            if images:  # held-out images from digits disjoint from the training ones
+                x, other = datasets.images(c.dataset, c.n_train, g, c0.resolution, n_held=2 * c.n_samples)
+                held.append(other[:c.n_samples])
+                base.append(other[c.n_samples:])
+            else:
+                x = datasets.points(c.dataset, c.n_train, g)
+                held.append(datasets.points(c.dataset, c.n_samples, g))
+                base.append(datasets.points(c.dataset, c.n_samples, g))
+            noise = st.generator("noise")
+            corrupt = (torch.rand(c.n_train, generator=noise) >= c.clean_fraction) & (c.corruption_sigma > 0)
+            x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=noise)
             data.append(x.to(dev))
             sigma.append((corrupt * (c.corruption_sigma if c.ambient else 0.0)).to(dev))  # the noise it carries
-            held.append(load(c.dataset, c.n_samples, g))
-            base.append(load(c.dataset, c.n_samples, g))
         dim = data[0].shape[1]
         if c0.denoiser == "conv":
             def build():
@@ -162,14 +173,17 @@ class Diffusion(Study):
         else:
             def build():
                 return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
-        trained = [init_(build(), g).to(dev) for g in gens]
+        trained = [init_(build(), g).to(dev) for g in group.generators("init")]
+        gens = group.generators("order")  # each model's minibatches, times and training noise
         opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in trained]
         nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
         discrete = sch.steps is not None
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
         diverged = DivergenceLog(ctx, k)
-        proj = torch.Generator().manual_seed(12345)
-        sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj) for h, b in zip(held, base)])
+        def proj(m):  # model m's random projections for sliced Wasserstein: the same directions at every measurement
+            return streams[m].fresh("probe")
+
+        sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj(m)) for m, (h, b) in enumerate(zip(held, base))])
         near_held = np.stack([torch.cdist(h, x.cpu()).min(1).values.numpy() for h, x in zip(held, data)])
         ctx.put("nearest_train_heldout", ("model", "sample"), near_held)
         running = [[] for _ in range(k)]
@@ -181,7 +195,7 @@ class Diffusion(Study):
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
                             sampling_step=np.array([i + 1, steps]))
 
-            return dif.sample(model or nets[m], sch, (c0.n_samples, dim), steps, torch.Generator().manual_seed(configs[m].seed + 1),
+            return dif.sample(model or nets[m], sch, (c0.n_samples, dim), steps, streams[m].fresh("sampling"),
                               c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
                               callback=show if live else None).cpu()
 
@@ -202,19 +216,19 @@ class Diffusion(Study):
             sw, drift = np.full(k, np.nan), np.full(k, np.nan)
             for m in range(k):
                 cal = held[m][:512].to(dev)
-                batches = ptq.timestep_batches(cal, sch, ts, torch.Generator().manual_seed(configs[m].seed + 2))
+                batches = ptq.timestep_batches(cal, sch, ts, streams[m].fresh("probe", 1))
                 low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()))
                 s = draw(m, c0.sample_steps, model=low)
                 if torch.isfinite(s).all():
-                    sw[m] = dif.sliced_wasserstein(s, held[m], generator=proj)
-                    drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj)
+                    sw[m] = dif.sliced_wasserstein(s, held[m], generator=proj(m))
+                    drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj(m))
             return {"sw_quantized": sw, "sw_quantized_vs_fp32": drift}
 
         def evaluate(step):
             samples = [draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
             ok = np.array([bool(torch.isfinite(s).all()) for s in samples])
-            sw = np.array([dif.sliced_wasserstein(s, h, generator=proj) if o else np.nan
-                           for s, h, o in zip(samples, held, ok)])
+            sw = np.array([dif.sliced_wasserstein(s, h, generator=proj(m)) if o else np.nan
+                           for m, (s, h, o) in enumerate(zip(samples, held, ok))])
             mmd = np.array([dif.mmd_rbf(s[:1000], h[:1000]) if o else np.nan for s, h, o in zip(samples, held, ok)])
             loss = np.array([np.mean(r) if r else np.nan for r in running])
             for r in running:
@@ -276,7 +290,7 @@ class Diffusion(Study):
         and radially averaged power spectra (samples against held-out data)."""
         k, side = len(configs), configs[0].resolution
         grid = [s for s in STEP_GRID if s <= (sch.steps or 10**9)]
-        sw_steps = np.array([[dif.sliced_wasserstein(draw(m, s), held[m], generator=proj) for s in grid]
+        sw_steps = np.array([[dif.sliced_wasserstein(draw(m, s), held[m], generator=proj(m)) for s in grid]
                              for m in range(k)])
         ctx.put("sw_vs_steps", ("model", "sampling_steps"), sw_steps, sampling_steps=np.array(grid))
         if not images:

@@ -16,8 +16,11 @@ import torch.nn.functional as F
 from .. import datasets, models
 from ..engine import ensemble
 from ..engine.context import DivergenceLog
+from ..engine.group import Group
 from ..probes import hessian, spectra
-from .base import Study, layer_spectra
+from dataclasses import replace
+
+from .base import DIVERGENCE_METRICS, SPECTRA_METRICS, Metric, Study, layer_spectra
 
 
 class EdgeOfStability(Study):
@@ -27,13 +30,21 @@ class EdgeOfStability(Study):
     paper = "Cohen et al. 2021 (Gradient descent on neural networks typically occurs at the edge of stability)"
     axis = "step"
     notebook = "spectra"
-    curves = {
-        "Sharpness (top Hessian eigenvalue) and 2/η": ["sharpness", "two_over_lr"],
-        "Train loss (MSE)": ["train_loss"],
-        "Accuracy": ["train_acc", "test_acc"],
-    }
-    peak = ("sharpness", "max")
-    summaries = ("weight_alpha", "weight_stable_rank", "feature_effective_rank", "diverged", "diverged_step")
+    metrics = (
+        Metric("sharpness", "sharpness (top Hessian eigenvalue)", "max",
+               group="Sharpness (top Hessian eigenvalue) and 2/η"),
+        Metric("two_over_lr", "2/η", group="Sharpness (top Hessian eigenvalue) and 2/η"),
+        Metric("sharpness_residual", "Lanczos residual ‖Hv − λv‖ of the sharpness"),
+        Metric("train_loss", "train loss (MSE)", "min", group="Train loss (MSE)"),
+        Metric("train_acc", "train accuracy", "max", group="Accuracy"),
+        Metric("test_acc", "test accuracy", "max", group="Accuracy"),
+        *(replace(m, per="run", group="") for m in SPECTRA_METRICS),
+        Metric("weight_beyond_mp", "share of weight eigenvalues beyond the Marchenko–Pastur edge", per="run"),
+        Metric("weight_q", "layer aspect ratio q", per="run"),
+        *DIVERGENCE_METRICS,
+    )
+    headline = "sharpness"
+    tiny = {"steps": 20, "sharpness_every": 10, "n_train": 100, "width": 16}
     batchable = frozenset({"seed", "lr"})
     primary = ("lr", "width", "depth", "activation", "n_train", "steps", "sharpness_every", "seed")
     presets = {
@@ -62,17 +73,18 @@ class EdgeOfStability(Study):
 
     @classmethod
     def execute_group(cls, ctx, configs):
-        dev, c0, k = ctx.device, configs[0], len(configs)
-        data = [datasets.digits(c.n_train, c.seed) for c in configs]
+        group = Group(configs, ctx.device)
+        dev, c0, k = group.device, group.c0, group.k
+        data = [datasets.digits(c.n_train, seed) for c, seed in zip(configs, group.seeds("data"))]
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
         x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])
         x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
         targets = F.one_hot(y_tr, 10).float()  # (K, n, 10)
         mods = [models.build("mlp", input_dim=64, width=c0.width, depth=c0.depth, num_classes=10,
-                             generator=torch.Generator().manual_seed(c.seed), activation=c0.activation)
-                for c in configs]
+                             generator=g, activation=c0.activation)
+                for g in group.generators("init")]
         net = ensemble.stack(mods, dev)
-        lr = ensemble.per_model([c.lr for c in configs], k, dev)
+        lr = group.per_model("lr")
         opt = ensemble.Optimizer(net.tensors(), "sgd", lr=lr)
         act = torch.tanh if c0.activation == "tanh" else torch.relu
 
@@ -91,19 +103,21 @@ class EdgeOfStability(Study):
 
         diverged = DivergenceLog(ctx, k)
         vectors: list = [None] * k
-        gen = torch.Generator().manual_seed(c0.seed)
-        last_sharp = np.full(k, np.nan)
+        probes = group.generators("probe")  # each model's Lanczos start vectors, from its own stream
+        last_sharp, last_residual = np.full(k, np.nan), np.full(k, np.nan)
 
         def sharpness():
-            out = np.full(k, np.nan)
+            """Each model's top Hessian eigenvalue, and its residual ‖Hv − λv‖ (an eigenvalue lies that close)."""
+            out, res = np.full(k, np.nan), np.full(k, np.nan)
             for m in range(k):
                 params = {n: p[m].detach() for n, p in net.params.items()}
                 if not all(torch.isfinite(p).all() for p in params.values()):
                     continue
                 vals, vecs = hessian.top_eigenvalues(loss_of(m), params, k=1, iters=c0.lanczos_iters,
-                                                     generator=gen, v0=vectors[m], return_vectors=True)
+                                                     generator=probes[m], v0=vectors[m], return_vectors=True)
                 out[m], vectors[m] = float(vals[0]), vecs[0]
-            return out
+                res[m] = hessian.residual(loss_of(m), params, out[m], vecs[0])
+            return out, res
 
         def evaluate(step, loss):
             with torch.no_grad():
@@ -111,13 +125,14 @@ class EdgeOfStability(Study):
             rec = {"step": step, "train_loss": loss.cpu().numpy(),
                    "train_acc": (z_tr.argmax(-1) == y_tr).float().mean(1).cpu().numpy(),
                    "test_acc": (z_te.argmax(-1) == y_te).float().mean(1).cpu().numpy(),
-                   "sharpness": last_sharp.copy(), "two_over_lr": (2 / lr).cpu().numpy()}
+                   "sharpness": last_sharp.copy(), "sharpness_residual": last_residual.copy(),
+                   "two_over_lr": (2 / lr).cpu().numpy()}
             ctx.emit(rec)
 
         for step in range(c0.steps + 1):
             ctx.check()
             if step % c0.sharpness_every == 0 or step == c0.steps:
-                last_sharp[:] = sharpness()
+                last_sharp[:], last_residual[:] = sharpness()
             per_model, grads = net.gradients(x_tr, lambda z: mse(z, targets))
             if step % c0.sharpness_every == 0 or step == c0.steps:
                 evaluate(step, per_model)
@@ -125,28 +140,28 @@ class EdgeOfStability(Study):
             if step == c0.steps:
                 break
             opt.step(grads)
-        cls._final_spectra(ctx, net, loss_of, x_te, gen, k)
+        cls._final_spectra(ctx, net, loss_of, x_te, probes, k)
 
     @classmethod
-    def _final_spectra(cls, ctx, net, loss_of, x_te, gen, k):
+    def _final_spectra(cls, ctx, net, loss_of, x_te, probes, k):
         """At the end: the Hessian's top eigenvalues and density (SLQ), the middle layer's weight spectrum with its
         Marchenko–Pastur edge, power-law tail and stable rank, the last hidden layer's covariance spectrum."""
-        if not all(torch.isfinite(p).all() for p in net.params.values()):
-            return  # a diverged model has no spectra
-        top, grids, dens = [], [], []
+        top, grids, dens = np.full((k, 5), np.nan), np.full((k, 400), np.nan), np.full((k, 400), np.nan)
+        finite = [all(bool(torch.isfinite(p[m]).all()) for p in net.params.values()) for m in range(k)]
         for m in range(k):
+            if not finite[m]:
+                continue  # a diverged model has no spectra (nan), whatever its company
             params = {n: p[m].detach() for n, p in net.params.items()}
-            top.append(hessian.top_eigenvalues(loss_of(m), params, k=5, generator=gen).cpu().numpy())
-            g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=gen)
-            grids.append(g.numpy())
-            dens.append(d.numpy())
+            top[m] = hessian.top_eigenvalues(loss_of(m), params, k=5, generator=probes[m]).cpu().numpy()
+            g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=probes[m])
+            grids[m], dens[m] = g.numpy(), d.numpy()
         j = net.n_layers // 2 if net.n_layers > 2 else 0
         w_ev, h_ev, summary = layer_spectra(net, x_te, layer=j)
         summary["weight_beyond_mp"] = np.array([spectra.mp_fit(net.params[f"w{j}"][m].detach())["beyond_edge"]
-                                                for m in range(k)])
-        ctx.put("hessian_top", ("model", "eigen_index"), np.stack(top), eigen_index=np.arange(5))
-        ctx.put("hessian_density_grid", ("model", "density_point"), np.stack(grids))
-        ctx.put("hessian_density", ("model", "density_point"), np.stack(dens))
+                                                if finite[m] else np.nan for m in range(k)])
+        ctx.put("hessian_top", ("model", "eigen_index"), top, eigen_index=np.arange(5))
+        ctx.put("hessian_density_grid", ("model", "density_point"), grids)
+        ctx.put("hessian_density", ("model", "density_point"), dens)
         ctx.put("weight_eigenvalues", ("model", "weight_eigen"), np.stack(w_ev))
         ctx.put("feature_eigenvalues", ("model", "feature_eigen"), np.stack(h_ev))
         for name, values in summary.items():

@@ -18,7 +18,8 @@ import torch
 from .. import datasets
 from ..engine import ensemble
 from ..engine.context import DivergenceLog
-from .base import Study
+from ..engine.group import Group, Streams
+from .base import DIVERGENCE_METRICS, Metric, Study
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,16 +58,22 @@ class Grokking(Study):
                "own loss to zero, and what weight decay, float64, StableMax or ⊥Grad do about it."
     paper = "Prieto et al. 2025 (Grokking at the edge of numerical stability); Power et al. 2022"
     axis = "epoch"
-    curves = {
-        "Accuracy": ["train_acc", "test_acc"],
-        "Loss": ["train_loss", "test_loss"],
-        "Softmax collapse (share of zero losses)": ["sc_fraction"],
-        "Logit norm": ["logit_norm"],
-        "cos(−gradient, weights)": ["grad_weight_cos"],
-        "Embedding Fourier: top-8 power share": ["fourier_top8"],
-    }
-    peak = ("test_acc", "max")
-    summaries = ("grok_epoch", "collapse_epoch", "diverged")
+    metrics = (
+        Metric("train_acc", "train accuracy", "max", group="Accuracy"),
+        Metric("test_acc", "test accuracy", "max", group="Accuracy"),
+        Metric("train_loss", "train loss", "min", group="Loss"),
+        Metric("test_loss", "test loss", "min", group="Loss"),
+        Metric("sc_fraction", "softmax collapse (share of zero losses)", "min",
+               group="Softmax collapse (share of zero losses)"),
+        Metric("logit_norm", "logit norm", group="Logit norm"),
+        Metric("grad_weight_cos", "cos(−grad, w)", group="cos(−gradient, weights)"),
+        Metric("fourier_top8", "top-8 Fourier power share", group="Embedding Fourier: top-8 power share"),
+        Metric("grok_epoch", "epoch test acc ≥ 0.9 (nan: never)", "min", per="run"),
+        Metric("collapse_epoch", "epoch of softmax collapse (≥ 50%; nan: never)", per="run"),
+        *DIVERGENCE_METRICS,
+    )
+    headline = "test_acc"
+    tiny = {"p": 11, "epochs": 20, "eval_every": 10, "width": 16}
     batchable = frozenset({"seed", "weight_decay", "lr"})
     primary = ("p", "train_fraction", "softmax_precision", "loss", "optimizer", "weight_decay", "lr", "epochs",
                "seed")
@@ -102,7 +109,7 @@ class Grokking(Study):
     eval_every = param.Integer(10, bounds=(1, 100_000), doc="Epochs between measurements.")
 
     def _load(self) -> datasets.Data:
-        return datasets.modular_addition(self.p, self.train_fraction, self.seed)
+        return datasets.modular_addition(self.p, self.train_fraction, Streams(self).seed("data"))
 
     def check(self):
         self._load()  # a train fraction leaving no test pairs is refused here, naming the field
@@ -114,8 +121,10 @@ class Grokking(Study):
 
     @classmethod
     def execute_group(cls, ctx, configs):
-        dev, c0, k = ctx.device, configs[0], len(configs)
+        group = Group(configs, ctx.device)
+        dev, c0, k = group.device, group.c0, group.k
         data = [c._load() for c in configs]
+        init = group.generators("init")
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
         x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])  # (K, n, 2p), (K, n)
         x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
@@ -123,12 +132,10 @@ class Grokking(Study):
         sizes = [2 * p] + [c0.width] * c0.depth + [p]
         weights = []
         for j, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, drawn per model from its seed
-            w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound,
-                                                       generator=torch.Generator().manual_seed(c.seed * 100 + j))
-                 for c in configs]
+            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, drawn per model from its own stream
+            w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=g) for g in init]
             weights.append(torch.stack(w).to(dev).requires_grad_())
-        hyper = {n: ensemble.per_model([getattr(c, n) for c in configs], k, dev) for n in ("lr", "weight_decay")}
+        hyper = {n: group.per_model(n) for n in ("lr", "weight_decay")}
         opt = ensemble.Optimizer(weights, "adam", hyper["lr"], weight_decay=hyper["weight_decay"],
                                  betas=(0.9, c0.beta2), eps=c0.adam_eps, decoupled=True)
 

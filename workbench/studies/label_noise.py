@@ -16,11 +16,13 @@ import torch
 from .. import datasets, models
 from ..engine import ensemble, losses
 from ..engine.context import DivergenceLog
+from ..engine.group import Group, Streams
 from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
 from ..probes import metrics
-from .base import SpectraLog, Study, precision_dial, precision_metrics
+from .base import (DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric, SpectraLog, Study, precision_dial,
+                   precision_metrics)
 
 
 class LabelNoise(Study):
@@ -29,13 +31,19 @@ class LabelNoise(Study):
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     axis = "epoch"
-    curves = {
-        "Accuracy": ["test_acc", "train_clean_acc", "memorized"],
-        "Loss": ["train_loss", "test_loss"],
-        "Calibration (test ECE)": ["ece"],
-        "Spectra (spectra_every)": ["weight_alpha", "feature_effective_rank"],
-    }
-    peak = ("test_acc", "max")
+    metrics = (
+        Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
+        Metric("train_clean_acc", "train acc (clean subset)", "max", group="Accuracy"),
+        Metric("memorized", "flipped fit to noisy label", "min", group="Accuracy"),
+        Metric("train_acc", "train acc (noisy labels)", "max"),
+        Metric("flipped_true_acc", "flipped predicted as true", "max"),
+        Metric("train_loss", "train loss", "min", group="Loss"),
+        Metric("test_loss", "test loss", "min", group="Loss"),
+        Metric("ece", "test ECE", "min", group="Calibration (test ECE)"),
+        *PRECISION_METRICS, *SPECTRA_METRICS, *DIVERGENCE_METRICS,
+    )
+    headline = "test_acc"
+    tiny = {"epochs": 2, "n_train": 200, "width": 16, "loss_snapshots": 2, "spectra_every": 1}
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
                            "gce_q", "elr_lambda", "elr_beta"})
     presets = {
@@ -113,16 +121,20 @@ class LabelNoise(Study):
         if prec is not None:
             prec.check_dims({"the input dimension": data.input_dim, "width": self.width})
 
-    def make_precision(self, k: int = 1, device="cpu") -> Precision | None:
-        """The rounding of this config's training (None for fp32)."""
+    def make_precision(self, k: int = 1, device="cpu", generators=None) -> Precision | None:
+        """The rounding of this config's training (None for fp32); `generators`: the models' rounding streams."""
         if self.precision == "fp32":
             return None
-        return Precision(self.precision, num_models=k, device=device, seed=self.seed)
+        return Precision(self.precision, num_models=k, device=device, generators=generators)
+
+    def data_files(self) -> list[str]:
+        return [self.data_path] if self.dataset == "npz" else []
 
     def _load(self) -> datasets.Data:
-        key = (self.dataset, self.data_path, self.n_train, self.seed)
+        seed = Streams(self).seed("data")
+        key = (self.dataset, self.data_path, self.n_train, seed)
         if getattr(self, "_data_key", None) != key:
-            self._data, self._data_key = datasets.load(self.dataset, self.n_train, self.seed, self.data_path), key
+            self._data, self._data_key = datasets.load(self.dataset, self.n_train, seed, self.data_path), key
         return self._data
 
     def model_bytes(self) -> int:
@@ -134,19 +146,19 @@ class LabelNoise(Study):
 
     @classmethod
     def execute_group(cls, ctx, configs):
-        dev, c0, k = ctx.device, configs[0], len(configs)
-        data = [c._load() for c in configs]  # the split depends on the seed: per-model data
+        group = Group(configs, ctx.device)
+        dev, c0, k = group.device, group.c0, group.k
+        data = [c._load() for c in configs]  # the split depends on the data seed: per-model data
         num_classes = data[0].num_classes
-        gens = [torch.Generator().manual_seed(c.seed) for c in configs]
         flips = [labels.flip(d.y_train, labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate,
                                                                   c.transition_matrix), generator=g)
-                 for c, d, g in zip(configs, data, gens)]
+                 for c, d, g in zip(configs, data, group.generators("noise"))]
         modules = [models.build(c.model, input_dim=d.input_dim, width=c.width, depth=c.depth,
                                 num_classes=num_classes, generator=g, image_shape=d.image_shape)
-                   for c, d, g in zip(configs, data, gens)]
-        prec = c0.make_precision(k, dev)
+                   for c, d, g in zip(configs, data, group.generators("init"))]
+        prec = c0.make_precision(k, dev, group.generators("rounding"))
         net = ensemble.stack(modules, dev, prec)
-        hyper = {name: ensemble.per_model([getattr(c, name) for c in configs], k, dev)
+        hyper = {name: group.per_model(name)
                  for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}
         opt = ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"])
         stackd = lambda xs, dt=None: torch.stack(xs).to(dev)  # noqa: E731
@@ -156,6 +168,7 @@ class LabelNoise(Study):
         n = y_tr.shape[1]
         loss_fn = losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
                               lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev)
+        order = group.generators("order")
 
         epochs = c0.epochs
         snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
@@ -186,11 +199,13 @@ class LabelNoise(Study):
                 "test_acc": _mean(pred_te == y_te),
                 "test_loss": losses.cross_entropy(z_te, y_te).mean(1),
                 "ece": torch.tensor([metrics.ece(z_te[i], y_te[i]) for i in range(k)]),
-                **precision_metrics(prec),
+                **precision_metrics(prec, k),
             }
             rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
             if isinstance(net, ensemble.StackedMLP):
                 rec.update(spectra_log.record(net, x_te, epoch, last=epoch == epochs))
+            else:  # spectra of MLPs only: the CNN's records say so with nan
+                rec.update({m.name: np.full(k, np.nan) for m in SPECTRA_METRICS})
             if epoch in snap_at:
                 snaps.append(per_example.cpu().numpy())
                 snap_epochs.append(epoch)
@@ -206,7 +221,7 @@ class LabelNoise(Study):
         evaluate(0, 0, None)
         snap_at = {e - e % c0.eval_every if e < epochs else e for e in snap_at}  # snapshots fall on measured epochs
         for epoch in range(1, epochs + 1):
-            perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)  # (K, n)
+            perms = torch.stack([torch.randperm(n, generator=g) for g in order]).to(dev)  # (K, n)
             total = torch.zeros(k, device=dev)
             measured = epoch % c0.eval_every == 0 or epoch == epochs
             for b, idx in enumerate(ensemble.batches(perms, c0.batch_size)):  # idx: (K, B)

@@ -11,6 +11,7 @@ import param
 
 from ..engine.precision import SCALES, TENSORS, Precision
 from ..noise import formats
+from .base import regroup
 from .label_noise import LabelNoise
 
 
@@ -20,14 +21,15 @@ class PrecisionStudy(LabelNoise):
     question = "What does rounding weights, activations and gradients to fp8, fp6, fp4, int or MX formats do to " \
                "training, and where does it break?"
     paper = "Micikevicius et al. 2018, 2022 (FP8); OCP MX (Rouhani et al. 2023); Sun et al. 2025 (FP scaling laws)"
-    curves = {
+    metrics = regroup(LabelNoise.metrics, {
         "Loss": ["train_loss", "test_loss"],
         "Accuracy": ["test_acc", "train_acc"],
         "Gradient underflow (non-zero values rounded to 0)": ["underflow_gradients", "underflow_activations"],
         "Overflow (values beyond the format's max)": ["overflow_weights", "overflow_activations",
                                                        "overflow_gradients"],
-    }
-    peak = ("test_acc", "max")
+    })
+    headline = "test_acc"
+    tiny = {"epochs": 2, "n_train": 200, "width": 16, "rounding": "stochastic"}
     batchable = frozenset({"seed", "lr", "momentum", "weight_decay", "flip_rate"})
     primary = ("precision", "exp_bits", "man_bits", "rounding", "scale", "quantize_weights", "quantize_activations",
                "quantize_gradients", "lr", "width", "depth", "epochs", "seed")
@@ -86,9 +88,9 @@ class PrecisionStudy(LabelNoise):
     def format_name(self) -> str:
         return f"e{self.exp_bits}m{self.man_bits}" if self.precision == "custom" else self.precision
 
-    def make_precision(self, k: int = 1, device="cpu") -> Precision | None:
+    def make_precision(self, k: int = 1, device="cpu", generators=None) -> Precision | None:
         tensors = [t for t in TENSORS if getattr(self, f"quantize_{t}")]
         if self.format_name() == "fp32" or not tensors:
             return None
         return Precision(self.format_name(), tensors, self.rounding, self.scale, self.block, num_models=k,
-                         device=device, seed=self.seed)
+                         device=device, generators=generators)

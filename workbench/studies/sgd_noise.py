@@ -14,9 +14,11 @@ import torch
 from .. import models
 from ..engine import ensemble
 from ..engine.context import DivergenceLog
+from ..engine.group import Group, Streams
 from ..engine.precision import Precision
 from ..errors import ConfigError
-from .base import SpectraLog, Study, precision_dial, precision_metrics
+from .base import (DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric, SpectraLog, Study, precision_dial,
+                   precision_metrics)
 
 TASKS = ("parity", "perceptron")
 
@@ -51,15 +53,20 @@ class SGDNoise(Study):
                "(large α) and the feature-learning one (small α)?"
     paper = "Sclocchi, Geiger & Wyart 2023; Geiger et al. 2020; McCandlish et al. 2018 (gradient noise scale)"
     axis = "step"
-    curves = {
-        "Error": ["test_err", "train_err"],
-        "Fit (margin ≥ 1)": ["fit"],
-        "Weight change |w−w0|/|w0|": ["weight_change"],
-        "Gradient noise scale": ["grad_noise_scale"],
-        "Spectra (spectra_every)": ["weight_alpha", "feature_effective_rank"],
-    }
-    peak = ("test_err", "min")
-    summaries = ("fit_step", "diverged", "diverged_step")
+    metrics = (
+        Metric("test_err", "test error", "min", group="Error"),
+        Metric("train_err", "train error", "min", group="Error"),
+        Metric("fit", "fraction fitted (margin ≥ 1)", "max", group="Fit (margin ≥ 1)"),
+        Metric("weight_change", "|w − w0| / |w0|", group="Weight change |w−w0|/|w0|"),
+        Metric("grad_noise_scale", "gradient noise scale B_simple", group="Gradient noise scale"),
+        Metric("train_loss", "train hinge loss", "min"),
+        *PRECISION_METRICS, *SPECTRA_METRICS,
+        Metric("fit_step", "step every training point fits (-1: never)", per="run"),
+        *DIVERGENCE_METRICS,
+    )
+    headline = "test_err"
+    tiny = {"n_train": 32, "n_test": 64, "width": 16, "steps": 40, "eval_every": 20, "input_noise": 0.1,
+            "precision": "fp16"}
     batchable = frozenset({"seed", "alpha", "temperature", "input_noise", "chi"})
     primary = ("alpha", "temperature", "batch_size", "n_train", "task", "width", "depth", "steps", "seed")
     presets = {
@@ -112,9 +119,10 @@ class SGDNoise(Study):
                                               "width": self.width})
 
     def _data(self):
+        streams = Streams(self)
         if self.task == "parity":
-            return parity_data(self.n_train, self.seed)
-        g = torch.Generator().manual_seed(10_000 + self.seed)
+            return parity_data(self.n_train, streams.seed("data"))
+        g = streams.fresh("data")
         x_tr, y_tr = perceptron_data(self.n_train, self.dim, self.chi, g)
         x_te, y_te = perceptron_data(self.n_test, self.dim, self.chi, g)
         return x_tr, y_tr, x_te, y_te
@@ -127,15 +135,15 @@ class SGDNoise(Study):
 
     @classmethod
     def execute_group(cls, ctx, configs):
-        dev, c0, k = ctx.device, configs[0], len(configs)
+        group = Group(configs, ctx.device)
+        dev, c0, k = group.device, group.c0, group.k
         data = [c._data() for c in configs]
         x_tr, y_tr, x_te, y_te = (torch.stack([d[i] for d in data]).to(dev) for i in range(4))  # (K, n, d), (K, n)
         n, dim = x_tr.shape[1], x_tr.shape[2]
-        gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+        order, noise = group.generators("order"), group.generators("noise")
         mods = [models.build("mlp", input_dim=dim, width=c0.width, depth=c0.depth, num_classes=1, generator=g)
-                for g in gens]
-        prec = (lambda: Precision(c0.precision, num_models=k, device=dev, seed=c0.seed)) \
-            if c0.precision != "fp32" else (lambda: None)
+                for g in group.generators("init")]
+        prec = (lambda: Precision(c0.precision, num_models=k, device=dev)) if c0.precision != "fp32" else (lambda: None)
         # init: the frozen f_w0, read at the same precision so that F = 0 at the start
         net, init = ensemble.stack(mods, dev, prec()), ensemble.stack(mods, dev, prec())
         w0 = [p.detach().clone() for p in net.tensors()]
@@ -171,7 +179,7 @@ class SGDNoise(Study):
             rec = {"train_loss": hinge(F_tr, y_tr).mean(1), "fit": fit, "train_err": (margin <= 0).float().mean(1),
                    "test_err": (y_te * F_te <= 0).float().mean(1), "weight_change": change, "grad_noise_scale": gns}
             rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
-            rec = {"step": step, **rec, **precision_metrics(net.precision), **spectra_log.record(net, x_te, step)}
+            rec = {"step": step, **rec, **precision_metrics(net.precision, k), **spectra_log.record(net, x_te, step)}
             fit_step[(rec["fit"] >= 1.0) & (fit_step < 0)] = step
             ctx.put("fit_step", ("model",), fit_step.copy())
             bad = ~ok.cpu().numpy()
@@ -183,24 +191,25 @@ class SGDNoise(Study):
         perms, pos, step = None, n, 0
         while step < c0.steps:
             if pos + c0.batch_size > n:  # a new epoch: a fresh order per model
-                perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)
+                perms = torch.stack([torch.randperm(n, generator=g) for g in order]).to(dev)
                 pos = 0
             idx = perms[:, pos:pos + c0.batch_size]  # (K, B)
             pos += c0.batch_size
             ctx.check()
             x_b, y_b = ensemble.gather(x_tr, idx), ensemble.gather(y_tr, idx)
             if any(sigma):
-                noise = torch.stack([torch.randn(x_b.shape[1:], generator=g) * s for g, s in zip(gens, sigma)])
-                x_b = x_b + noise.to(dev)
+                drawn = torch.stack([torch.randn(x_b.shape[1:], generator=g) * s for g, s in zip(noise, sigma)])
+                x_b = x_b + drawn.to(dev)
                 with torch.no_grad():
                     z0 = init(x_b)[..., 0]
             else:
                 z0 = ensemble.gather(f0_tr, idx)
             if net.precision is not None:
                 net.precision.measure = (step + 1) % c0.eval_every == 0
-            _, grads = net.gradients(x_b, lambda z: hinge(a * (z[..., 0] - z0), y_b).mean(1) / alpha**2)
-            opt.step(grads)
+            per_model, grads = net.gradients(x_b, lambda z: hinge(a * (z[..., 0] - z0), y_b).mean(1) / alpha**2)
+            ensemble.apply(net, opt, grads)  # fp16: the dynamic loss scale
             step += 1
+            diverged.check_step(step, per_model, net)
             if step % c0.eval_every == 0 or step == c0.steps:
                 if evaluate(step):
                     break  # every model fits its training set: hinge gradients are zero from here on

@@ -22,7 +22,6 @@ import xarray as xr
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
-from ..probes.metrics import lower_is_better
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
@@ -177,11 +176,12 @@ class StudyPage:
         if self.job is not None:
             return False
         try:
-            config = self.cls.configure(**self.values()).config()
+            cfg = self.cls.configure(**self.values())
         except ConfigError:
             return False
+        config = cfg.config()
         store = self.store or Store()
-        meta = store.get(run_id(self.study, config))
+        meta = store.get(run_id(cfg))
         if not meta or meta["status"] not in ("done", "diverged") or not (store.root / meta["path"]).is_file():
             return False
         self.buffer.clear()
@@ -448,7 +448,7 @@ class SweepPanel:
         self.y = pn.widgets.Select(label="y dial", options=numeric, value=numeric[min(2, len(numeric) - 1)])
         self.y_values = pn.widgets.TextInput(label="y values", value="16,64", placeholder="START:STOP:COUNT or a,b,c")
         self.seeds = pn.widgets.TextInput(label="seeds", value="2", placeholder="a count, or 0,5,7")
-        self.metric = pn.widgets.Select(label="metric", options=metrics, value=cls.peak[0] or metrics[0])
+        self.metric = pn.widgets.Select(label="metric", options=metrics, value=cls.headline or metrics[0])
         self.reduce = pn.widgets.Select(label="cell value", options=["final", "best", "peak_minus_final"], value="final")
         self.button = pn.widgets.Button(label="Sweep", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
@@ -497,8 +497,7 @@ class SweepPanel:
 
     def _reduce(self, curve: dict) -> float:
         values = np.array([curve[e] for e in sorted(curve)], dtype=float)
-        lower = lower_is_better(self.metric.value)
-        best = np.nanmin(values) if lower else np.nanmax(values)
+        best = self.page.cls.metric(self.metric.value).best(values)  # nan for a metric without a direction
         return {"final": values[-1], "best": best, "peak_minus_final": best - values[-1]}[self.reduce.value] \
             if np.isfinite(values).any() else np.nan
 

@@ -21,7 +21,7 @@ from ..errors import ConfigError, RunNotFound
 from ..runs import Store
 from ..runs.store import STATUSES
 from ..studies import get as get_study, names as study_names
-from .plots import LABELS, PALETTE
+from .plots import PALETTE, label
 
 MAX_ROWS = 500  # newest runs listed
 
@@ -88,13 +88,13 @@ class Catalog:
         for r in rows:
             cls = get_study(r["study"]) if r["study"] in study_names() else None
             metric, best, last = "", np.nan, np.nan
-            if cls is not None and cls.peak:
-                metric, mode = cls.peak
+            if cls is not None:
+                head = cls.metric(cls.headline)
+                metric = head.name
                 try:
-                    da = self.dataset(r["id"])[metric]
-                    vals = da.values.astype(float).ravel()
+                    vals = self.dataset(r["id"])[metric].values.astype(float).ravel()
                     if np.isfinite(vals).any():
-                        best = float(np.nanmax(vals) if mode == "max" else np.nanmin(vals))
+                        best = head.best(vals)
                         last = float(vals[np.isfinite(vals)][-1])
                 except (RunNotFound, KeyError, OSError):
                     pass
@@ -141,13 +141,13 @@ def overlay(datasets: dict[str, xr.Dataset], metric: str, smoothing: float = 0.0
         color = PALETTE[i % len(PALETTE)]
         xlabel = "fraction of the run" if relative else axis
         if smoothing > 0:
-            layers.append(hv.Curve((x, y), xlabel, LABELS.get(metric, metric)).opts(color=color, alpha=0.25))
-        layers.append(hv.Curve((x, smooth(y, smoothing)), xlabel, LABELS.get(metric, metric), label=rid)
+            layers.append(hv.Curve((x, y), xlabel, label(metric)).opts(color=color, alpha=0.25))
+        layers.append(hv.Curve((x, smooth(y, smoothing)), xlabel, label(metric), label=rid)
                       .opts(color=color, line_width=2))
     if not layers:
         return hv.Overlay([hv.Curve([], "step", metric)]).opts(title="select runs that have this metric")
     return hv.Overlay(layers).opts(logx=logx, logy=logy, show_grid=True, responsive=True, height=380,
-                                   title=LABELS.get(metric, metric), legend_position="right",
+                                   title=label(metric), legend_position="right",
                                    hooks=[png_name(f"runs_{metric}")])
 
 

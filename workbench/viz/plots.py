@@ -6,23 +6,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..probes.metrics import lower_is_better
 from ..studies import get as get_study
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-LABELS = {
-    "test_err": "test error", "train_err": "train error", "fit": "fraction fitted (margin ≥ 1)",
-    "weight_change": "|w − w0| / |w0|", "grad_noise_scale": "gradient noise scale B_simple",
-    "test_acc": "clean test accuracy", "train_clean_acc": "train acc (clean subset)",
-    "memorized": "flipped fit to noisy label", "train_loss": "train loss", "test_loss": "test loss",
-    "ece": "test ECE", "train_acc": "train acc (noisy labels)", "flipped_true_acc": "flipped predicted as true",
-    "diverged": "share of seeds diverged", "diverged_step": "step of divergence", "sqnr": "SQNR (dB)",
-    "underflow_gradients": "gradients rounded to 0", "underflow_activations": "activations rounded to 0",
-    "overflow_weights": "weights beyond max", "overflow_activations": "activations beyond max",
-    "overflow_gradients": "gradients beyond max", "sc_fraction": "softmax collapse (share of zero losses)",
-    "grok_epoch": "epoch test acc ≥ 0.9", "collapse_epoch": "epoch of softmax collapse (≥ 50%)",
-    "logit_norm": "logit norm", "grad_weight_cos": "cos(−grad, w)", "fourier_top8": "top-8 Fourier power share",
-}
+#: labels of quantities that are not a study's metrics (the metrics' own come from their declarations)
+OTHER_LABELS = {"sqnr": "SQNR (dB)"}
+
+
+def label(metric: str, cls=None) -> str:
+    """A metric's declared label (and unit): of study `cls`, else of whichever study declares it."""
+    from ..studies import names
+
+    for c in [cls] if cls is not None else [get_study(n) for n in names()]:
+        if any(m.name == metric for m in c.metrics):
+            return c.label(metric)
+    return OTHER_LABELS.get(metric, metric)
 
 
 def _resolve(run_or_ds):
@@ -38,20 +36,20 @@ def frame(ds: xr.Dataset, axis: str) -> pd.DataFrame:
 
 
 def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False, logy=False) -> hv.Overlay:
-    """One panel of curves: each metric over the study's axis; the peak of `cls.peak` marked if it is drawn."""
+    """One panel of curves: each metric over the study's axis; the best of the headline metric marked if it is
+    drawn."""
     axis = cls.axis
     curves = []
     for i, m in enumerate(metrics):
         if m not in df:
             continue
         d = df[[axis, m]].rename(columns={m: "value"})
-        curves.append(hv.Curve(d, axis, ("value", title), label=LABELS.get(m, m))
+        curves.append(hv.Curve(d, axis, ("value", title), label=cls.label(m))
                       .opts(color=PALETTE[i % len(PALETTE)], line_width=2))
-    peak_metric, direction = cls.peak
-    if peak_metric in metrics and peak_metric in df and df[peak_metric].notna().any():
-        values = df[peak_metric].to_numpy(dtype=float)
-        i = int(np.nanargmax(values) if direction == "max" else np.nanargmin(values))
-        at, best = df[axis].iloc[i], values[i]
+    head = cls.metric(cls.headline)
+    i = head.best_index(df[head.name]) if head.name in metrics and head.name in df else None
+    if i is not None:
+        at, best = df[axis].iloc[i], float(df[head.name].iloc[i])
         curves.append(hv.VLine(at).opts(color="gray", line_dash="dashed", line_width=1))
         curves.append(hv.Scatter([(at, best)], axis, ("value", title), label=f"peak {best:.3f} at {axis} {at}")
                       .opts(color="black", size=9, marker="triangle"))
@@ -76,14 +74,14 @@ class LiveCurves:
         self.source = ColumnDataSource({c: [] for c in self.columns})
         self.rows = 0  # sent so far (the source itself fills on the session's next tick)
         self.figures, self._peaks = [], []
-        peak_metric, _ = cls.peak
+        peak_metric = cls.headline
         for title, metrics in cls.curves.items():
             fig = figure(title=title, height=300, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
                          y_axis_label=title, toolbar_location="above",
                          tools=["pan", "wheel_zoom", "box_zoom", "reset", SaveTool(filename=f"{axis}_{title}".lower())])
             for i, m in enumerate(metrics):
                 fig.line(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], line_width=2,
-                         legend_label=LABELS.get(m, m))
+                         legend_label=cls.label(m))
             if peak_metric in metrics:
                 span = Span(dimension="height", line_dash="dashed", line_color="gray", line_width=1, visible=False)
                 marker = ColumnDataSource({"x": [], "y": []})
@@ -124,13 +122,13 @@ class LiveCurves:
     def _move_peak(self) -> None:
         from bokeh.core.properties import value
 
-        metric, direction = self.cls.peak
-        if not self._peaks or metric not in self.source.data:
+        head = self.cls.metric(self.cls.headline)
+        if not self._peaks or head.name not in self.source.data:
             return
-        values = np.asarray(self.source.data[metric], dtype=float)
-        if not np.isfinite(values).any():
+        values = np.asarray(self.source.data[head.name], dtype=float)
+        i = head.best_index(values)
+        if i is None:
             return
-        i = int(np.nanargmax(values) if direction == "max" else np.nanargmin(values))
         at, best = int(self.source.data[self.cls.axis][i]), float(values[i])
         for span, marker, item in self._peaks:
             span.location, span.visible = at, True
@@ -275,16 +273,17 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
 REDUCTIONS = ("final", "best", "peak_minus_final")
 
 
-def reduce_axis(da: xr.DataArray, axis: str, epoch="final") -> xr.DataArray:
-    """One value per cell from a curve: its final value, its best (max; min for losses and ECE), the peak minus
-    the final value (the size of an early-learning drop), or the value at a given step of `axis`."""
-    lower = lower_is_better(str(da.name))
+def reduce_axis(da: xr.DataArray, axis: str, epoch="final", better: str = "none") -> xr.DataArray:
+    """One value per cell from a curve: its final value, its best (in the metric's declared direction `better`),
+    the best minus the final value (the size of an early-learning drop), or the value at a given step of `axis`."""
     if epoch == "final":
         return da.isel({axis: -1})
-    if epoch == "best":
-        return da.min(axis) if lower else da.max(axis)
-    if epoch == "peak_minus_final":
-        return (da.min(axis) if lower else da.max(axis)) - da.isel({axis: -1})
+    if epoch in ("best", "peak_minus_final"):
+        if better not in ("min", "max"):
+            raise ValueError(f"epoch={epoch!r} is not allowed for {da.name!r}, which has no better direction "
+                             "(declared better='none'): final or an integer step")
+        best = da.min(axis) if better == "min" else da.max(axis)
+        return best if epoch == "best" else best - da.isel({axis: -1})
     if isinstance(epoch, (int, np.integer)):
         return da.sel({axis: int(epoch)})
     raise ValueError(f"epoch={epoch!r} is not allowed: one of {', '.join(REDUCTIONS)} or an integer {axis}")
@@ -298,7 +297,7 @@ def cell_table(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final") -> pd
     for name, dim in (("x", x), ("y", y)):
         if dim not in ds[metric].dims:
             raise ValueError(f"{name}={dim!r} is not allowed: a swept dim of {metric}: {', '.join(ds[metric].dims)}")
-    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    da = reduce_axis(ds[metric], cls.axis, epoch, cls.better(metric)) if cls.axis in ds[metric].dims else ds[metric]
     extra = [d for d in da.dims if d not in (x, y, "seed")]
     if extra:
         da = da.mean(extra)
@@ -328,11 +327,11 @@ def heatmap(df: pd.DataFrame, metric: str, x: str, y: str, epoch="final", cmap: 
     df = df.copy()
     xs, ys = order if order is not None else (sorted(df[x].unique()), sorted(df[y].unique()))
     df["_x"], df["_y"] = df[x].map(_tick), df[y].map(_tick)
-    label = LABELS.get(metric, metric)
-    title = f"{label} ({epoch if isinstance(epoch, str) else f'epoch {epoch}'}), mean over seeds"
+    text = label(metric)
+    title = f"{text} ({epoch if isinstance(epoch, str) else f'epoch {epoch}'}), mean over seeds"
     kdims = [hv.Dimension("_x", label=x, values=[_tick(v) for v in xs]),
              hv.Dimension("_y", label=y, values=[_tick(v) for v in ys])]
-    return hv.HeatMap(df[["_x", "_y", "mean", "std", "n"]], kdims=kdims, vdims=[("mean", label), "std", "n"]).opts(
+    return hv.HeatMap(df[["_x", "_y", "mean", "std", "n"]], kdims=kdims, vdims=[("mean", text), "std", "n"]).opts(
         cmap=cmap, colorbar=True, tools=["hover", "tap"], title=title, responsive=True, height=360,
         line_color="white", line_width=1, framewise=True)
 
@@ -351,7 +350,7 @@ def sweep_curves(ds: xr.Dataset, metric: str, cell: dict) -> hv.Overlay:
     lines.append(hv.Curve((mean[cls.axis].values, mean.values), cls.axis, metric, label="mean over seeds")
                  .opts(color=PALETTE[0], line_width=2))
     where = ", ".join(f"{k}={v}" for k, v in cell.items())
-    return hv.Overlay(lines).opts(title=f"{LABELS.get(metric, metric)} at {where}", responsive=True, height=300,
+    return hv.Overlay(lines).opts(title=f"{label(metric, cls)} at {where}", responsive=True, height=300,
                                   show_grid=True)
 
 
@@ -369,7 +368,7 @@ def power_law(ds: xr.Dataset, metric: str, x: str, by: str | None = None, epoch=
     """`metric` against the swept dial `x` on log-log axes, one series per value of `by`, each with its fitted
     power law y = c·x^a (the exponent in the legend); seeds averaged, other dims averaged."""
     cls = get_study(ds.attrs.get("study", "label_noise"))
-    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    da = reduce_axis(ds[metric], cls.axis, epoch, cls.better(metric)) if cls.axis in ds[metric].dims else ds[metric]
     keep = [x] + ([by] if by else [])
     da = da.mean([d for d in da.dims if d not in keep])
     groups = list(da[by].values) if by else [None]
@@ -385,7 +384,7 @@ def power_law(ds: xr.Dataset, metric: str, x: str, by: str | None = None, epoch=
             grid = np.geomspace(xs[xs > 0].min(), xs.max(), 50)
             items.append(hv.Curve((grid, c * grid**a), x, metric).opts(color=color, line_dash="dashed"))
     return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
-                                  legend_position="bottom_right", title=f"{LABELS.get(metric, metric)} vs {x}")
+                                  legend_position="bottom_right", title=f"{label(metric, cls)} vs {x}")
 
 
 def crossover(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final", factor: float = 2.0) -> pd.DataFrame:
@@ -393,7 +392,7 @@ def crossover(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final", facto
     which the metric, averaged over seeds, has moved by `factor` (up or down) from its value at the smallest x,
     interpolated linearly in log-log. A table: by, crossover (nan where it never moves that far)."""
     cls = get_study(ds.attrs.get("study", "label_noise"))
-    da = reduce_axis(ds[metric], cls.axis, epoch) if cls.axis in ds[metric].dims else ds[metric]
+    da = reduce_axis(ds[metric], cls.axis, epoch, cls.better(metric)) if cls.axis in ds[metric].dims else ds[metric]
     da = da.mean([d for d in da.dims if d not in (x, by)]).transpose(by, x)
     da = da.isel({x: np.nonzero(da[x].values.astype(float) > 0)[0]})  # a log axis: positive x only
     xs = np.log(da[x].values.astype(float))
@@ -423,7 +422,7 @@ def crossover_plot(ds: xr.Dataset, metric: str, x: str, by: str, epoch="final") 
         items.append(hv.Curve((grid, c * grid**a), by, ("crossover", f"crossover {x}")).opts(
             color=PALETTE[0], line_dash="dashed"))
     return hv.Overlay(items).opts(logx=True, logy=True, responsive=True, height=320, show_grid=True,
-                                  title=f"crossover {x} (from {LABELS.get(metric, metric)}) vs {by}")
+                                  title=f"crossover {x} (from {label(metric)}) vs {by}")
 
 
 def curves_by(ds: xr.Dataset, metric: str, by: str, **select) -> hv.Overlay:
@@ -445,9 +444,9 @@ def curves_by(ds: xr.Dataset, metric: str, by: str, **select) -> hv.Overlay:
                                  [metric, "upper"]).opts(color=color, alpha=0.15, line_alpha=0))
         items.append(hv.Curve((mean[cls.axis].values, mean.values), cls.axis, metric, label=f"{by}={_tick(v)}")
                      .opts(color=color, line_width=2))
-    return hv.Overlay(items).opts(title=f"{LABELS.get(metric, metric)} by {by} (mean ± std over seeds)",
+    return hv.Overlay(items).opts(title=f"{label(metric, cls)} by {by} (mean ± std over seeds)",
                                   responsive=True, height=320, show_grid=True, legend_position="right",
-                                  logy=lower_is_better(metric) and bool((da > 0).all()))
+                                  logy=cls.better(metric) == "min" and bool((da > 0).all()))
 
 
 def sqnr_heatmap(lab_ds: xr.Dataset, title: str = "SQNR by format and tensor (dB, higher is better)") -> hv.HeatMap:
