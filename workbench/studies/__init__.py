@@ -20,7 +20,7 @@ def _discover() -> dict[str, type[Study]]:
                 importlib.import_module(f"{__name__}.{mod.name}")
     found = {}
     for cls in _all_subclasses(Study):
-        if cls.key:
+        if cls.__dict__.get("_checked"):  # its own key, declarations checked (a failed definition never counts)
             found[cls.key] = cls
     _REGISTRY.clear()
     _REGISTRY.update(found)

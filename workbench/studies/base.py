@@ -129,7 +129,8 @@ class Study(param.Parameterized):
     def __init_subclass__(cls, **kwargs):
         """A study's declarations are checked when its class is defined, not when a page first draws them."""
         super().__init_subclass__(**kwargs)
-        if not cls.key:
+        cls._checked = False  # registered (studies.get) only once its declarations pass
+        if not cls.key or "key" not in cls.__dict__:
             return
         where = f"study {cls.__name__} ({cls.key!r})"
         names = [m.name for m in cls.metrics]
@@ -152,6 +153,7 @@ class Study(param.Parameterized):
             if m.group and m.per == "record":
                 cls.curves.setdefault(m.group, []).append(m.name)
         cls.summaries = tuple(m.name for m in cls.metrics if m.per == "run")
+        cls._checked = True
 
     @classmethod
     def metric(cls, name: str) -> Metric:
@@ -225,6 +227,10 @@ class Study(param.Parameterized):
         """Train K configs that differ only in `batchable` dials, as one program. Emit one record per `axis` step
         through ctx.emit (each metric a (K,) array) and arrays with a leading "model" dim through ctx.put."""
         raise NotImplementedError
+
+    def data_files(self) -> list[str]:
+        """The files this config reads its data from: their contents' digests are part of the run id."""
+        return []
 
     def model_bytes(self) -> int:
         """About how much memory one model of this config needs while training (sizes a sweep's tasks)."""
