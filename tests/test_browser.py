@@ -1,5 +1,7 @@
 """The run browser: filters, overlay, smoothing, tags, delete, export (the page object, no browser)."""
 import io
+import json
+import sqlite3
 import zipfile
 
 import numpy as np
@@ -85,3 +87,24 @@ def test_filter_overlay_tag_export_delete(store, runs):
     page._act(page._delete)
     assert store.get(c.id) is None and c.id not in set(page.table.value["id"])
     assert not store.path_for("diffusion", c.id).exists()
+
+
+def test_filters_run_in_the_catalog_so_old_matching_runs_are_found(tmp_path):
+    """Regression: the browser read the newest 500 rows and filtered them in Python; an older matching run was
+    invisible behind 500 newer ones."""
+    store = wb.Store(tmp_path)
+    old = wb.run("label_noise", **{**FAST, "width": 24}, flip_rate=0.35, progress=False, store=store, tags=["old"])
+    params = json.dumps({**old.config, "flip_rate": 0.1}, sort_keys=True)
+    with sqlite3.connect(store.catalog) as con:  # newer rows that do not match (rows only: no file is read)
+        con.executemany("INSERT INTO runs (id, study, kind, status, params, finished, path) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(f"{i:012x}", "label_noise", "run", "failed" if i % 2 else "done", params,
+                          "2999-01-01T00:00:00+00:00", "runs/label_noise/none.nc") for i in range(browser.MAX_ROWS + 20)])
+    cat = browser.Catalog(store)
+    assert [r["id"] for r in cat.rows(dials="flip_rate=0.35")] == [old.id]
+    assert [r["id"] for r in cat.rows(dials="flip_rate=0.35, width=24", statuses=("done",))] == [old.id]
+    assert cat.rows(dials="flip_rate=0.35", statuses=("failed",)) == []
+    assert [r["id"] for r in cat.rows(tag="old")] == [old.id]
+    assert [r["id"] for r in cat.rows(dials="noise_kind=symmetric, flip_rate=0.35")] == [old.id]
+    assert len(cat.rows(statuses=("failed",))) == (browser.MAX_ROWS + 20) // 2
+    with pytest.raises(ConfigError):
+        store.list(statuses=("exploded",))

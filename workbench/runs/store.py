@@ -90,10 +90,35 @@ class Store:
         return _row(row) if row else None
 
     def list(self, study: str | None = None, status: str | None = None, limit: int | None = None,
-             kind: str | None = None, tag: str | None = None) -> list[dict]:
+             kind: str | None = None, tag: str | None = None, statuses=(), params: dict | None = None) -> list[dict]:
+        """Catalog rows, newest first, filtered in the catalog itself (so `limit` counts matching rows): by study,
+        status (or any of `statuses`), kind, tag, and dial values `params` (numbers equal to a relative 1e-9)."""
         if not self.catalog.exists():
             return []
         where, args = [], []
+        for s in statuses:
+            if s not in STATUSES:
+                raise ConfigError("status", s, f"one of {', '.join(STATUSES)}")
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args += list(statuses)
+        for name, value in (params or {}).items():
+            if not str(name).isidentifier():
+                raise ConfigError("dials", name, "dial names (letters, digits and '_')")
+            path = f"$.{name}"
+            if isinstance(value, bool):
+                where.append("json_type(params, ?) = ?")
+                args += [path, "true" if value else "false"]
+            elif isinstance(value, (int, float)):
+                where.append("json_type(params, ?) IN ('integer', 'real') AND "
+                             "abs(json_extract(params, ?) - ?) <= 1e-9 * max(1.0, abs(?))")
+                args += [path, path, float(value), float(value)]
+            elif isinstance(value, (list, dict)):
+                where.append("json_extract(params, ?) = json(?)")
+                args += [path, json.dumps(value)]
+            else:
+                where.append("json_extract(params, ?) = ?")
+                args += [path, value]
         if tag:
             check_tags([tag])
             where.append("(',' || tags || ',') LIKE ?")

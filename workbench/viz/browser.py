@@ -42,17 +42,6 @@ def parse_dial_filter(text: str) -> dict:
     return out
 
 
-def _matches(params: dict, wanted: dict) -> bool:
-    for k, v in wanted.items():
-        have = params.get(k)
-        if isinstance(v, (int, float)) and isinstance(have, (int, float)) and not isinstance(v, bool):
-            if not np.isclose(float(have), float(v)):
-                return False
-        elif have != v:
-            return False
-    return True
-
-
 def curve_names(ds: xr.Dataset) -> list[str]:
     """The run's curves: variables along its study's axis alone."""
     axis = get_study(ds.attrs.get("study", "label_noise")).axis
@@ -77,9 +66,8 @@ class Catalog:
 
     def rows(self, study: str = "all", statuses=(), tag: str = "", dials: str = "") -> list[dict]:
         wanted = parse_dial_filter(dials)
-        rows = self.store.list(study=None if study == "all" else study, kind="run", tag=tag or None,
-                               limit=MAX_ROWS)
-        return [r for r in rows if (not statuses or r["status"] in statuses) and _matches(r["params"], wanted)]
+        return self.store.list(study=None if study == "all" else study, kind="run", tag=tag or None,
+                               statuses=tuple(statuses), params=wanted, limit=MAX_ROWS)
 
     def frame(self, rows: list[dict]) -> pd.DataFrame:
         """One line a run: id, study, status, tags, finished, wall time, the dials away from their defaults, and
