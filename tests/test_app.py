@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
+from workbench.engine.events import ArrayKept, Preview
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -85,7 +86,7 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     for k, v in dict(epochs=2, width=16, n_train=300, spectra_every=1, loss_snapshots=0).items():
         page.dials[k].value = v
     job = run_job(page)
-    assert any(i[0] == "array" for i in job.events if isinstance(i, tuple))
+    assert any(isinstance(e, ArrayKept) and e.name == "weight_eigenvalues" for e in job.events)
     page.spectra.objects = []
     replay(page, job, len(job.events) - 1)  # everything the run sent, before it ended
     assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
@@ -99,8 +100,7 @@ def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
     for k, v in dict(dataset="bright_dark", steps=4, eval_every=2, n_samples=64, width=16, sample_steps=5).items():
         page.dials[k].value = v
     job = run_job(page)
-    steps = [i[1][3]["sampling_step"].tolist() for i in job.events if isinstance(i, tuple) and i[0] == "array"
-             and i[1][0] == "sampling"]
+    steps = [e.coords["sampling_step"].tolist() for e in job.events if isinstance(e, Preview) and e.name == "sampling"]
     assert steps[:5] == [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]  # x̂₀ at every sampling step of model 0
     running = replay(page, job, len(job.events))  # everything, but the job has not ended yet
     shown = page.samples.objects[0].object

@@ -4,6 +4,7 @@ import threading
 import pytest
 
 import workbench as wb
+from workbench.engine.events import PartStored, Recorded, TaskStarted
 from workbench.runs.jobs import JobQueue, default_workers
 
 from .conftest import FAST
@@ -15,7 +16,7 @@ def test_a_run_job_streams_its_records_and_ends_done_with_the_stored_run(store):
     assert job.status in ("queued", "running") and job.total == FAST["epochs"]
     assert q.wait(job, 120)
     assert job.status == "done" and job.row()["progress"] == 100 and job.error is None
-    assert [e["epoch"] for e in job.events if isinstance(e, dict)] == [0, 1, 2, 3]
+    assert [e.record["epoch"] for e in job.events if isinstance(e, Recorded)] == [0, 1, 2, 3]
     assert store.get(job.run_id)["status"] == "done" and job.result.ds.sizes["epoch"] == 4
     assert q.counts()["done"] == 1 and job.label == ", ".join(f"{k}={v}" for k, v in FAST.items())
 
@@ -86,7 +87,7 @@ def test_a_sweep_job_counts_stored_cells(store):
     job = q.submit_sweep("label_noise", {"flip_rate": [0.0, 0.4]}, [0, 1], dict(FAST), store=store)
     assert job.total == 4 and job.kind == "sweep" and job.label == "flip_rate (2), 2 seeds"
     assert q.wait(job, 180) and job.status == "done" and job.done == 4
-    assert {e[0] for e in job.events} == {"start", "record", "part"}
+    assert {type(e) for e in job.events} == {TaskStarted, Recorded, PartStored}
     assert store.get(job.run_id)["kind"] == "sweep"
 
 

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 import workbench as wb
+from workbench.engine.events import PartStored, Recorded
 from workbench.errors import ConfigError
 
 SMALL = dict(epochs=4, n_train=300)
@@ -114,8 +115,8 @@ def test_a_killed_sweep_resumes_and_equals_an_uninterrupted_one(data_root, tmp_p
     assert 2 <= done_before < 6, "the sweep was killed part way"
     events = []
     resumed = wb.sweep("label_noise", grid=grid, store=wb.Store(data_root), sinks=[events.append], **kw)
-    stored = [e for e in events if e[0] == "part"]
-    trained = {e[1] for e in events if e[0] == "record"}
+    stored = [e for e in events if isinstance(e, PartStored)]
+    trained = {e.task for e in events if isinstance(e, Recorded)}
     assert len(stored) == 6 and len(trained) == 6 - done_before  # only the missing tasks were computed
     fresh = wb.sweep("label_noise", grid=grid, store=wb.Store(tmp_path / "fresh"), **kw)
     xr.testing.assert_identical(resumed.ds.drop_attrs(), fresh.ds.drop_attrs())

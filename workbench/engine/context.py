@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from ..errors import Cancelled
+from .events import ArrayKept, Preview
 
 Record = dict  # {axis: int, "step": int, metric: float, ...}: one shape for every study, read by every sink
 
@@ -45,7 +46,7 @@ class Context:
         self.device = device
         self.squeeze = squeeze
         self.sinks = list(sinks)
-        self.array_sinks = list(array_sinks)  # called as sink(name, dims, values, coords) on every put
+        self.array_sinks = list(array_sinks)  # called with an ArrayKept on every put, a Preview on every preview
         self.cancel = cancel or threading.Event()
         self.total = total  # number of records expected (for progress bars)
         self.records: list[Record] = []
@@ -67,13 +68,17 @@ class Context:
             dims, values = dims[1:], values[0]
         self.arrays[name] = (dims, values)
         self.coords.update(coords)
-        for sink in self.array_sinks:
-            sink(name, dims, values, coords)
+        if self.array_sinks:
+            event = ArrayKept(name, dims, values, coords)
+            for sink in self.array_sinks:
+                sink(event)
 
     def preview(self, name: str, dims: tuple, values, **coords) -> None:
         """Show a passing array (samples part-way through sampling, ...) to the array sinks without keeping it."""
-        for sink in self.array_sinks:
-            sink(name, dims, values, coords)
+        if self.array_sinks:
+            event = Preview(name, dims, values, coords)
+            for sink in self.array_sinks:
+                sink(event)
 
     def check(self) -> None:
         """Raise Cancelled if the run was asked to stop."""

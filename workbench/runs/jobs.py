@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..engine.events import PartStored, Recorded
 from ..studies import get as get_study
 
 FINAL = ("done", "diverged", "failed", "cancelled")
@@ -38,7 +39,7 @@ def default_workers() -> int:
 
 @dataclass(eq=False)
 class Job:
-    """One queued run or sweep. `events` grows while it runs (records, ("array", ...), sweep tuples)."""
+    """One queued run or sweep. `events` grows while it runs: typed events (engine.events), in order."""
 
     id: str
     kind: str  # "run" or "sweep"
@@ -202,7 +203,7 @@ class JobQueue:
 
         opts = job.options
         if job.kind == "run":
-            return run(job.study, sinks=[self._sink(job)], array_sinks=[lambda *a: job.events.append(("array", a))],
+            return run(job.study, sinks=[self._sink(job)], array_sinks=[job.events.append],
                        cancel=job.cancel, progress=False, force=opts["force"], store=opts["store"], **job.dials)
         return sweep(job.study, opts["grid"], opts["seeds"], sinks=[self._sink(job)], cancel=job.cancel,
                      progress=False, force=opts["force"], store=opts["store"], **job.dials)
@@ -211,12 +212,13 @@ class JobQueue:
         axis = get_study(job.study).axis
 
         def put(item) -> None:
-            job.events.append(item)  # list.append is atomic: readers slice what is there
-            if isinstance(item, dict) and axis in item:
-                job.done = int(item[axis])
+            event = Recorded(item) if isinstance(item, dict) else item  # a run's sinks get bare records
+            job.events.append(event)  # list.append is atomic: readers slice what is there
+            if isinstance(event, Recorded) and event.task is None and axis in event.record:
+                job.done = int(event.record[axis])
                 self.version += 1
-            elif isinstance(item, tuple) and item[0] == "part":
-                job.done += int(item[2].sizes.get("model", 1))
+            elif isinstance(event, PartStored):
+                job.done += int(event.dataset.sizes.get("model", 1))
                 self.version += 1
         return put
 

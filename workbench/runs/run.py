@@ -142,8 +142,8 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
         tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), **dials) -> Run:
     """Run a study with the given dials (the rest at their defaults); blocks and returns a Run.
 
-    sinks get every record as it is emitted; array_sinks get (name, dims, values, coords) of every array the run
-    keeps (spectra snapshots, per-example losses), as it is kept.
+    sinks get every record (a dict) as it is emitted; array_sinks get an engine.events.ArrayKept for every array
+    the run keeps (spectra snapshots, per-example losses), as it is kept, and a Preview for every passing one.
 
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.

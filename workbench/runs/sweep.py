@@ -25,6 +25,7 @@ from ..engine import Context, pick_device
 from ..errors import Cancelled, ConfigError
 from ..studies import get as get_study
 from ..studies.base import coerce
+from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
 from .run import Run, now, outcome, record, to_dataset
 from .store import Store, write_atomic
@@ -218,8 +219,8 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
 
     executor: "local" (this process) or "dask" (a LocalCluster, or `scheduler` / DASK_SCHEDULER_ADDRESS, or a
     given `client`). `preset` names one of the study's presets (grid, seeds and dials; arguments given here win).
-    Sinks receive ("start", task, cells) and ("record", task, record) while a local task trains, and
-    ("part", task, dataset) when any task is stored. A killed sweep resumes: stored tasks are read back.
+    Sinks receive engine.events.TaskStarted and .Recorded (with its task) while a local task trains, and
+    .PartStored when any task is stored. A killed sweep resumes: stored tasks are read back.
     """
     if preset is not None:
         p = get_preset(study, preset)
@@ -266,7 +267,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         if bar is not None:
             bar.update(len(jobs[j]))
         for sink in sinks:
-            sink(("part", j, ds))
+            sink(PartStored(j, ds))
 
     for j, p in enumerate(paths):  # resume
         if p.is_file():
@@ -280,8 +281,8 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
                     raise Cancelled()
                 cells_j = [{k: getattr(c, k) for k in [*config["grid"], "seed"]} for c in jobs[j]]
                 for sink in sinks:
-                    sink(("start", j, cells_j))
-                task_sinks = [lambda rec, j=j: [s(("record", j, rec)) for s in sinks]] if sinks else []
+                    sink(TaskStarted(j, cells_j))
+                task_sinks = [lambda rec, j=j: [s(Recorded(rec, j)) for s in sinks]] if sinks else []
                 ds = train_task(study, [c.config() for c in jobs[j]], str(dev), task_sinks, cancel)
                 finish(j, _label(ds, jobs[j], config["grid"]))
         else:

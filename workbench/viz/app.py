@@ -22,6 +22,7 @@ import xarray as xr
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
+from ..engine.events import ArrayKept, PartStored, Preview, Recorded, TaskStarted
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
@@ -214,17 +215,15 @@ class StudyPage:
         items, ended = job.since(self._cursor)
         self._cursor += len(items)
         rows, arrays, sampling = [], False, None
-        for item in items:
-            if isinstance(item, tuple) and item and item[0] == "array":
-                name, dims, values, coords = item[1]
-                if name == "sampling":  # x̂_0 part-way through sampling: only the latest is drawn
-                    sampling = (values, coords["sampling_step"])
-                    continue
-                self._arrays[name] = (dims, values)
-                self._coords.update(coords)
-                arrays = arrays or name in SPECTRA_ARRAYS
-            else:
-                rows.append(item)
+        for event in items:
+            if isinstance(event, Preview):  # x̂_0 part-way through sampling: only the latest is drawn
+                sampling = (event.values, event.coords["sampling_step"])
+            elif isinstance(event, ArrayKept):
+                self._arrays[event.name] = (event.dims, event.values)
+                self._coords.update(event.coords)
+                arrays = arrays or event.name in SPECTRA_ARRAYS
+            elif isinstance(event, Recorded):
+                rows.append(event.record)
         if sampling is not None and not ended:
             (i, n) = sampling[1]
             self._show_samples(samples_plot(sampling[0], f"sampling: x̂₀ at step {i}/{n}"))
@@ -590,17 +589,19 @@ class SweepPanel:
         changed = False
         metric, axis = self.metric.value, self.page.cls.axis
         names = list(self.grid)
-        for kind, j, payload in items:
-            if kind == "start":
-                self.tasks[j] = payload
-            elif kind == "record" and metric in payload and j in self.tasks:
-                for cell, v in zip(self.tasks[j], np.atleast_1d(payload[metric])):
+        for event in items:
+            if isinstance(event, TaskStarted):
+                self.tasks[event.task] = event.cells
+            elif isinstance(event, Recorded) and metric in event.record and event.task in self.tasks:
+                rec = event.record
+                for cell, v in zip(self.tasks[event.task], np.atleast_1d(rec[metric])):
                     key = (cell[names[0]], cell[names[1]], cell["seed"])
-                    self.curves.setdefault(key, {})[int(payload[axis])] = float(v)
+                    self.curves.setdefault(key, {})[int(rec[axis])] = float(v)
                 changed = True
-            elif kind == "part":
-                self._read(payload)
-                self.progress.value = min(self.progress.max, self.progress.value + payload.sizes.get("model", 1))
+            elif isinstance(event, PartStored):
+                self._read(event.dataset)
+                self.progress.value = min(self.progress.max,
+                                          self.progress.value + event.dataset.sizes.get("model", 1))
                 changed = True
         if changed:
             self._refresh()
