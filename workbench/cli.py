@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import ConfigError, RunNotFound
 from .studies import get as get_study, names as study_names
+from .stats import over as over_seeds
 from .studies.base import describe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,12 +126,11 @@ def cmd_sweep(args) -> int:
         print(f"file:  {result.path}")
         if metric in result.ds:
             final = result.ds[metric].isel({cls.axis: -1})
-            stats = final.mean("seed").to_dataframe(name="mean").join(
-                final.std("seed", ddof=1 if final.sizes["seed"] > 1 else 0).to_dataframe(name="std")[["std"]])
-            print(f"\nfinal {metric}, mean ± std over {final.sizes['seed']} seeds")
-            rows = [[*(idx if isinstance(idx, tuple) else (idx,)), f"{r['mean']:.4g}", f"{r['std']:.2g}"]
-                    for idx, r in stats[["mean", "std"]].iterrows()]
-            print(_table(rows, [*stats.index.names, "mean", "std"]))
+            table = over_seeds(final, "seed").to_dataframe()
+            print(f"\nfinal {cls.label(metric)}: mean ± sd over seeds, with the 95% interval of the mean")
+            rows = [[*(idx if isinstance(idx, tuple) else (idx,)), f"{r['mean']:.4g}", f"{r['std']:.2g}",
+                     f"[{r['lo']:.4g}, {r['hi']:.4g}]", int(r["n"])] for idx, r in table.iterrows()]
+            print(_table(rows, [*table.index.names, "mean", "sd", "95% CI", "n"]))
     return {"done": 0, "cancelled": 130, "failed": 1}.get(result.status, 1)
 
 
@@ -147,8 +147,8 @@ def cmd_runs(args) -> int:
         print("no runs yet: try `workbench run label_noise --epochs 30`")
         return 0
     def changed(r):  # the dials set away from their defaults
-        defaults = get_study(r["study"]).defaults() if r["study"] in study_names() else {}
-        return " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()) if defaults.get(k, object()) != v)
+        params = get_study(r["study"]).changed(r["params"]) if r["study"] in study_names() else r["params"]
+        return " ".join(f"{k}={v}" for k, v in params.items())
 
     def dials(r):
         if r.get("kind") == "sweep":

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from .stats import spread
 from .errors import ConfigError
 
 PROFILES = ("quick", "full")
@@ -41,8 +42,7 @@ def _sweep(study, grid, seeds, **dials):
 
 
 def _fmt(x) -> str:
-    x = np.asarray(x, dtype=float)
-    return f"{x.mean():+.3f} ± {x.std(ddof=1) if len(x) > 1 else 0:.3f} (n={len(x)})"
+    return str(spread(x))
 
 
 def _early_learning(s):

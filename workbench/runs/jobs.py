@@ -86,9 +86,7 @@ class Job:
 
 
 def _label(study: str, dials: dict) -> str:
-    defaults = {n: p.default for n, p in get_study(study).dials().items()}
-    changed = [f"{k}={v}" for k, v in dials.items() if k in defaults and v != defaults[k]]
-    return ", ".join(changed) or "defaults"
+    return ", ".join(f"{k}={v}" for k, v in get_study(study).changed(dials).items()) or "defaults"
 
 
 class JobQueue:

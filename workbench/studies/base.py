@@ -194,6 +194,12 @@ class Study(param.Parameterized):
         return {n: p.default for n, p in cls.dials().items()}
 
     @classmethod
+    def changed(cls, values: dict) -> dict:
+        """The dials of `values` set away from their defaults (what a run's one-line description shows)."""
+        defaults = cls.defaults()
+        return {k: v for k, v in sorted(values.items()) if k not in defaults or defaults[k] != v}
+
+    @classmethod
     def configure(cls, **values) -> "Study":
         """A validated instance. Raises ConfigError naming the field, the value and what is allowed."""
         dials = cls.dials()

@@ -26,6 +26,7 @@ from ..engine.events import ArrayKept, PartStored, Preview, Recorded, TaskStarte
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
+from ..stats import spread
 from ..studies.base import describe
 from .plots import PREVIEWS, LiveCurves, extras, frame, heatmap, samples_plot, spectra_views
 
@@ -488,10 +489,8 @@ class SweepPanel:
             if curve:
                 by_cell.setdefault((xv, yv), []).append(self._reduce(curve))
         for (xv, yv), vals in by_cell.items():
-            v = np.array(vals or [np.nan], dtype=float)
-            rows.append({x: xv, y: yv, "mean": np.nanmean(v) if np.isfinite(v).any() else np.nan,
-                         "std": np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else np.nan,
-                         "n": int(np.isfinite(v).sum())})
+            s = spread(vals)
+            rows.append({x: xv, y: yv, "mean": s.mean, "std": s.sd, "n": s.n})
         return pd.DataFrame(rows, columns=[x, y, "mean", "std", "n"])
 
     def _reduce(self, curve: dict) -> float:

@@ -86,8 +86,7 @@ class Catalog:
                         last = float(vals[np.isfinite(vals)][-1])
                 except (RunNotFound, KeyError, OSError):
                     pass
-            defaults = cls.defaults() if cls is not None else {}
-            changed = " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()) if defaults.get(k, object()) != v)
+            changed = " ".join(f"{k}={v}" for k, v in (cls.changed(r["params"]) if cls else r["params"]).items())
             out.append({"id": r["id"], "study": r["study"], "status": r["status"], "tags": ",".join(r["tags"]),
                         "finished": r["finished"], "wall_s": r["wall_s"], "dials": changed, "metric": metric,
                         "best": best, "last": last})

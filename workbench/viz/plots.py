@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import stats
 from ..studies import get as get_study
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -301,13 +302,10 @@ def cell_table(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final") -> pd
     extra = [d for d in da.dims if d not in (x, y, "seed")]
     if extra:
         da = da.mean(extra)
-    if "seed" in da.dims:
-        mean, std, n = da.mean("seed"), da.std("seed", ddof=1) if da.sizes["seed"] > 1 else da.mean("seed") * np.nan, \
-            da.count("seed")
-    else:
-        mean, std, n = da, da * np.nan, da.notnull().astype(int)
-    df = xr.Dataset({"mean": mean, "std": std, "n": n}).to_dataframe().reset_index()
-    return df[[x, y, "mean", "std", "n"]]
+    if "seed" not in da.dims:
+        da = da.expand_dims(seed=[0])
+    df = stats.over(da, "seed").to_dataframe().reset_index()
+    return df[[x, y, "mean", "std", "n", "lo", "hi"]]
 
 
 def phase_diagram(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis") -> hv.HeatMap:
