@@ -101,3 +101,16 @@ def test_gradient_noise_scale_equals_the_definition():
         G = per.mean(0)
         trace = ((per - G) ** 2).sum(1).mean()  # tr of the (population) covariance
         torch.testing.assert_close(got[i], trace / (G @ G), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_one_models_forward_equals_its_slice_of_the_stacked_forward(act):
+    mods = [models.build("mlp", input_dim=7, width=12, depth=2, num_classes=5, generator=torch.Generator().manual_seed(s),
+                         activation=act) for s in range(3)]
+    net = ensemble.stack(mods, "cpu")
+    x = torch.randn(3, 9, 7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        stacked = net(x)
+    for m in range(3):
+        torch.testing.assert_close(net.forward_one(net.model(m), x[m]), stacked[m], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net.forward_one(net.model(m), x[m]), mods[m](x[m]).detach(), rtol=1e-5, atol=1e-6)

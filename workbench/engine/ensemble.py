@@ -67,6 +67,20 @@ class StackedMLP(Stack):
             params[f"b{j}"] = b.to(device).contiguous().requires_grad_()
         super().__init__(params, self._forward_sliced)
 
+    def model(self, m: int) -> dict:
+        """Model m's parameters (detached slices): what `forward_one` and the probes take."""
+        return {n: p[m].detach() for n, p in self.params.items()}
+
+    def forward_one(self, p: dict, x: torch.Tensor) -> torch.Tensor:
+        """One model's logits (n, classes) on x (n, ...) from its own parameters `p` (as `model` gives): the same
+        layers as the stacked forward, written for torch.func (Hessian-vector products of one model's loss)."""
+        h = x.reshape(x.shape[0], -1)
+        for j in range(self.n_layers):
+            h = torch.addmm(p[f"b{j}"][0], h, p[f"w{j}"])
+            if j < self.n_layers - 1:
+                h = torch.relu(h) if self.act == "relu" else torch.tanh(h)
+        return h[:, :self.classes]
+
     def _layers(self, p, x, prec=None, ws=None):
         """The input of each layer (K, B, in) as the matmul reads it, the weights as read, the activations before
         rounding (for the activation's derivative), and the padded logits. `ws` (a dict) holds buffers reused from

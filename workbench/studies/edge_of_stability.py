@@ -86,20 +86,12 @@ class EdgeOfStability(Study):
         net = ensemble.stack(mods, dev)
         lr = group.per_model("lr")
         opt = ensemble.Optimizer(net.tensors(), "sgd", lr=lr)
-        act = torch.tanh if c0.activation == "tanh" else torch.relu
 
         def mse(z, y1h):  # ½ Σ_c (z − y)², averaged over examples
             return 0.5 * (z - y1h).pow(2).sum(-1).mean(-1)
 
         def loss_of(m):  # model m's loss as a function of its own parameters (for the Hessian)
-            def loss(p):
-                h = x_tr[m]
-                for j in range(net.n_layers):
-                    h = h @ p[f"w{j}"] + p[f"b{j}"][0]
-                    if j < net.n_layers - 1:
-                        h = act(h)
-                return mse(h[:, :10], targets[m])
-            return loss
+            return lambda p: mse(net.forward_one(p, x_tr[m]), targets[m])
 
         diverged = DivergenceLog(ctx, k)
         vectors: list = [None] * k
@@ -110,7 +102,7 @@ class EdgeOfStability(Study):
             """Each model's top Hessian eigenvalue, and its residual ‖Hv − λv‖ (an eigenvalue lies that close)."""
             out, res = np.full(k, np.nan), np.full(k, np.nan)
             for m in range(k):
-                params = {n: p[m].detach() for n, p in net.params.items()}
+                params = net.model(m)
                 if not all(torch.isfinite(p).all() for p in params.values()):
                     continue
                 vals, vecs = hessian.top_eigenvalues(loss_of(m), params, k=1, iters=c0.lanczos_iters,
@@ -151,7 +143,7 @@ class EdgeOfStability(Study):
         for m in range(k):
             if not finite[m]:
                 continue  # a diverged model has no spectra (nan), whatever its company
-            params = {n: p[m].detach() for n, p in net.params.items()}
+            params = net.model(m)
             top[m] = hessian.top_eigenvalues(loss_of(m), params, k=5, generator=probes[m]).cpu().numpy()
             g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=probes[m])
             grids[m], dens[m] = g.numpy(), d.numpy()
