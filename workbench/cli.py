@@ -206,34 +206,12 @@ def cmd_notebook_run(args) -> int:
     return 0
 
 
-def parameters_source(study: str) -> str:
-    """The `parameters` cell of a study's notebook: every dial at its default, its doc above it."""
-    cls = get_study(study)
-    lines = [f"# Dials of the {study} study (papermill overrides these). The same names as the CLI options and the "
-             "app's widgets."]
-    for name, par in cls.dials().items():
-        lines += [f"# {par.doc}", f"{name} = {par.default!r}"]
-    return "\n".join(lines)
-
-
 def cmd_notebook_sync(args) -> int:
-    """Rewrite the parameters cell of every study notebook from the study's dials."""
-    import nbformat
+    """Rewrite the parameters cell of every study notebook from the study's dials; write missing notebooks."""
+    from . import notebooks
 
-    for key in study_names():
-        path = REPO / "notebooks" / f"{get_study(key).notebook_name()}.ipynb"
-        if not path.is_file():
-            print(f"{key}: no notebook at {path}", file=sys.stderr)
-            continue
-        nb = nbformat.read(path, as_version=4)
-        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        if len(cells) != 1:
-            raise ConfigError("notebook", str(path), "exactly one cell tagged 'parameters'")
-        new = parameters_source(key)
-        if cells[0].source != new:
-            cells[0].source = new
-            nbformat.write(nb, path)
-            print(f"{key}: parameters cell updated")
+    for line in notebooks.sync(REPO / "notebooks"):
+        print(line)
     from . import reproduce
 
     for path in reproduce.write_notebooks(REPO / "notebooks" / "reproduce"):
