@@ -174,7 +174,7 @@ CLAIMS = {c.key: c for c in [
     Claim("early_learning", "Arpit et al. 2017; Liu et al. 2020 (ELR)",
           "Networks trained on noisy labels first fit the clean labels (early learning), then memorize the wrong ones.",
           "With 40 % symmetric flips on digits, test accuracy peaks early and falls; without flips it does not.",
-          _early_learning, {"seeds": [0, 1], "epochs": 30}, {"seeds": [0, 1, 2, 3, 4], "epochs": 100}),
+          _early_learning, {"seeds": [0, 1], "epochs": 60}, {"seeds": [0, 1, 2, 3, 4], "epochs": 100}),
     Claim("sgd_temperature", "Sclocchi, Geiger & Wyart 2023",
           "SGD noise (the temperature lr/batch) matters in the feature-learning regime and not in the lazy one.",
           "Teacher perceptron: the test-error change from T = 1e-4 to 3e-3 is positive at α = 0.1 and near zero at "
@@ -252,6 +252,8 @@ def save(result: dict, path: str | Path, figure_path: str | Path | None = None) 
 def report(results: list[dict], profile: str) -> str:
     """The index page: claims, pass/fail, effect sizes, figures, links to the executed notebooks."""
     color = {"pass": "#2ca02c", "fail": "#d62728", "skipped": "#888", "error": "#d62728"}
+    verdict = {"pass": "reproduced", "fail": "not reproduced here", "skipped": "skipped (full profile only)",
+               "error": "error"}
     rows = []
     for r in results:
         effect = "" if r.get("effect") is None else f"{r['effect']:.3f}<br><small>{html.escape(r['effect_label'])}" \
@@ -262,7 +264,8 @@ def report(results: list[dict], profile: str) -> str:
         rows.append(
             f"<tr><td><b>{html.escape(r['key'])}</b><br><small>{html.escape(r['paper'])}</small></td>"
             f"<td>{html.escape(r['claim'])}<br><small><i>Checked:</i> {html.escape(r['test'])}</small></td>"
-            f"<td style='color:{color.get(r['status'], '#000')};font-weight:bold'>{r['status']}</td>"
+            f"<td style='color:{color.get(r['status'], '#000')};font-weight:bold'>"
+            f"{verdict.get(r['status'], r['status'])}</td>"
             f"<td>{effect}</td><td><small>{html.escape(str(r.get('detail', '')))}</small></td>"
             f"<td>{' · '.join(links)}</td></tr>")
     passed = sum(r["status"] == "pass" for r in results)
@@ -271,8 +274,9 @@ def report(results: list[dict], profile: str) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
 <h1>Reproduction report ({html.escape(profile)} profile)</h1>
-<p>{passed} of {ran} checks passed. Each check trains the models over the seeds listed in its notebook; the quick
-profile is small, the full one uses longer runs and more seeds.</p>
+<p>{passed} of {ran} findings reproduced. Each check trains the models over the seeds listed in its notebook; the
+quick profile is small, the full one uses longer runs and more seeds. A finding that does not show at these settings
+is reported as not reproduced here, with its numbers: mean ± sd over seeds, the 95 % interval of the mean, n.</p>
 <table><tr><th>claim</th><th>what the paper reports / what is checked</th><th>result</th><th>effect size</th>
 <th>detail</th><th>links</th></tr>
 {''.join(rows)}

@@ -18,9 +18,7 @@ class Recorded:
 
 
 @dataclass(frozen=True)
-class ArrayKept:
-    """An array the run keeps in its dataset (spectra snapshots, per-example losses, samples), as it is kept."""
-
+class _Array:
     name: str
     dims: tuple
     values: Any
@@ -28,13 +26,13 @@ class ArrayKept:
 
 
 @dataclass(frozen=True)
-class Preview:
-    """A passing array the run shows and does not keep (samples part-way through sampling)."""
+class ArrayKept(_Array):
+    """An array the run keeps in its dataset (spectra snapshots, per-example losses, samples), as it is kept."""
 
-    name: str
-    dims: tuple
-    values: Any
-    coords: dict = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class Preview(_Array):
+    """A passing array the run shows and does not keep (samples part-way through sampling)."""
 
 
 @dataclass(frozen=True)
