@@ -8,6 +8,7 @@ an MLP denoiser; every schedule of `workbench.noise.schedules`, three prediction
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import param
@@ -15,14 +16,14 @@ import torch
 
 from .. import datasets
 from ..engine import diffusion as dif
-from ..engine.context import DivergenceLog
-from ..engine.group import Group
+from ..engine.loop import Plan
 from ..errors import ConfigError
 from ..models import ConvDenoiser, Denoiser, init_
 from ..probes import ptq
 from ..probes.spectra import radial_power_spectrum
 from ..noise import schedules
-from .base import DIVERGENCE_METRICS, Metric, Study
+from ..engine.measure import DIVERGENCE_METRICS, Metric
+from .base import Study
 
 STEP_GRID = (1, 2, 5, 10, 20, 50)
 T_BINS = 10  # the training loss is also kept per bin of t
@@ -144,10 +145,10 @@ class Diffusion(Study):
         if self.ambient and self.clean_fraction < 1 and self.corruption_sigma > 0:
             dif.ambient_t_min(sch, self.corruption_sigma)  # the schedule must reach noise above the corruption
 
+    # -- the hooks of the training loop (engine/loop.py) --------------------------------------------------------
     @classmethod
-    def execute_group(cls, ctx, configs):
-        group = Group(configs, ctx.device)
-        dev, c0, k, streams = group.device, group.c0, group.k, group.streams
+    def setup(cls, ctx, group) -> Plan:
+        dev, c0, k, streams, configs = group.device, group.c0, group.k, group.streams, group.configs
         sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
         images = c0.dataset in datasets.IMAGES
         data, sigma, held, base = [], [], [], []
@@ -179,11 +180,12 @@ class Diffusion(Study):
         nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
         discrete = sch.steps is not None
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
-        diverged = DivergenceLog(ctx, k)
+
         def proj(m):  # model m's random projections for sliced Wasserstein: the same directions at every measurement
             return streams[m].fresh("probe")
 
         sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj(m)) for m, (h, b) in enumerate(zip(held, base))])
+        # K denoisers of their own (not stacked): each model's step is its own Adam step
         near_held = np.stack([torch.cdist(h, x.cpu()).min(1).values.numpy() for h, x in zip(held, data)])
         ctx.put("nearest_train_heldout", ("model", "sample"), near_held)
         running = [[] for _ in range(k)]
@@ -224,65 +226,78 @@ class Diffusion(Study):
                     drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj(m))
             return {"sw_quantized": sw, "sw_quantized_vs_fp32": drift}
 
-        def evaluate(step):
-            samples = [draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
-            ok = np.array([bool(torch.isfinite(s).all()) for s in samples])
-            sw = np.array([dif.sliced_wasserstein(s, h, generator=proj(m)) if o else np.nan
-                           for m, (s, h, o) in enumerate(zip(samples, held, ok))])
-            mmd = np.array([dif.mmd_rbf(s[:1000], h[:1000]) if o else np.nan for s, h, o in zip(samples, held, ok)])
-            loss = np.array([np.mean(r) if r else np.nan for r in running])
-            for r in running:
-                r.clear()
-            low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
-            if step == c0.steps and c0.sample_precision != "fp32":
-                low = quantized_quality(samples)
-            bright = [s.mean(1) for s in samples]  # per-sample mean value (an image's brightness)
-            # memorization: each sample's distance to its nearest training example, against held-out data's
-            near = np.stack([torch.cdist(s, x.cpu()).min(1).values.numpy() for s, x in zip(samples, data)])
-            ctx.put("nearest_train", ("model", "sample"), near)
-            ctx.emit({"step": step, "train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": sw_base,
-                      "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(near_held, 1), 1e-12),
-                      **low,
-                      "brightness_std": np.array([float(b.std()) for b in bright]),
-                      "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
-                      "data_brightness_std": np.array([float(h.mean(1).std()) for h in held])})
-            ctx.put("samples", ("model", "sample", "coord"), np.stack([s.numpy() for s in samples]))
-            with np.errstate(invalid="ignore"):
-                ctx.put("loss_by_t", ("model", "t_bin"), bin_sum / bin_n, t_bin=bin_centres)
-            return ok, samples
+        s = SimpleNamespace(k=k, c0=c0, sch=sch, dev=dev, images=images, configs=configs, data=data, sigma=sigma,
+                            held=held, trained=trained, nets=nets, opts=opts, gens=gens, draw=draw,
+                            draw_times=draw_times, proj=proj, quantized_quality=quantized_quality, sw_base=sw_base,
+                            near_held=near_held, bin_sum=bin_sum, bin_n=bin_n, bin_centres=bin_centres,
+                            running=running, ok=np.ones(k, dtype=bool), final=None)
+        return Plan(total=c0.steps, every=c0.eval_every, state=s)
 
-        evaluate(0)
-        for step in range(1, c0.steps + 1):
-            ctx.check()
-            for m, (net, opt, g, x, sig) in enumerate(zip(trained, opts, gens, data, sigma)):
-                idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
-                x0, sn = x[idx], sig[idx]
-                eps = torch.randn(x0.shape, generator=g)
-                if c0.offset_noise:
-                    eps = eps + c0.offset_noise * torch.randn(len(eps), 1, generator=g)
-                eps = eps.to(dev)
-                if c0.immiscible:
-                    eps = dif.immiscible(x0, eps)
-                t = draw_times(g, (sn > 0).cpu())
-                abar = sch.alpha_bar(t).float().to(dev)
-                x_t, tgt, weight = dif.ambient_batch(x0, sn, eps, abar, c0.prediction)
-                per_example = (net(x_t, t.float().to(dev)) - tgt).pow(2).mean(1) * weight
-                loss = per_example.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if c0.ema:
-                    decay = min(c0.ema, (1 + step) / (10 + step))
-                    torch._foreach_lerp_(list(nets[m].parameters()), list(net.parameters()), 1 - decay)
-                running[m].append(float(loss.detach()))
-                bins = np.minimum((t.numpy() * T_BINS).astype(int), T_BINS - 1)
-                np.add.at(bin_sum[m], bins, per_example.detach().cpu().numpy())
-                np.add.at(bin_n[m], bins, 1)
-            diverged.update(step, np.array([not np.isfinite(r[-1]) for r in running]), "loss")
-            if step % c0.eval_every == 0 or step == c0.steps:
-                ok, final = evaluate(step)
-                diverged.update(step, ~ok, "samples")
-        cls._final_analysis(ctx, configs, final, held, draw, proj, sch, images)
+    @classmethod
+    def step(cls, plan, batch, step):
+        s, c0, dev, n = plan.state, plan.state.c0, plan.state.dev, step + 1
+        for m, (net, opt, g, x, sig) in enumerate(zip(s.trained, s.opts, s.gens, s.data, s.sigma)):
+            idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
+            x0, sn = x[idx], sig[idx]
+            eps = torch.randn(x0.shape, generator=g)
+            if c0.offset_noise:
+                eps = eps + c0.offset_noise * torch.randn(len(eps), 1, generator=g)
+            eps = eps.to(dev)
+            if c0.immiscible:
+                eps = dif.immiscible(x0, eps)
+            t = s.draw_times(g, (sn > 0).cpu())
+            abar = s.sch.alpha_bar(t).float().to(dev)
+            x_t, tgt, weight = dif.ambient_batch(x0, sn, eps, abar, c0.prediction)
+            per_example = (net(x_t, t.float().to(dev)) - tgt).pow(2).mean(1) * weight
+            loss = per_example.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if c0.ema:
+                decay = min(c0.ema, (1 + n) / (10 + n))
+                torch._foreach_lerp_(list(s.nets[m].parameters()), list(net.parameters()), 1 - decay)
+            s.running[m].append(float(loss.detach()))
+            bins = np.minimum((t.numpy() * T_BINS).astype(int), T_BINS - 1)
+            np.add.at(s.bin_sum[m], bins, per_example.detach().cpu().numpy())
+            np.add.at(s.bin_n[m], bins, 1)
+        return torch.tensor([r[-1] for r in s.running])
+
+    @classmethod
+    def measure(cls, plan, i, step):
+        s, c0, ctx, k = plan.state, plan.state.c0, plan.ctx, plan.state.k
+        samples = [s.draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
+        ok = np.array([bool(torch.isfinite(x).all()) for x in samples])
+        sw = np.array([dif.sliced_wasserstein(x, h, generator=s.proj(m)) if o else np.nan
+                       for m, (x, h, o) in enumerate(zip(samples, s.held, ok))])
+        mmd = np.array([dif.mmd_rbf(x[:1000], h[:1000]) if o else np.nan for x, h, o in zip(samples, s.held, ok)])
+        loss = np.array([np.mean(r) if r else np.nan for r in s.running])
+        for r in s.running:
+            r.clear()
+        low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
+        if step == c0.steps and c0.sample_precision != "fp32":
+            low = s.quantized_quality(samples)
+        bright = [x.mean(1) for x in samples]  # per-sample mean value (an image's brightness)
+        # memorization: each sample's distance to its nearest training example, against held-out data's
+        near = np.stack([torch.cdist(x, d.cpu()).min(1).values.numpy() for x, d in zip(samples, s.data)])
+        ctx.put("nearest_train", ("model", "sample"), near)
+        ctx.put("samples", ("model", "sample", "coord"), np.stack([x.numpy() for x in samples]))
+        with np.errstate(invalid="ignore"):
+            ctx.put("loss_by_t", ("model", "t_bin"), s.bin_sum / s.bin_n, t_bin=s.bin_centres)
+        s.ok, s.final = ok, samples
+        return {"train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": s.sw_base,
+                "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(s.near_held, 1), 1e-12), **low,
+                "brightness_std": np.array([float(b.std()) for b in bright]),
+                "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
+                "data_brightness_std": np.array([float(h.mean(1).std()) for h in s.held])}
+
+    @classmethod
+    def judge(cls, plan, rec, step):
+        plan.diverged.update(step, ~plan.state.ok, "samples")
+
+    @classmethod
+    def finish(cls, plan):
+        s = plan.state
+        cls._final_analysis(plan.ctx, s.configs, s.final, s.held, s.draw, s.proj, s.sch, s.images)
 
     @staticmethod
     def _final_analysis(ctx, configs, samples, held, draw, proj, sch, images):

@@ -8,6 +8,9 @@ Hessian-vector products (`workbench.probes.hessian`), warm-started from the last
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
+
 import numpy as np
 import param
 import torch
@@ -15,12 +18,10 @@ import torch.nn.functional as F
 
 from .. import datasets, models
 from ..engine import ensemble
-from ..engine.context import DivergenceLog
-from ..engine.group import Group
+from ..engine.loop import Plan
+from ..engine.measure import DIVERGENCE_METRICS, SPECTRA_METRICS, Metric, layer_spectra
 from ..probes import hessian, spectra
-from dataclasses import replace
-
-from .base import DIVERGENCE_METRICS, SPECTRA_METRICS, Metric, Study, layer_spectra
+from .base import Study
 
 
 class EdgeOfStability(Study):
@@ -71,68 +72,67 @@ class EdgeOfStability(Study):
         params = 64 * self.width + (self.depth - 1) * self.width**2 + self.width * 16
         return 4 * (8 * params + 1797 * (64 + self.width * (self.depth + 1) + 20))
 
+    # -- the hooks of the training loop (engine/loop.py) --------------------------------------------------------
     @classmethod
-    def execute_group(cls, ctx, configs):
-        group = Group(configs, ctx.device)
-        dev, c0, k = group.device, group.c0, group.k
+    def setup(cls, ctx, group) -> Plan:
+        dev, c0, k, configs = group.device, group.c0, group.k, group.configs
         data = [datasets.digits(c.n_train, seed) for c, seed in zip(configs, group.seeds("data"))]
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
-        x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])
-        x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
-        targets = F.one_hot(y_tr, 10).float()  # (K, n, 10)
         mods = [models.build("mlp", input_dim=64, width=c0.width, depth=c0.depth, num_classes=10,
                              generator=g, activation=c0.activation)
                 for g in group.generators("init")]
         net = ensemble.stack(mods, dev)
         lr = group.per_model("lr")
-        opt = ensemble.Optimizer(net.tensors(), "sgd", lr=lr)
+        y_tr = stackd([d.y_train for d in data])
+        s = SimpleNamespace(
+            k=k, iters=c0.lanczos_iters, every=c0.sharpness_every, lr=lr,
+            opt=ensemble.Optimizer(net.tensors(), "sgd", lr=lr),
+            x_tr=stackd([d.x_train for d in data]), y_tr=y_tr, targets=F.one_hot(y_tr, 10).float(),  # (K, n, 10)
+            x_te=stackd([d.x_test for d in data]), y_te=stackd([d.y_test for d in data]),
+            vectors=[None] * k,  # each model's last top eigenvector: the next Lanczos run starts from it
+            probes=group.generators("probe"))  # each model's Lanczos start vectors, from its own stream
+        return Plan(total=c0.steps, every=c0.sharpness_every, net=net, state=s)
 
-        def mse(z, y1h):  # ½ Σ_c (z − y)², averaged over examples
-            return 0.5 * (z - y1h).pow(2).sum(-1).mean(-1)
+    @staticmethod
+    def _loss_of(plan, m):
+        """Model m's loss as a function of its own parameters (for the Hessian)."""
+        s = plan.state
+        return lambda p: _mse(plan.net.forward_one(p, s.x_tr[m]), s.targets[m])
 
-        def loss_of(m):  # model m's loss as a function of its own parameters (for the Hessian)
-            return lambda p: mse(net.forward_one(p, x_tr[m]), targets[m])
+    @classmethod
+    def step(cls, plan, batch, step):
+        s = plan.state
+        per_model, grads = plan.net.gradients(s.x_tr, lambda z: _mse(z, s.targets))  # full batch
+        ensemble.apply(plan.net, s.opt, grads)
+        return per_model
 
-        diverged = DivergenceLog(ctx, k)
-        vectors: list = [None] * k
-        probes = group.generators("probe")  # each model's Lanczos start vectors, from its own stream
-        last_sharp, last_residual = np.full(k, np.nan), np.full(k, np.nan)
+    @classmethod
+    def measure(cls, plan, i, step):
+        s, net = plan.state, plan.net
+        sharp, residual = np.full(s.k, np.nan), np.full(s.k, np.nan)
+        for m in range(s.k):  # the top Hessian eigenvalue, and its residual ‖Hv − λv‖ (an eigenvalue lies that close)
+            params = net.model(m)
+            if not all(torch.isfinite(p).all() for p in params.values()):
+                continue
+            vals, vecs = hessian.top_eigenvalues(cls._loss_of(plan, m), params, k=1, iters=s.iters,
+                                                 generator=s.probes[m], v0=s.vectors[m], return_vectors=True)
+            sharp[m], s.vectors[m] = float(vals[0]), vecs[0]
+            residual[m] = hessian.residual(cls._loss_of(plan, m), params, sharp[m], vecs[0])
+        with torch.no_grad():
+            z_tr, z_te = net(s.x_tr), net(s.x_te)
+        return {"train_loss": _mse(z_tr, s.targets).cpu().numpy(),
+                "train_acc": (z_tr.argmax(-1) == s.y_tr).float().mean(1).cpu().numpy(),
+                "test_acc": (z_te.argmax(-1) == s.y_te).float().mean(1).cpu().numpy(),
+                "sharpness": sharp, "sharpness_residual": residual, "two_over_lr": (2 / s.lr).cpu().numpy()}
 
-        def sharpness():
-            """Each model's top Hessian eigenvalue, and its residual ‖Hv − λv‖ (an eigenvalue lies that close)."""
-            out, res = np.full(k, np.nan), np.full(k, np.nan)
-            for m in range(k):
-                params = net.model(m)
-                if not all(torch.isfinite(p).all() for p in params.values()):
-                    continue
-                vals, vecs = hessian.top_eigenvalues(loss_of(m), params, k=1, iters=c0.lanczos_iters,
-                                                     generator=probes[m], v0=vectors[m], return_vectors=True)
-                out[m], vectors[m] = float(vals[0]), vecs[0]
-                res[m] = hessian.residual(loss_of(m), params, out[m], vecs[0])
-            return out, res
+    @classmethod
+    def judge(cls, plan, rec, step):
+        plan.diverged.update(step, ~np.isfinite(rec["train_loss"]), "loss")  # the last update's too
 
-        def evaluate(step, loss):
-            with torch.no_grad():
-                z_tr, z_te = net(x_tr), net(x_te)
-            rec = {"step": step, "train_loss": loss.cpu().numpy(),
-                   "train_acc": (z_tr.argmax(-1) == y_tr).float().mean(1).cpu().numpy(),
-                   "test_acc": (z_te.argmax(-1) == y_te).float().mean(1).cpu().numpy(),
-                   "sharpness": last_sharp.copy(), "sharpness_residual": last_residual.copy(),
-                   "two_over_lr": (2 / lr).cpu().numpy()}
-            ctx.emit(rec)
-
-        for step in range(c0.steps + 1):
-            ctx.check()
-            if step % c0.sharpness_every == 0 or step == c0.steps:
-                last_sharp[:], last_residual[:] = sharpness()
-            per_model, grads = net.gradients(x_tr, lambda z: mse(z, targets))
-            if step % c0.sharpness_every == 0 or step == c0.steps:
-                evaluate(step, per_model)
-            diverged.update(step, ~torch.isfinite(per_model), "loss")
-            if step == c0.steps:
-                break
-            opt.step(grads)
-        cls._final_spectra(ctx, net, loss_of, x_te, probes, k)
+    @classmethod
+    def finish(cls, plan):
+        s = plan.state
+        cls._final_spectra(plan.ctx, plan.net, lambda m: cls._loss_of(plan, m), s.x_te, s.probes, s.k)
 
     @classmethod
     def _final_spectra(cls, ctx, net, loss_of, x_te, probes, k):
@@ -158,3 +158,7 @@ class EdgeOfStability(Study):
         ctx.put("feature_eigenvalues", ("model", "feature_eigen"), np.stack(h_ev))
         for name, values in summary.items():
             ctx.put(name, ("model",), values)
+
+
+def _mse(z, y1h):  # ½ Σ_c (z − y)², averaged over examples
+    return 0.5 * (z - y1h).pow(2).sum(-1).mean(-1)

@@ -10,6 +10,7 @@ decay, a wider float (float64), StableMax (s(x) = x + 1 for x ≥ 0, 1/(1 − x)
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import param
@@ -17,9 +18,10 @@ import torch
 
 from .. import datasets
 from ..engine import ensemble
-from ..engine.context import DivergenceLog
-from ..engine.group import Group, Streams
-from .base import DIVERGENCE_METRICS, Metric, Study
+from ..engine.group import Streams
+from ..engine.loop import Plan
+from ..engine.measure import DIVERGENCE_METRICS, Metric
+from .base import Study
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -119,82 +121,90 @@ class Grokking(Study):
         params = d * w + (self.depth - 1) * w * w + w * self.p
         return 4 * (5 * params + n * (d + w * (self.depth + 1) + 4 * self.p))
 
+    # -- the hooks of the training loop (engine/loop.py) --------------------------------------------------------
     @classmethod
-    def execute_group(cls, ctx, configs):
-        group = Group(configs, ctx.device)
+    def setup(cls, ctx, group) -> Plan:
         dev, c0, k = group.device, group.c0, group.k
-        data = [c._load() for c in configs]
-        init = group.generators("init")
+        data = [c._load() for c in group.configs]
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
-        x_tr, y_tr = stackd([d.x_train for d in data]), stackd([d.y_train for d in data])  # (K, n, 2p), (K, n)
-        x_te, y_te = stackd([d.x_test for d in data]), stackd([d.y_test for d in data])
-        p, dt = c0.p, DTYPES[c0.softmax_precision]
+        p = c0.p
         sizes = [2 * p] + [c0.width] * c0.depth + [p]
         weights = []
-        for j, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, drawn per model from its own stream
-            w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=g) for g in init]
+            w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=g) for g in group.generators("init")]
             weights.append(torch.stack(w).to(dev).requires_grad_())
-        hyper = {n: group.per_model(n) for n in ("lr", "weight_decay")}
-        opt = ensemble.Optimizer(weights, "adam", hyper["lr"], weight_decay=hyper["weight_decay"],
-                                 betas=(0.9, c0.beta2), eps=c0.adam_eps, decoupled=True)
-
-        def forward(x):
-            h = x
-            for j, w in enumerate(weights):
-                h = torch.bmm(h, w)
-                if j < len(weights) - 1:
-                    h = torch.relu(h)
-            return h  # (K, n, p) float32 logits
-
-        diverged = DivergenceLog(ctx, k)
         grok = np.full(k, np.nan)  # the first measured epoch with test accuracy ≥ 0.9 (nan: never)
         collapse = np.full(k, np.nan)  # the first measured epoch with half the training losses exactly zero
-        ctx.put("grok_epoch", ("model",), grok)
-        ctx.put("collapse_epoch", ("model",), collapse)
-        spectra, snap_epochs = [], []
+        ctx.put("grok_epoch", ("model",), grok.copy())
+        ctx.put("collapse_epoch", ("model",), collapse.copy())
+        s = SimpleNamespace(
+            k=k, p=p, dt=DTYPES[c0.softmax_precision], loss=c0.loss, perp=c0.optimizer == "perp_adamw",
+            weights=weights, grok=grok, collapse=collapse, spectra=[], snap_epochs=[],
+            opt=ensemble.Optimizer(weights, "adam", group.per_model("lr"), weight_decay=group.per_model("weight_decay"),
+                                   betas=(0.9, c0.beta2), eps=c0.adam_eps, decoupled=True),
+            x_tr=stackd([d.x_train for d in data]), y_tr=stackd([d.y_train for d in data]),  # (K, n, 2p), (K, n)
+            x_te=stackd([d.x_test for d in data]), y_te=stackd([d.y_test for d in data]))
+        return Plan(total=c0.epochs, every=c0.eval_every, state=s)
 
-        def evaluate(epoch, per_example, logits, grads):
-            with torch.no_grad():
-                z_te = forward(x_te)
-                test_loss = per_example_loss(z_te.to(dt), y_te, c0.loss).float()
-                flat_w = torch.cat([w.reshape(k, -1) for w in weights], 1)
-                flat_g = torch.cat([g.reshape(k, -1) for g in grads], 1)
-                cos = -(flat_g * flat_w).sum(1) / (flat_g.norm(dim=1) * flat_w.norm(dim=1)).clamp_min(1e-30)
-                power = fourier_power(weights[0][:, :p])  # embeddings of the first operand: (K, p//2 + 1)
-                ac = power[:, 1:]  # frequency 0 is the mean embedding
-                top8 = ac.topk(min(8, ac.shape[1]), dim=1).values.sum(1) / ac.sum(1).clamp_min(1e-30)
-            rec = {
-                "epoch": epoch, "step": epoch,
-                "train_loss": per_example.float().mean(1), "test_loss": test_loss.mean(1),
-                "train_acc": (logits.argmax(-1) == y_tr).float().mean(1),
-                "test_acc": (z_te.argmax(-1) == y_te).float().mean(1),
-                "sc_fraction": (per_example == 0).float().mean(1),
-                "logit_norm": logits.norm(dim=-1).mean(1),
-                "grad_weight_cos": cos, "fourier_top8": top8,
-            }
-            rec = {key: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for key, v in rec.items()}
-            grok[(rec["test_acc"] >= 0.9) & np.isnan(grok)] = epoch
-            collapse[(rec["sc_fraction"] >= 0.5) & np.isnan(collapse)] = epoch
-            ctx.put("grok_epoch", ("model",), grok.copy())
-            ctx.put("collapse_epoch", ("model",), collapse.copy())
-            spectra.append(power.cpu().numpy())
-            snap_epochs.append(epoch)
-            ctx.put("fourier_power", ("model", "snapshot", "frequency"), np.stack(spectra, axis=1),
-                    snapshot=np.array(snap_epochs), frequency=np.arange(power.shape[1]))
-            ctx.emit(rec)
+    @staticmethod
+    def _forward(s, x):
+        h = x
+        for j, w in enumerate(s.weights):
+            h = torch.bmm(h, w)
+            if j < len(s.weights) - 1:
+                h = torch.relu(h)
+        return h  # (K, n, p) float32 logits
 
-        for epoch in range(0, c0.epochs + 1):
-            ctx.check()
-            logits = forward(x_tr)
-            per_example = per_example_loss(logits.to(dt), y_tr, c0.loss)  # (K, n) in the softmax's dtype
-            per_model = per_example.mean(1)
-            grads = torch.autograd.grad(per_model.float().sum(), weights)
-            if epoch % c0.eval_every == 0 or epoch == c0.epochs:
-                evaluate(epoch, per_example.detach(), logits.detach(), grads)
-            diverged.update(epoch, ~torch.isfinite(per_model.detach()), "loss")
-            if epoch == c0.epochs:
-                break
-            if c0.optimizer == "perp_adamw":
-                grads = [perpendicular(g, w.detach()) for g, w in zip(grads, weights)]
-            opt.step(grads)
+    @classmethod
+    def _loss_and_grads(cls, s):
+        """The full-batch logits, per-example losses (in the softmax's dtype) and the weights' gradients."""
+        logits = cls._forward(s, s.x_tr)
+        per_example = per_example_loss(logits.to(s.dt), s.y_tr, s.loss)  # (K, n)
+        grads = torch.autograd.grad(per_example.mean(1).float().sum(), s.weights)
+        return logits.detach(), per_example.detach(), grads
+
+    @classmethod
+    def step(cls, plan, batch, step):
+        s = plan.state
+        _, per_example, grads = cls._loss_and_grads(s)
+        if s.perp:
+            grads = [perpendicular(g, w.detach()) for g, w in zip(grads, s.weights)]
+        s.opt.step(grads)
+        return per_example.mean(1).float()
+
+    @classmethod
+    def measure(cls, plan, epoch, step):
+        s, k, ctx = plan.state, plan.state.k, plan.ctx
+        logits, per_example, grads = cls._loss_and_grads(s)
+        with torch.no_grad():
+            z_te = cls._forward(s, s.x_te)
+            test_loss = per_example_loss(z_te.to(s.dt), s.y_te, s.loss).float()
+            flat_w = torch.cat([w.reshape(k, -1) for w in s.weights], 1)
+            flat_g = torch.cat([g.reshape(k, -1) for g in grads], 1)
+            cos = -(flat_g * flat_w).sum(1) / (flat_g.norm(dim=1) * flat_w.norm(dim=1)).clamp_min(1e-30)
+            power = fourier_power(s.weights[0][:, :s.p])  # embeddings of the first operand: (K, p//2 + 1)
+            ac = power[:, 1:]  # frequency 0 is the mean embedding
+            top8 = ac.topk(min(8, ac.shape[1]), dim=1).values.sum(1) / ac.sum(1).clamp_min(1e-30)
+        rec = {
+            "train_loss": per_example.float().mean(1), "test_loss": test_loss.mean(1),
+            "train_acc": (logits.argmax(-1) == s.y_tr).float().mean(1),
+            "test_acc": (z_te.argmax(-1) == s.y_te).float().mean(1),
+            "sc_fraction": (per_example == 0).float().mean(1),
+            "logit_norm": logits.norm(dim=-1).mean(1),
+            "grad_weight_cos": cos, "fourier_top8": top8,
+        }
+        rec = {key: v.cpu().numpy() for key, v in rec.items()}
+        s.grok[(rec["test_acc"] >= 0.9) & np.isnan(s.grok)] = epoch
+        s.collapse[(rec["sc_fraction"] >= 0.5) & np.isnan(s.collapse)] = epoch
+        ctx.put("grok_epoch", ("model",), s.grok.copy())
+        ctx.put("collapse_epoch", ("model",), s.collapse.copy())
+        s.spectra.append(power.cpu().numpy())
+        s.snap_epochs.append(epoch)
+        ctx.put("fourier_power", ("model", "snapshot", "frequency"), np.stack(s.spectra, axis=1),
+                snapshot=np.array(s.snap_epochs), frequency=np.arange(power.shape[1]))
+        return rec
+
+    @classmethod
+    def judge(cls, plan, rec, step):
+        plan.diverged.update(step, ~np.isfinite(rec["train_loss"]), "loss")  # the last update's too

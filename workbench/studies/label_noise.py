@@ -8,6 +8,7 @@ GCE resist the memorization.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import param
@@ -15,14 +16,14 @@ import torch
 
 from .. import datasets, models
 from ..engine import ensemble, losses
-from ..engine.context import DivergenceLog
-from ..engine.group import Group, Streams
+from ..engine.group import Streams
+from ..engine.loop import Plan
+from ..engine.measure import DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric
 from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
 from ..probes import metrics
-from .base import (DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric, SpectraLog, Study, precision_dial,
-                   precision_metrics)
+from .base import Study, precision_dial
 
 
 class LabelNoise(Study):
@@ -144,96 +145,90 @@ class LabelNoise(Study):
         # parameters with grad and optimizer state; per-example data and labels; the evaluation's activations
         return 4 * (4 * params + n * (d + 4) + n * w * (self.depth + 1) + len(data.y_train) * c * 2)
 
+    # -- the hooks of the training loop (engine/loop.py) --------------------------------------------------------
     @classmethod
-    def execute_group(cls, ctx, configs):
-        group = Group(configs, ctx.device)
-        dev, c0, k = group.device, group.c0, group.k
+    def setup(cls, ctx, group) -> Plan:
+        dev, c0, k, configs = group.device, group.c0, group.k, group.configs
         data = [c._load() for c in configs]  # the split depends on the data seed: per-model data
         num_classes = data[0].num_classes
-        flips = [labels.flip(d.y_train, labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate,
-                                                                  c.transition_matrix), generator=g)
-                 for c, d, g in zip(configs, data, group.generators("noise"))]
+        matrices = [labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate, c.transition_matrix)
+                    for c in configs]
+        flips = [labels.flip(d.y_train, t, generator=g) for d, t, g in zip(data, matrices, group.generators("noise"))]
         modules = [models.build(c.model, input_dim=d.input_dim, width=c.width, depth=c.depth,
                                 num_classes=num_classes, generator=g, image_shape=d.image_shape)
                    for c, d, g in zip(configs, data, group.generators("init"))]
-        prec = c0.make_precision(k, dev, group.generators("rounding"))
-        net = ensemble.stack(modules, dev, prec)
+        net = ensemble.stack(modules, dev, c0.make_precision(k, dev, group.generators("rounding")))
         hyper = {name: group.per_model(name)
                  for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}
-        opt = ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"])
-        stackd = lambda xs, dt=None: torch.stack(xs).to(dev)  # noqa: E731
-        x_tr, x_te = stackd([d.x_train for d in data]), stackd([d.x_test for d in data])  # (K, n, ...)
-        y_true, y_te = stackd([d.y_train for d in data]), stackd([d.y_test for d in data])  # (K, n)
-        y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask
+        stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
+        y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask (K, n)
         n = y_tr.shape[1]
-        loss_fn = losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
-                              lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev)
-        order = group.generators("order")
-
         epochs = c0.epochs
         snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
             if c0.loss_snapshots else set()
-        snaps, snap_epochs = [], []
-        diverged = DivergenceLog(ctx, k)  # the step (and tensor) at which each model went non-finite
+        s = SimpleNamespace(
+            k=k, n=n, batch_size=c0.batch_size, order=group.generators("order"),
+            opt=ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"]),
+            loss_fn=losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
+                                lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev),
+            x_tr=stackd([d.x_train for d in data]), x_te=stackd([d.x_test for d in data]),  # (K, n, ...)
+            y_true=stackd([d.y_train for d in data]), y_te=stackd([d.y_test for d in data]), y_tr=y_tr,
+            flipped=flipped, running=torch.zeros(k, device=dev),
+            # per-example loss snapshots fall on measured epochs
+            snap_at={e - e % c0.eval_every if e < epochs else e for e in snap_at}, snaps=[], snap_epochs=[],
+            # a measured loss far above chance level counts as a divergence (the precision study's dial)
+            spike_limit=getattr(c0, "divergence_factor", 0.0) * math.log(num_classes))
         ctx.put("flipped", ("model", "example"), flipped.cpu().numpy())
         ctx.put("noisy_label", ("model", "example"), y_tr.cpu().numpy())
-        ctx.put("true_label", ("model", "example"), y_true.cpu().numpy())
+        ctx.put("true_label", ("model", "example"), s.y_true.cpu().numpy())
         classes = np.arange(num_classes)
-        ctx.put("transition_matrix", ("model", "true_class", "noisy_class"),
-                np.stack([labels.transition_matrix(c.noise_kind, num_classes, c.flip_rate, c.transition_matrix)
-                          .numpy() for c in configs]), true_class=classes, noisy_class=classes)
+        ctx.put("transition_matrix", ("model", "true_class", "noisy_class"), np.stack([t.numpy() for t in matrices]),
+                true_class=classes, noisy_class=classes)
+        return Plan(total=epochs, every=c0.eval_every, net=net, spectra_every=c0.spectra_every, spectra_x=s.x_te,
+                    state=s)
 
-        def evaluate(epoch: int, step: int, train_loss):
-            with torch.no_grad():
-                z_tr, z_te = _logits(net, x_tr), _logits(net, x_te)  # (K, n, C)
-            per_example = losses.cross_entropy(z_tr, y_tr)  # (K, n) loss on the (noisy) training labels
-            pred_tr, pred_te = z_tr.argmax(-1), z_te.argmax(-1)
-            clean = ~flipped
-            rec = {
-                "epoch": epoch, "step": step,
-                "train_loss": per_example.mean(1) if train_loss is None else train_loss,
-                "train_acc": _mean(pred_tr == y_tr),
-                "train_clean_acc": _mean(pred_tr == y_true, clean),
-                "memorized": _mean(pred_tr == y_tr, flipped),
-                "flipped_true_acc": _mean(pred_tr == y_true, flipped),
-                "test_acc": _mean(pred_te == y_te),
-                "test_loss": losses.cross_entropy(z_te, y_te).mean(1),
-                "ece": torch.tensor([metrics.ece(z_te[i], y_te[i]) for i in range(k)]),
-                **precision_metrics(prec, k),
-            }
-            rec = {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
-            if isinstance(net, ensemble.StackedMLP):
-                rec.update(spectra_log.record(net, x_te, epoch, last=epoch == epochs))
-            else:  # spectra of MLPs only: the CNN's records say so with nan
-                rec.update({m.name: np.full(k, np.nan) for m in SPECTRA_METRICS})
-            if epoch in snap_at:
-                snaps.append(per_example.cpu().numpy())
-                snap_epochs.append(epoch)
-                ctx.put("example_loss", ("model", "snapshot", "example"), np.stack(snaps, axis=1),
-                        snapshot=np.array(snap_epochs))
-            ctx.emit(rec)
-            if spike_limit:  # a loss spike far above chance level counts as a divergence (the precision study)
-                diverged.update(step, rec["train_loss"] > spike_limit, "loss spike")
+    @classmethod
+    def batches(cls, plan, epoch):
+        s = plan.state
+        s.running.zero_()
+        perms = torch.stack([torch.randperm(s.n, generator=g) for g in s.order]).to(s.x_tr.device)  # (K, n)
+        return ensemble.batches(perms, s.batch_size)  # per-model minibatch indices (K, B)
 
-        spectra_log = SpectraLog(ctx, c0.spectra_every)
-        spike_limit = getattr(c0, "divergence_factor", 0.0) * math.log(num_classes)
-        step = 0
-        evaluate(0, 0, None)
-        snap_at = {e - e % c0.eval_every if e < epochs else e for e in snap_at}  # snapshots fall on measured epochs
-        for epoch in range(1, epochs + 1):
-            perms = torch.stack([torch.randperm(n, generator=g) for g in order]).to(dev)  # (K, n)
-            total = torch.zeros(k, device=dev)
-            measured = epoch % c0.eval_every == 0 or epoch == epochs
-            for b, idx in enumerate(ensemble.batches(perms, c0.batch_size)):  # idx: (K, B)
-                ctx.check()
-                if prec is not None:
-                    prec.measure = measured and b == 0  # rounding statistics from one step per measurement
-                per_model = ensemble.train_step(net, opt, loss_fn, x_tr, y_tr, idx)  # (K,)
-                step += 1
-                diverged.check_step(step, per_model, net)  # a diverged model is a result; the others train on
-                total += per_model * idx.shape[1]
-            if measured:
-                evaluate(epoch, step, total / n)
+    @classmethod
+    def step(cls, plan, idx, step):
+        s = plan.state
+        per_model = ensemble.train_step(plan.net, s.opt, s.loss_fn, s.x_tr, s.y_tr, idx)  # (K,)
+        s.running += per_model * idx.shape[1]
+        return per_model
+
+    @classmethod
+    def measure(cls, plan, epoch, step):
+        s, net = plan.state, plan.net
+        with torch.no_grad():
+            z_tr, z_te = _logits(net, s.x_tr), _logits(net, s.x_te)  # (K, n, C)
+        per_example = losses.cross_entropy(z_tr, s.y_tr)  # (K, n) loss on the (noisy) training labels
+        pred_tr, pred_te = z_tr.argmax(-1), z_te.argmax(-1)
+        rec = {
+            "train_loss": per_example.mean(1) if epoch == 0 else s.running / s.n,  # the epoch's mean batch loss
+            "train_acc": _mean(pred_tr == s.y_tr),
+            "train_clean_acc": _mean(pred_tr == s.y_true, ~s.flipped),
+            "memorized": _mean(pred_tr == s.y_tr, s.flipped),
+            "flipped_true_acc": _mean(pred_tr == s.y_true, s.flipped),
+            "test_acc": _mean(pred_te == s.y_te),
+            "test_loss": losses.cross_entropy(z_te, s.y_te).mean(1),
+            "ece": torch.tensor([metrics.ece(z_te[i], s.y_te[i]) for i in range(s.k)]),
+        }
+        if epoch in s.snap_at:
+            s.snaps.append(per_example.cpu().numpy())
+            s.snap_epochs.append(epoch)
+            plan.ctx.put("example_loss", ("model", "snapshot", "example"), np.stack(s.snaps, axis=1),
+                         snapshot=np.array(s.snap_epochs))
+        return {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
+
+    @classmethod
+    def judge(cls, plan, rec, step):
+        if plan.state.spike_limit:
+            plan.diverged.update(step, rec["train_loss"] > plan.state.spike_limit, "loss spike")
 
 
 def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

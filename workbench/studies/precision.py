@@ -11,7 +11,7 @@ import param
 
 from ..engine.precision import SCALES, TENSORS, Precision
 from ..noise import formats
-from .base import regroup
+from ..engine.measure import regroup
 from .label_noise import LabelNoise
 
 

@@ -7,18 +7,20 @@ the feature-learning one. The noise dial is the SGD temperature T = learning rat
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import param
 import torch
 
 from .. import models
 from ..engine import ensemble
-from ..engine.context import DivergenceLog
-from ..engine.group import Group, Streams
+from ..engine.group import Streams
+from ..engine.loop import Plan
+from ..engine.measure import DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric
 from ..engine.precision import Precision
 from ..errors import ConfigError
-from .base import (DIVERGENCE_METRICS, PRECISION_METRICS, SPECTRA_METRICS, Metric, SpectraLog, Study, precision_dial,
-                   precision_metrics)
+from .base import Study, precision_dial
 
 TASKS = ("parity", "perceptron")
 
@@ -133,83 +135,89 @@ class SGDNoise(Study):
         params = d * self.width + (self.depth - 1) * self.width**2 + self.width
         return 4 * (8 * params + n * (d + self.width * (self.depth + 1)))
 
+    # -- the hooks of the training loop (engine/loop.py) --------------------------------------------------------
     @classmethod
-    def execute_group(cls, ctx, configs):
-        group = Group(configs, ctx.device)
-        dev, c0, k = group.device, group.c0, group.k
+    def setup(cls, ctx, group) -> Plan:
+        dev, c0, k, configs = group.device, group.c0, group.k, group.configs
         data = [c._data() for c in configs]
         x_tr, y_tr, x_te, y_te = (torch.stack([d[i] for d in data]).to(dev) for i in range(4))  # (K, n, d), (K, n)
         n, dim = x_tr.shape[1], x_tr.shape[2]
-        order, noise = group.generators("order"), group.generators("noise")
         mods = [models.build("mlp", input_dim=dim, width=c0.width, depth=c0.depth, num_classes=1, generator=g)
                 for g in group.generators("init")]
         prec = (lambda: Precision(c0.precision, num_models=k, device=dev)) if c0.precision != "fp32" else (lambda: None)
         # init: the frozen f_w0, read at the same precision so that F = 0 at the start
         net, init = ensemble.stack(mods, dev, prec()), ensemble.stack(mods, dev, prec())
         w0 = [p.detach().clone() for p in net.tensors()]
-        w0_norm = torch.sqrt(sum(p.pow(2).sum(tuple(range(1, p.ndim))) for p in w0))  # (K,)
-        alpha = ensemble.per_model([c.alpha for c in configs], k, dev)
-        lr = ensemble.per_model([c.temperature * c0.batch_size for c in configs], k, dev)
-        sigma = [c.input_noise for c in configs]
-        opt = ensemble.Optimizer(net.tensors(), "sgd", lr=lr)
+        alpha = group.per_model("alpha")
         with torch.no_grad():
             f0_tr, f0_te = init(x_tr)[..., 0], init(x_te)[..., 0]  # (K, n)
-        probe = slice(0, min(n, 256))
-        fit_step = np.full(k, -1, dtype=np.int64)  # the first measured step at which all training points fit
-        diverged = DivergenceLog(ctx, k)
-        spectra_log = SpectraLog(ctx, c0.spectra_every)
-        ctx.put("fit_step", ("model",), fit_step)
-        a = alpha[:, None]
+        s = SimpleNamespace(
+            k=k, n=n, batch_size=c0.batch_size, order=group.generators("order"), noise=group.generators("noise"),
+            sigma=group.values("input_noise"), x_tr=x_tr, y_tr=y_tr, x_te=x_te, y_te=y_te, init=init,
+            f0_tr=f0_tr, f0_te=f0_te, w0=w0, w0_norm=torch.sqrt(sum(p.pow(2).sum(tuple(range(1, p.ndim))) for p in w0)),
+            alpha=alpha, a=alpha[:, None], perms=None, pos=n, probe=slice(0, min(n, 256)),
+            opt=ensemble.Optimizer(net.tensors(), "sgd", lr=group.per_model("temperature") * c0.batch_size),
+            fit_step=np.full(k, -1, dtype=np.int64),  # the first measured step at which all training points fit
+            bad=np.zeros(k, dtype=bool))  # models whose outputs went non-finite
+        ctx.put("fit_step", ("model",), s.fit_step.copy())
+        return Plan(total=c0.steps, every=c0.eval_every, net=net, spectra_every=c0.spectra_every, spectra_x=x_te,
+                    state=s)
 
-        def hinge(F, y):  # per example
-            return torch.relu(1 - y * F)
+    @classmethod
+    def batches(cls, plan, step):
+        s = plan.state
+        if s.pos + s.batch_size > s.n:  # a new epoch: a fresh order per model
+            s.perms = torch.stack([torch.randperm(s.n, generator=g) for g in s.order]).to(s.x_tr.device)
+            s.pos = 0
+        s.pos += s.batch_size
+        return (s.perms[:, s.pos - s.batch_size:s.pos],)  # (K, B)
 
-        def evaluate(step: int):
+    @classmethod
+    def step(cls, plan, idx, step):
+        s, net = plan.state, plan.net
+        x_b, y_b = ensemble.gather(s.x_tr, idx), ensemble.gather(s.y_tr, idx)
+        if any(s.sigma):
+            drawn = torch.stack([torch.randn(x_b.shape[1:], generator=g) * sd for g, sd in zip(s.noise, s.sigma)])
+            x_b = x_b + drawn.to(x_b.device)
             with torch.no_grad():
-                F_tr = a * (net(x_tr)[..., 0] - f0_tr)
-                F_te = a * (net(x_te)[..., 0] - f0_te)
-                change = torch.sqrt(sum((p - q).pow(2).sum(tuple(range(1, p.ndim)))
-                                        for p, q in zip(net.tensors(), w0))) / w0_norm
-            margin = y_tr * F_tr
-            fit = (margin >= 1).float().mean(1)
-            ok = torch.isfinite(F_tr).all(1) & torch.isfinite(F_te).all(1)  # a diverged model measures nan
-            nan = torch.tensor(float("nan"), device=dev)
-            x_p, y_p, f0_p = x_tr[:, probe], y_tr[:, probe], f0_tr[:, probe]
-            gns = net.gradient_noise_scale(x_p, lambda z: hinge(a * (z[..., 0] - f0_p), y_p).sum(1) / alpha**2)
-            rec = {"train_loss": hinge(F_tr, y_tr).mean(1), "fit": fit, "train_err": (margin <= 0).float().mean(1),
-                   "test_err": (y_te * F_te <= 0).float().mean(1), "weight_change": change, "grad_noise_scale": gns}
-            rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
-            rec = {"step": step, **rec, **precision_metrics(net.precision, k), **spectra_log.record(net, x_te, step)}
-            fit_step[(rec["fit"] >= 1.0) & (fit_step < 0)] = step
-            ctx.put("fit_step", ("model",), fit_step.copy())
-            bad = ~ok.cpu().numpy()
-            ctx.emit(rec)
-            diverged.update(step, bad, "output")
-            return bool(((fit_step >= 0) | bad).all())
+                z0 = s.init(x_b)[..., 0]
+        else:
+            z0 = ensemble.gather(s.f0_tr, idx)
+        per_model, grads = net.gradients(x_b, lambda z: _hinge(s.a * (z[..., 0] - z0), y_b).mean(1) / s.alpha**2)
+        ensemble.apply(net, s.opt, grads)  # fp16: the dynamic loss scale
+        return per_model
 
-        evaluate(0)
-        perms, pos, step = None, n, 0
-        while step < c0.steps:
-            if pos + c0.batch_size > n:  # a new epoch: a fresh order per model
-                perms = torch.stack([torch.randperm(n, generator=g) for g in order]).to(dev)
-                pos = 0
-            idx = perms[:, pos:pos + c0.batch_size]  # (K, B)
-            pos += c0.batch_size
-            ctx.check()
-            x_b, y_b = ensemble.gather(x_tr, idx), ensemble.gather(y_tr, idx)
-            if any(sigma):
-                drawn = torch.stack([torch.randn(x_b.shape[1:], generator=g) * s for g, s in zip(noise, sigma)])
-                x_b = x_b + drawn.to(dev)
-                with torch.no_grad():
-                    z0 = init(x_b)[..., 0]
-            else:
-                z0 = ensemble.gather(f0_tr, idx)
-            if net.precision is not None:
-                net.precision.measure = (step + 1) % c0.eval_every == 0
-            per_model, grads = net.gradients(x_b, lambda z: hinge(a * (z[..., 0] - z0), y_b).mean(1) / alpha**2)
-            ensemble.apply(net, opt, grads)  # fp16: the dynamic loss scale
-            step += 1
-            diverged.check_step(step, per_model, net)
-            if step % c0.eval_every == 0 or step == c0.steps:
-                if evaluate(step):
-                    break  # every model fits its training set: hinge gradients are zero from here on
+    @classmethod
+    def measure(cls, plan, i, step):
+        s, net = plan.state, plan.net
+        with torch.no_grad():
+            F_tr = s.a * (net(s.x_tr)[..., 0] - s.f0_tr)
+            F_te = s.a * (net(s.x_te)[..., 0] - s.f0_te)
+            change = torch.sqrt(sum((p - q).pow(2).sum(tuple(range(1, p.ndim)))
+                                    for p, q in zip(net.tensors(), s.w0))) / s.w0_norm
+        margin = s.y_tr * F_tr
+        ok = torch.isfinite(F_tr).all(1) & torch.isfinite(F_te).all(1)  # a diverged model measures nan
+        nan = torch.tensor(float("nan"), device=F_tr.device)
+        x_p, y_p, f0_p = s.x_tr[:, s.probe], s.y_tr[:, s.probe], s.f0_tr[:, s.probe]
+        gns = net.gradient_noise_scale(x_p, lambda z: _hinge(s.a * (z[..., 0] - f0_p), y_p).sum(1) / s.alpha**2)
+        rec = {"train_loss": _hinge(F_tr, s.y_tr).mean(1), "fit": (margin >= 1).float().mean(1),
+               "train_err": (margin <= 0).float().mean(1), "test_err": (s.y_te * F_te <= 0).float().mean(1),
+               "weight_change": change, "grad_noise_scale": gns}
+        rec = {key: torch.where(ok, v, nan).cpu().numpy() for key, v in rec.items()}
+        s.fit_step[(rec["fit"] >= 1.0) & (s.fit_step < 0)] = step
+        plan.ctx.put("fit_step", ("model",), s.fit_step.copy())
+        s.bad = ~ok.cpu().numpy()
+        return rec
+
+    @classmethod
+    def judge(cls, plan, rec, step):
+        plan.diverged.update(step, plan.state.bad, "output")
+
+    @classmethod
+    def converged(cls, plan):
+        """Every model fits its training set (or diverged): hinge gradients are zero from here on."""
+        return bool(((plan.state.fit_step >= 0) | plan.state.bad).all())
+
+
+def _hinge(F, y):  # per example
+    return torch.relu(1 - y * F)
