@@ -39,7 +39,7 @@ def test_the_worked_example_satisfies_the_protocol(example):
     assert "noisy_regression" in wb.studies()
     configs = [cls.configure(**cls.tiny, seed=1), cls.configure(**cls.tiny, seed=2, input_noise=2.0)]
     group, ctx = _train(cls, configs)
-    assert {k for r in ctx.records for k in r} == {"step", *cls.record_metrics()}
+    assert {k for r in ctx.records for k in r} == {"step", *cls.record_metrics()}  # the loop added "step"
     for m, cfg in enumerate(configs):
         alone, _ = _train(cls, [cfg])
         assert all(_same(group[v].isel(model=m).values, alone[v].isel(model=0).values) for v in alone.data_vars)
