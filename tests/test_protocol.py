@@ -15,10 +15,12 @@ import workbench as wb
 from workbench.engine import Context, pick_device
 from workbench.engine.group import Group, Streams, derive
 from workbench.errors import ConfigError
+from workbench.cli import main
 from workbench.runs.identity import code_fingerprint
 from workbench.runs.run import run_id, summarize, to_dataset
 from workbench.studies import get as get_study
 from workbench.studies.base import Metric, Study
+from workbench.viz import browser
 
 STUDIES = wb.studies()
 
@@ -168,6 +170,7 @@ def test_changing_a_data_file_gives_a_new_run_id(tmp_path):
 STUDY_MODULE = '''
 import param
 from workbench.studies.base import Metric, Study
+from workbench.viz import browser
 
 
 class Mine(Study):
@@ -239,13 +242,19 @@ def test_package_fingerprints_follow_the_imports():
     assert run_id(cfg) == run_id(get_study("label_noise").configure()) and len(run_id(cfg)) == 12
 
 
-def test_old_catalog_rows_without_a_fingerprint_are_marked(tmp_path):
-    store = wb.Store(tmp_path)
+def test_old_catalog_rows_without_a_fingerprint_are_marked(data_root, capsys):
+    store = wb.Store(data_root)
     run = wb.run("label_noise", epochs=1, n_train=100, width=8, loss_snapshots=0, progress=False, store=store)
     assert run.current
+    main(["runs"])
+    assert "current" in capsys.readouterr().out
     with sqlite3.connect(store.catalog) as con:
         con.execute("UPDATE runs SET code = '' WHERE id = ?", (run.id,))
     assert not wb.load(run.id, store=store).current
+    main(["runs"])
+    out = capsys.readouterr().out
+    assert run.id in out and "other" in out and "computed by another version" in out
+    assert browser.Catalog(store).frame(browser.Catalog(store).rows())["code"].tolist() == ["other"]
 
 
 # -- the other regressions of the protocol issue ------------------------------------------------------------------

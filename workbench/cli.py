@@ -136,6 +136,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_runs(args) -> int:
     from .runs import Store
+    from .runs.run import made_by_current_code
 
     if args.study:
         get_study(args.study)
@@ -158,8 +159,12 @@ def cmd_runs(args) -> int:
 
     print(_table([[r["id"], r["study"], r.get("kind", "run"),
                    r["status"] + (f"@{r['step']}" if r["status"] == "diverged" else ""),
-                   r["finished"], r["wall_s"], dials(r)] for r in rows],
-                 ["id", "study", "kind", "status", "finished", "wall_s", "dials (not default)"]))
+                   r["finished"], r["wall_s"], "current" if made_by_current_code(r) else "other", dials(r)]
+                  for r in rows],
+                 ["id", "study", "kind", "status", "finished", "wall_s", "code", "dials (not default)"]))
+    if not all(made_by_current_code(r) for r in rows):
+        print("\ncode 'other': computed by another version of its study's code (kept, readable; a new run of the "
+              "same dials computes afresh)")
     return 0
 
 

@@ -19,6 +19,7 @@ import xarray as xr
 
 from ..errors import ConfigError, RunNotFound
 from ..runs import Store
+from ..runs.run import made_by_current_code
 from ..runs.store import STATUSES
 from ..studies import get as get_study, names as study_names
 from .plots import PALETTE, label
@@ -88,9 +89,10 @@ class Catalog:
                     pass
             changed = " ".join(f"{k}={v}" for k, v in (cls.changed(r["params"]) if cls else r["params"]).items())
             out.append({"id": r["id"], "study": r["study"], "status": r["status"], "tags": ",".join(r["tags"]),
-                        "finished": r["finished"], "wall_s": r["wall_s"], "dials": changed, "metric": metric,
+                        "finished": r["finished"], "wall_s": r["wall_s"],
+                        "code": "current" if made_by_current_code(r) else "other", "dials": changed, "metric": metric,
                         "best": best, "last": last})
-        cols = ["id", "study", "status", "tags", "finished", "wall_s", "dials", "metric", "best", "last"]
+        cols = ["id", "study", "status", "tags", "finished", "wall_s", "code", "dials", "metric", "best", "last"]
         return pd.DataFrame(out, columns=cols)
 
 
