@@ -1,5 +1,6 @@
 """docs/adding-a-study.md: its worked example, taken as it stands, is a study like any other."""
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ def example(tmp_path, monkeypatch):
     name, source = match.group(1), match.group(2)
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the notebook's kernel
+    path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))  # for the notebook's kernel
     sys.modules.pop(name, None)
     mod = importlib.import_module(name)
     yield mod.NoisyRegression, tmp_path
