@@ -3,7 +3,9 @@
 The same stacked MLP (64-W-W-10 on digits, batch 128, Adam) trains with no rounding (fp32) and with weights,
 activations and gradients rounded to each format (fp32 master weights and accumulation). Reports seconds per step
 and the overhead ratio to fp32 for one model and for an ensemble of K, plus the rounding throughput of
-`formats.quantize` against a plain copy of the same tensor.
+`formats.quantize` against a plain copy of the same tensor. A format written FORMAT:stochastic rounds
+stochastically, each model from its own stream (a model's rounding never depends on its company), to measure what
+that costs against round-to-nearest.
 
     python bench/bench_precision.py [--device cuda] [--steps 100] [--models 64] [--width 512]
 """
@@ -22,12 +24,15 @@ from workbench.noise import formats
 
 from bench_ensemble import setup, sync
 
-FORMATS = ("fp32", "bf16", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "fp4_e2m1", "int8")
+FORMATS = ("fp32", "bf16", "fp8_e4m3", "fp8_e4m3:stochastic", "fp8_e5m2", "mxfp8_e4m3", "fp4_e2m1", "int8")
 
 
 def step_time(fmt, k, steps, batch, width, device) -> float:
     data, gens, mods = setup(k, width, device)
-    prec = None if fmt == "fp32" else Precision(fmt, num_models=k, device=device)
+    name, _, rounding = fmt.partition(":")
+    streams = [torch.Generator().manual_seed(m) for m in range(k)]
+    prec = None if name == "fp32" else Precision(name, rounding=rounding or "nearest", num_models=k, device=device,
+                                                 generators=streams if rounding else None)
     net = ensemble.stack(mods, device, prec)
     opt = ensemble.Optimizer(net.tensors(), "adam", lr=1e-3)
     loss_fn = losses.make("ce", num_models=k, num_examples=1200, num_classes=10, device=device)
@@ -84,7 +89,7 @@ def main():
         out[label] = {"width": width, "step_ms": {f: round(t * 1e3, 3) for f, t in times.items()},
                       "overhead_vs_fp32": {f: round(t / times["fp32"], 2) for f, t in times.items()}}
     n = 1 << 22
-    out["quantize_gelem_per_s"] = {f: round(throughput(f, n, dev), 3) for f in fmts if f != "fp32"}
+    out["quantize_gelem_per_s"] = {f: round(throughput(f, n, dev), 3) for f in fmts if f != "fp32" and ":" not in f}
     out["copy_gelem_per_s"] = round(copy_rate(n, dev), 3)
     print(json.dumps(out, indent=2))
 

@@ -57,7 +57,7 @@ def test_filter_overlay_tag_export_delete(store, runs):
     assert page.message.visible and "dials" in page.message.object
     page.dials.value = ""
     page.table.selection = [0, 1]  # overlay both
-    assert page.metric.value in page.metric.options and "test_acc" in page.metric.options
+    assert page.metric.value == "test_acc" and "train_loss" in page.metric.options  # the declared headline first
     page.metric.value = "test_acc"
     page.smoothing.value = 0.6
     curves = page.plot.object.values()

@@ -52,6 +52,7 @@ def test_large_alpha_is_lazy(store):
     assert np.all(np.isfinite(gns[fit < 1]) & (gns[fit < 1] > 0)) and np.all(np.isnan(gns[fit >= 1])), (fit, gns)
 
 
+@pytest.mark.slow  # 30,000 steps × 12 models: the full profile's claim (its verdict is in the report)
 @pytest.mark.xfail(strict=False, reason=(
     "not reproduced here since every model draws from its own per-purpose streams (the draws changed, the check did "
     "not): T 1e-4 -> 3e-3 changes the test error by +0.007 ± 0.013 at α = 0.1 (seeds 0-2: -0.001, +0.022, +0.0015) "

@@ -126,7 +126,7 @@ class Study(param.Parameterized):
     def changed(cls, values: dict) -> dict:
         """The dials of `values` set away from their defaults (what a run's one-line description shows)."""
         defaults = cls.defaults()
-        return {k: v for k, v in sorted(values.items()) if k not in defaults or defaults[k] != v}
+        return {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
 
     @classmethod
     def configure(cls, **values) -> "Study":

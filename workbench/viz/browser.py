@@ -239,11 +239,14 @@ class RunBrowser:
         self._selection_changed()
 
     def _selection_changed(self) -> None:
-        names = sorted({n for ds in self.selected().values() for n in curve_names(ds)})
+        selected = self.selected()
+        names = sorted({n for ds in selected.values() for n in curve_names(ds)})
         current = self.metric.value
         self.metric.options = names
-        if names:
-            self.metric.value = current if current in names else names[0]
+        if names:  # keep the metric shown; else the headline metric its study declares
+            heads = [get_study(ds.attrs["study"]).headline for ds in selected.values()
+                     if ds.attrs.get("study") in study_names()]
+            self.metric.value = current if current in names else next((h for h in heads if h in names), names[0])
         self.redraw()
 
     def redraw(self) -> None:
