@@ -277,3 +277,19 @@ def test_held_out_images_are_never_copies_of_training_images():
         assert (d > 1e-6).all(), name
     train, held = datasets.images("digits_images", 1000, torch.Generator().manual_seed(0), 16, n_held=100)
     assert train.shape == (1000, 256) and held.shape == (100, 256)
+
+
+@pytest.mark.parametrize("dials", [dict(precision="fp8_e4m3", scale="tensor"), dict(precision="mxfp6_e3m2"),
+                                   dict(precision="int8"), dict(precision="fp6_e3m2", scale="channel"),
+                                   dict(precision="custom", exp_bits=3, man_bits=1, scale="none")])
+def test_stochastic_rounding_in_a_group_equals_rounding_alone(dials):
+    """Regression: stochastic rounding drew from one generator seeded by the group's first config. Each model
+    draws its own uniforms, in every rounding path (per tensor, per channel, MX blocks, integers, unscaled)."""
+    cls = get_study("precision")
+    base = {**cls.tiny, "width": 32, "rounding": "stochastic", **dials}
+    configs = [cls.configure(**base, seed=s) for s in (0, 1, 2)]
+    group, _ = _train(cls, configs)
+    for m, cfg in enumerate(configs):
+        alone, _ = _train(cls, [cfg])
+        for v in ("train_loss", "test_acc", "underflow_gradients"):
+            assert _same(group[v].isel(model=m).values, alone[v].isel(model=0).values), (dials, m, v)

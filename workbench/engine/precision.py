@@ -94,13 +94,9 @@ class Precision:
         return q
 
     def _q(self, x: torch.Tensor) -> torch.Tensor:
-        if self.generators is None:
-            return self._q_models(x, None)
-        # stochastic: each model's slice with its own uniforms, drawn as that model trained alone would draw them
-        return torch.cat([self._q_models(x[m:m + 1], g) for m, g in enumerate(self.generators)])
-
-    def _q_models(self, x: torch.Tensor, generator) -> torch.Tensor:
-        """Round x (models, ...): scales never cross models."""
+        """Round x (models, ...): scales never cross models; stochastic rounding draws each model's uniforms from its
+        own stream, as that model trained alone would draw them."""
+        generator = formats.PerModel(self.generators) if self.generators is not None else None
         k = x.shape[0]
         if self.format.kind == "mx":  # a row narrower than a block (the 16-wide logits) is one block
             block = min(self.block or self.format.block, x.shape[-1])

@@ -124,6 +124,22 @@ _NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3": torch.floa
            "fp8_e5m2": torch.float8_e5m2}
 
 
+class PerModel:
+    """Generators for the stochastic rounding of K stacked models, one per model: a tensor whose leading dim holds
+    the models in order (K rows, or any multiple of K, model-major) draws each model's rows from that model's
+    generator, exactly what the model rounded alone would draw. Pass it where a torch.Generator goes."""
+
+    def __init__(self, generators):
+        self.generators = list(generators)
+
+    def rand(self, shape, dtype) -> torch.Tensor:
+        k = len(self.generators)
+        if not shape or shape[0] % k:
+            raise ValueError(f"a leading dim that holds the {k} models (got shape {tuple(shape)})")
+        part = (shape[0] // k, *shape[1:])
+        return torch.cat([torch.rand(part, generator=g, dtype=dtype) for g in self.generators])
+
+
 def _round(v: torch.Tensor, rounding: str, generator) -> torch.Tensor:
     """Round to an integer: half to even, or stochastically (up with probability frac(v): E = v)."""
     if rounding == "nearest":
@@ -136,7 +152,10 @@ def _stochastic_floor_(v: torch.Tensor, generator) -> torch.Tensor:
     and moves an integer v up by one when u is within an ulp of 1. Here an integer never moves, and the result is
     always one of v's two integer neighbours; v - floor(v) is exact in binary floating point."""
     fl = torch.floor(v)
-    u = torch.rand(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
+    if isinstance(generator, PerModel):
+        u = generator.rand(v.shape, v.dtype).to(v.device)
+    else:
+        u = torch.rand(v.shape, generator=generator, dtype=v.dtype, device="cpu").to(v.device)
     up = u < v.sub_(fl)  # v now holds its fractional part
     return fl.add_(up.to(fl.dtype))
 

@@ -80,22 +80,30 @@ def _closure(start: list[str]) -> list[Path]:
     return sorted(set(seen.values()))
 
 
-def _digest_files(files: list[Path]) -> hashlib._Hash:
+def _digest_files(files: list[Path]) -> str:
+    """The sha256 of the files' names and contents (read again only when a file's size or mtime changed: the run
+    browser asks for every row it lists)."""
+    return _digest_stamped(tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_stamped(stamped: tuple) -> str:
     h = hashlib.sha256()
-    for f in files:
+    for path, _, _ in stamped:
+        f = Path(path)
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(b"\0")
         h.update(f.read_bytes())
         h.update(b"\0")
-    return h
+    return h.hexdigest()
 
 
 def code_fingerprint(cls) -> str:
     """16 hex digits naming the source that computes study `cls`."""
     module = cls.__module__
     if _file(module) is not None:
-        return _digest_files(_closure([module])).hexdigest()[:16]
-    h = _digest_files(_closure(list(CORE)))
+        return _digest_files(_closure([module]))[:16]
+    h = hashlib.sha256(_digest_files(_closure(list(CORE))).encode())
     mod = sys.modules.get(module)
     source_file = getattr(mod, "__file__", None)
     if source_file and Path(source_file).is_file():
