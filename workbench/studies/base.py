@@ -1,4 +1,4 @@
-"""A study: its dials (a param.Parameterized class, declared once) and its run function.
+"""A study: its dials (a param.Parameterized class, declared once), what it measures, and its training hooks.
 
 The app's widgets, the CLI's options and the notebooks' parameters cells are all derived from the dials, so a
 new study is one new file in this package.
@@ -17,9 +17,12 @@ from ..errors import ConfigError
 
 #: parameters of every Parameterized that are not dials
 _NOT_DIALS = {"name"}
+
+
 class Study(param.Parameterized):
-    """Base class. Subclasses set `key`, `title`, `question`, `paper`, the record axis and the plots, and
-    implement `execute(ctx)`."""
+    """Base class. Subclasses set `key`, `title`, `question`, `paper`, the record axis, the declared `metrics` and
+    `headline`, their dials, and supply the training loop's hooks (setup, step, measure, ...; see
+    docs/adding-a-study.md)."""
 
     key: ClassVar[str] = ""
     title: ClassVar[str] = ""
