@@ -287,6 +287,16 @@ def test_the_url_holds_the_dials(server, browser):
     set_input(page, "epochs", 9)  # moving a dial rewrites the URL: the link reproduces the page
     page.wait_for_function("() => window.location.search.includes('epochs=9')", timeout=10_000)
     assert "width=48" in page.evaluate("() => window.location.search")
+    page.goto(url + "/label_noise?width=48&noise_seed=-1&init_seed=5")
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    # negative integers (the purpose seeds' -1, "from seed") load like any value: nothing said on the page
+    assert page.locator(".bk-input-group", has_text="init seed").locator("input").first.input_value() == "5"
+    assert page.locator(".bk-input-group", has_text="noise seed").locator("input").first.input_value() == "-1"
+    assert page.get_by_text("Bad URL parameter").count() == 0
+    page.goto(url + "/label_noise?epochs=many")  # a value no dial can take: said on the page, naming the dial
+    page.get_by_text("Bad URL parameter").wait_for(timeout=30_000)
+    said = page.get_by_text("not a value of this dial").inner_text()
+    assert "epochs='many': not a value of this dial (an integer in [1, 100000])" in said, said
     page.close()
 
 

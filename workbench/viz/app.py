@@ -27,7 +27,7 @@ from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..stats import spread
-from ..studies.base import describe
+from ..studies.base import coerce, describe
 from .plots import PREVIEWS, LiveCurves, extras, frame, heatmap, samples_plot, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
@@ -106,13 +106,19 @@ class StudyPage:
         """Keep the dials in the page's URL (?width=64&flip_rate=0.2): a copied link opens with the same dials and,
         on Run, the same cached result. A value the URL cannot set is said on the page."""
         for name, widget in self.dials.items():
-            location.sync(widget, {"value": name}, on_error=self._url_error)
+            location.sync(widget, {"value": name}, on_error=lambda params, name=name: self._url_value(name, params))
 
-    def _url_error(self, params) -> None:
-        self.alert.object = "**Bad URL parameter** — " + html.escape(
-            ", ".join(f"{k}={v!r}" for k, v in dict(params).items())) + \
-            f": not a value of {'these dials' if len(params) > 1 else 'this dial'} (see its range on the left)."
-        self.alert.visible = True
+    def _url_value(self, name: str, params: dict) -> None:
+        """A URL value the widget refused: set it through the dial's own coercion (Panel reads `-1` in a query as
+        the float -1.0, which an integer widget refuses), else say on the page which dial and what it allows."""
+        dial = self.cls.dials()[name]
+        for value in dict(params).values():
+            try:
+                self.dials[name].value = coerce(dial, name, value)
+            except (ConfigError, ValueError, TypeError):
+                self.alert.object = f"**Bad URL parameter** — {html.escape(name)}={html.escape(repr(value))}: " \
+                                    f"not a value of this dial ({html.escape(describe(dial))})."
+                self.alert.visible = True
 
     def panel(self) -> pn.viewable.Viewable:
         if pn.state.location is not None and not self._url_synced:
