@@ -47,6 +47,9 @@ def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False
         d = df[[axis, m]].rename(columns={m: "value"})
         curves.append(hv.Curve(d, axis, ("value", title), label=cls.label(m))
                       .opts(color=PALETTE[i % len(PALETTE)], line_width=2))
+        if d["value"].isna().any():  # measured now and then (nan between): the points, or nothing would show
+            curves.append(hv.Scatter(d.dropna(), axis, ("value", title))
+                          .opts(color=PALETTE[i % len(PALETTE)], size=5))
     head = cls.metric(cls.headline)
     i = head.best_index(df[head.name]) if head.name in metrics and head.name in df else None
     if i is not None:
@@ -83,6 +86,9 @@ class LiveCurves:
             for i, m in enumerate(metrics):
                 fig.line(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], line_width=2,
                          legend_label=cls.label(m))
+                # points too: a metric measured only now and then (spectra snapshots, nan between) has no segments
+                fig.scatter(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], size=4,
+                            legend_label=cls.label(m))
             if peak_metric in metrics:
                 span = Span(dimension="height", line_dash="dashed", line_color="gray", line_width=1, visible=False)
                 marker = ColumnDataSource({"x": [], "y": []})
