@@ -114,3 +114,35 @@ def test_one_models_forward_equals_its_slice_of_the_stacked_forward(act):
     for m in range(3):
         torch.testing.assert_close(net.forward_one(net.model(m), x[m]), stacked[m], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(net.forward_one(net.model(m), x[m]), mods[m](x[m]).detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_a_bias_free_stack_equals_its_modules_and_autograd(pad):
+    """StackedMLP.of without biases (grokking's MLP): forward equals bias-free nn.Linear layers, the hand-written
+    backward equals autograd, one model's forward equals its slice."""
+    g = torch.Generator().manual_seed(0)
+    k, sizes = 3, [12, 20, 20, 7]
+    weights = [torch.randn(k, a, b, generator=g) / a ** 0.5 for a, b in zip(sizes[:-1], sizes[1:])]
+    net = ensemble.StackedMLP.of(weights, None, "relu", pad=pad)
+    assert not any(name.startswith("b") for name in net.params)
+    x = torch.randn(k, 9, 12, generator=g)
+    y = torch.randint(0, 7, (k, 9), generator=g)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (k, 9, 7)
+    for m in range(k):
+        layers = [torch.nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-1], sizes[1:])]
+        with torch.no_grad():
+            for layer, w in zip(layers, weights):
+                layer.weight.copy_(w[m].T)
+        ref = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+        torch.testing.assert_close(out[m], ref(x[m]).detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net.forward_one(net.model(m), x[m]), out[m], rtol=1e-5, atol=1e-6)
+    got_loss, got = net.gradients(x, lambda z: losses.cross_entropy(z, y).mean(1))
+    want_loss, want = ensemble.Stack.gradients(net, x, lambda z: losses.cross_entropy(z, y).mean(1))
+    torch.testing.assert_close(got_loss, want_loss)
+    assert len(got) == len(weights)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    gns = net.gradient_noise_scale(x, lambda z: losses.cross_entropy(z, y).sum(1))
+    assert gns.shape == (k,) and torch.isfinite(gns).all()

@@ -54,18 +54,31 @@ class StackedMLP(Stack):
 
     def __init__(self, modules: list[MLP], device):
         linears = [[layer for layer in m.modules() if isinstance(layer, nn.Linear)] for m in modules]
-        self.act = self.ACTIVATIONS[type(modules[0].features[2])]
-        self.n_layers, self.classes = len(linears[0]), linears[0][-1].out_features
-        pad = -self.classes % 16
+        weights = [torch.stack([ls[j].weight.detach().T for ls in linears]) for j in range(len(linears[0]))]
+        biases = [torch.stack([ls[j].bias.detach()[None] for ls in linears]) for j in range(len(linears[0]))]
+        self._build(weights, biases, self.ACTIVATIONS[type(modules[0].features[2])], device, pad=True)
+
+    @classmethod
+    def of(cls, weights: list[torch.Tensor], biases: list[torch.Tensor] | None = None, act: str = "relu",
+           device="cpu", pad: bool = True) -> "StackedMLP":
+        """K MLPs from their stacked weights, (K, in, out) per layer, and biases (K, 1, out) or none (a bias-free
+        net). pad=False keeps the output width as it is (the padded matmul may sum in another order)."""
+        net = cls.__new__(cls)
+        net._build(weights, biases, act, device, pad)
+        return net
+
+    def _build(self, weights, biases, act, device, pad):
+        self.act, self.n_layers, self.classes = act, len(weights), weights[-1].shape[-1]
+        pad = -self.classes % 16 if pad else 0
         params = {}
-        for j in range(self.n_layers):
-            w = torch.stack([ls[j].weight.detach().T for ls in linears])  # (K, in, out)
-            b = torch.stack([ls[j].bias.detach()[None] for ls in linears])  # (K, 1, out)
+        for j, w in enumerate(weights):
+            b = None if biases is None else biases[j]
             if j == self.n_layers - 1 and pad:
-                w, b = nn.functional.pad(w, (0, pad)), nn.functional.pad(b, (0, pad))
+                w, b = nn.functional.pad(w, (0, pad)), None if b is None else nn.functional.pad(b, (0, pad))
             params[f"w{j}"] = w.to(device).contiguous().requires_grad_()
-            params[f"b{j}"] = b.to(device).contiguous().requires_grad_()
-        super().__init__(params, self._forward_sliced)
+            if b is not None:
+                params[f"b{j}"] = b.to(device).contiguous().requires_grad_()
+        Stack.__init__(self, params, self._forward_sliced)
 
     def model(self, m: int) -> dict:
         """Model m's parameters (detached slices): what `forward_one` and the probes take."""
@@ -76,7 +89,8 @@ class StackedMLP(Stack):
         layers as the stacked forward, written for torch.func (Hessian-vector products of one model's loss)."""
         h = x.reshape(x.shape[0], -1)
         for j in range(self.n_layers):
-            h = torch.addmm(p[f"b{j}"][0], h, p[f"w{j}"])
+            b = p.get(f"b{j}")
+            h = h @ p[f"w{j}"] if b is None else torch.addmm(b[0], h, p[f"w{j}"])
             if j < self.n_layers - 1:
                 h = torch.relu(h) if self.act == "relu" else torch.tanh(h)
         return h[:, :self.classes]
@@ -95,7 +109,8 @@ class StackedMLP(Stack):
             inputs.append(h)
             weights.append(w)
             out = _buffer(ws, f"h{j}", (h.shape[0], h.shape[1], w.shape[2]), h)
-            h = torch.baddbmm(p[f"b{j}"], h, w, out=out)  # fp32 accumulation
+            b = p.get(f"b{j}")
+            h = torch.bmm(h, w, out=out) if b is None else torch.baddbmm(b, h, w, out=out)  # fp32 accumulation
             if j < self.n_layers - 1:
                 h = torch.relu_(h) if self.act == "relu" else torch.tanh_(h)
         return inputs, weights, raw, h
@@ -120,7 +135,8 @@ class StackedMLP(Stack):
             for j in reversed(range(self.n_layers)):
                 w = p[f"w{j}"]
                 grads[f"w{j}"] = torch.bmm(inputs[j].transpose(1, 2), g, out=_buffer(ws, f"gw{j}", w.shape, w))
-                grads[f"b{j}"] = torch.sum(g, 1, keepdim=True, out=_buffer(ws, f"gb{j}", p[f"b{j}"].shape, w))
+                if f"b{j}" in p:
+                    grads[f"b{j}"] = torch.sum(g, 1, keepdim=True, out=_buffer(ws, f"gb{j}", p[f"b{j}"].shape, w))
                 if j > 0:
                     shape = (g.shape[0], g.shape[1], w.shape[1])
                     # back through layer j, then the activation's derivative from its output (before rounding)
@@ -156,8 +172,11 @@ class StackedMLP(Stack):
             for j in reversed(range(self.n_layers)):
                 h = inputs[j]
                 g2 = (g * g).sum(-1)
-                per_example += (h * h).sum(-1) * g2 + g2
-                mean_sq += (torch.bmm(h.transpose(1, 2), g) / m).pow(2).sum((1, 2)) + g.mean(1).pow(2).sum(-1)
+                bias = f"b{j}" in p
+                per_example += (h * h).sum(-1) * g2 + (g2 if bias else 0)
+                mean_sq += (torch.bmm(h.transpose(1, 2), g) / m).pow(2).sum((1, 2))
+                if bias:
+                    mean_sq += g.mean(1).pow(2).sum(-1)
                 if j > 0:
                     g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))
                     g = torch.ops.aten.threshold_backward(g, h, 0.0) if self.act == "relu" else g * (1 - h * h)

@@ -133,33 +133,26 @@ class Grokking(Study):
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, drawn per model from its own stream
             w = [torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=g) for g in group.generators("init")]
-            weights.append(torch.stack(w).to(dev).requires_grad_())
+            weights.append(torch.stack(w))
+        net = ensemble.StackedMLP.of(weights, None, "relu", dev, pad=False)  # the paper's MLP has no biases
+        weights = net.tensors()
         grok = np.full(k, np.nan)  # the first measured epoch with test accuracy ≥ 0.9 (nan: never)
         collapse = np.full(k, np.nan)  # the first measured epoch with half the training losses exactly zero
         ctx.put("grok_epoch", ("model",), grok.copy())
         ctx.put("collapse_epoch", ("model",), collapse.copy())
         s = SimpleNamespace(
             k=k, p=p, dt=DTYPES[c0.softmax_precision], loss=c0.loss, perp=c0.optimizer == "perp_adamw",
-            weights=weights, grok=grok, collapse=collapse, spectra=[], snap_epochs=[],
+            net=net, weights=weights, grok=grok, collapse=collapse, spectra=[], snap_epochs=[],
             opt=ensemble.Optimizer(weights, "adam", group.per_model("lr"), weight_decay=group.per_model("weight_decay"),
                                    betas=(0.9, c0.beta2), eps=c0.adam_eps, decoupled=True),
             x_tr=stackd([d.x_train for d in data]), y_tr=stackd([d.y_train for d in data]),  # (K, n, 2p), (K, n)
             x_te=stackd([d.x_test for d in data]), y_te=stackd([d.y_test for d in data]))
         return Plan(total=c0.epochs, every=c0.eval_every, state=s)
 
-    @staticmethod
-    def _forward(s, x):
-        h = x
-        for j, w in enumerate(s.weights):
-            h = torch.bmm(h, w)
-            if j < len(s.weights) - 1:
-                h = torch.relu(h)
-        return h  # (K, n, p) float32 logits
-
     @classmethod
     def _loss_and_grads(cls, s):
         """The full-batch logits, per-example losses (in the softmax's dtype) and the weights' gradients."""
-        logits = cls._forward(s, s.x_tr)
+        logits = s.net(s.x_tr)  # (K, n, p) float32
         per_example = per_example_loss(logits.to(s.dt), s.y_tr, s.loss)  # (K, n)
         grads = torch.autograd.grad(per_example.mean(1).float().sum(), s.weights)
         return logits.detach(), per_example.detach(), grads
@@ -178,7 +171,7 @@ class Grokking(Study):
         s, k, ctx = plan.state, plan.state.k, plan.ctx
         logits, per_example, grads = cls._loss_and_grads(s)
         with torch.no_grad():
-            z_te = cls._forward(s, s.x_te)
+            z_te = s.net(s.x_te)
             test_loss = per_example_loss(z_te.to(s.dt), s.y_te, s.loss).float()
             flat_w = torch.cat([w.reshape(k, -1) for w in s.weights], 1)
             flat_g = torch.cat([g.reshape(k, -1) for g in grads], 1)
