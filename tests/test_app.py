@@ -1,20 +1,12 @@
 """The dashboard: the study page in process, and served by `panel serve` driven in headless Chromium."""
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 import workbench as wb
 from workbench.engine.events import ArrayKept, Preview
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from .served import browser, server  # noqa: F401 - fixtures
 
 
 # -- in process -------------------------------------------------------------------------------------------------
@@ -147,50 +139,6 @@ def test_index_lists_every_study():
 
 
 # -- served, in a browser -----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (make browser installs it)")
-    data = tmp_path_factory.mktemp("appdata")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
-         "--address", "127.0.0.1",
-         "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
-        cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/label_noise", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(proc.stdout.read().decode())
-    yield url, data
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
 POINTS = """() => { let n = 0; for (const m of Bokeh.documents[0].all_models)
                       if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""
 
@@ -200,6 +148,13 @@ def open_page(browser, url):
     page.goto(url + "/label_noise")
     page.get_by_role("button", name="Run").wait_for(timeout=30_000)
     return page
+
+
+def dial_value(page, name) -> str:
+    """The exact value a dial's box shows (a slider's typed box, or the dial's own input)."""
+    field = page.locator(f".wb-dial-{name} input:not([type=checkbox])").first
+    field.wait_for(timeout=10_000)
+    return field.input_value()
 
 
 def set_input(page, label, value):
@@ -220,10 +175,15 @@ def test_index_links_to_the_study(server, browser):
 def test_slider_run_live_curve_and_cancel(server, browser):
     url, data = server
     page = open_page(browser, url)
-    handle = page.locator(".noUi-handle").first  # the first dial: flip rate
+    assert dial_value(page, "flip_rate") == "0.4"  # the slider's box shows the exact value
+    handle = page.locator(".wb-dial-flip_rate .noUi-handle").first
     handle.focus()
     handle.press("ArrowLeft")
-    page.get_by_text("flip rate: 0.35").wait_for(timeout=10_000)
+    for _ in range(40):  # the slider -> the server -> the box: a round trip
+        if dial_value(page, "flip_rate") == "0.35":
+            break
+        page.wait_for_timeout(250)
+    assert dial_value(page, "flip_rate") == "0.35"
     set_input(page, "epochs", 400)
     set_input(page, "width", 128)
     page.get_by_role("button", name="Run").click()
@@ -270,7 +230,7 @@ def test_sweep_mode_fills_the_phase_diagram_and_a_click_shows_a_cell(server, bro
     assert any("mean over seeds" in t for t in page.evaluate(TITLES))
     heat = [c for c in page.locator(".bk-Canvas").all() if c.is_visible()][0].bounding_box()
     page.mouse.click(heat["x"] + heat["width"] * 0.7, heat["y"] + heat["height"] * 0.3)
-    page.wait_for_function(TITLES.replace("map(m => m.text)", "some(m => m.text.startsWith('test_acc at'))"),
+    page.wait_for_function(TITLES.replace("map(m => m.text)", "some(m => m.text.startsWith('clean test accuracy at flip_rate='))"),
                            timeout=15_000)
     rows = wb.Store(data).list(kind="sweep")
     assert rows and rows[0]["status"] == "done" and rows[0]["params"]["grid"] == {"flip_rate": [0.0, 0.5],
@@ -363,3 +323,19 @@ def test_every_session_sees_the_queue_and_can_cancel_a_job(server, browser):
     assert [r["status"] for r in wb.Store(data).list() if r["params"].get("seed") == 7] == ["cancelled"]
     runner.context.close()
     watcher.context.close()
+
+
+@pytest.mark.parametrize("study", wb.studies())
+def test_every_study_page_builds_its_bokeh_models(store, study):
+    """Regression: a dial's widget that Bokeh refuses (a FloatInput step of 1e-25 for adam_eps) left the whole
+    grokking page blank on the server. get_root validates every model the browser would receive."""
+    from bokeh.document import Document
+
+    from workbench.viz.app import StudyPage
+
+    page = StudyPage(study, store=store)
+    root = page.panel().get_root(Document())
+    assert root is not None
+    for name, widget in page.dials.items():
+        value = widget.value
+        assert value == page.cls.param[name].default or (value == "" and page.cls.param[name].default in (None, "")), name

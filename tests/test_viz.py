@@ -14,12 +14,12 @@ def run(tmp_path_factory):
                   **FAST)
 
 
-def test_curves_have_every_group_and_mark_the_peak(run):
+def test_curves_have_every_group_and_mark_the_best_value(run):
     layout = wb.viz.curves(run)
     assert len(layout) == 3
     acc = layout[0]
     labels = [el.label for el in acc]
-    assert "clean test accuracy" in labels and any(lbl.startswith("peak") for lbl in labels)
+    assert "clean test accuracy" in labels and any(lbl.startswith("best (highest)") for lbl in labels)
     assert any(isinstance(el, hv.VLine) for el in acc)
     hv.render(layout, backend="bokeh")
 

@@ -80,7 +80,8 @@ class Job:
         return (self.finished or time.time()) - self.started
 
     def row(self) -> dict:
-        return {"job": self.id, "study": self.study, "kind": self.kind, "dials": self.label, "status": self.status,
+        status = "cancelling" if self.status == "running" and self.cancel.is_set() else self.status
+        return {"job": self.id, "study": self.study, "kind": self.kind, "dials": self.label, "status": status,
                 "progress": round(100 * min(self.done, self.total) / max(self.total, 1)),
                 "seconds": round(self.seconds(), 1), "run": self.run_id, "error": self.error or ""}
 

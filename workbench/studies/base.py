@@ -47,6 +47,9 @@ class Study(param.Parameterized):
     notebook: ClassVar[str] = ""
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
+    #: dials that act only for some values of another: {dial: (the other dial, the values where it acts)}; the
+    #: page greys a dial out where it does nothing (gce_q with loss='ce', momentum with Adam)
+    applies: ClassVar[dict] = {}
 
     seed = param.Integer(0, bounds=(0, 2**31 - 1), doc="Random seed: every random draw of the run (data split, "
                          "label flips, init, batch order, sampling, rounding), each from its own stream.")
@@ -77,6 +80,15 @@ class Study(param.Parameterized):
         if cls.headline not in by_name or by_name[cls.headline].better == "none":
             raise TypeError(f"{where}: headline {cls.headline!r} must be a declared metric with better='min' or "
                             f"'max' (declared: {', '.join(names)})")
+        dials = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
+                 if isinstance(v, param.Parameter)}  # cls.param is made after this hook
+        for dial, (other, values) in cls.applies.items():
+            if dial not in dials or other not in dials:
+                raise TypeError(f"{where}: applies names {dial!r} / {other!r}, which are not both dials")
+            objects = getattr(dials[other], "objects", None)
+            bad = [v for v in values if objects is not None and v not in objects]
+            if bad:
+                raise TypeError(f"{where}: applies {dial!r} for {other}={bad!r}, which {other} cannot take")
         for preset, spec in cls.presets.items():
             if spec.get("metric") not in by_name:
                 raise TypeError(f"{where}: preset {preset!r} maps {spec.get('metric')!r}, which is not declared")
@@ -108,6 +120,16 @@ class Study(param.Parameterized):
     @classmethod
     def label(cls, name: str) -> str:
         return next((m.title for m in cls.metrics if m.name == name), name)
+
+    @classmethod
+    def inert(cls, values: dict) -> dict[str, str]:
+        """The dials that do nothing for these values of the others: {dial: why}, e.g. {'gce_q': 'only with loss
+        = gce'}."""
+        out = {}
+        for dial, (other, acts) in cls.applies.items():
+            if other in values and values[other] not in acts:
+                out[dial] = f"acts only with {other} = {' or '.join(map(str, acts))}"
+        return out
 
     @classmethod
     def notebook_name(cls) -> str:

@@ -60,6 +60,8 @@ class Diffusion(Study):
     tiny = {"steps": 20, "eval_every": 10, "n_train": 64, "n_samples": 64, "width": 16, "depth": 1,
             "sample_steps": 4, "batch_size": 16}
     batchable = frozenset({"seed"})
+    applies = {"eta": ("sampler", ("ddim",)),
+               "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32"))}
     primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
                "steps", "seed")
     presets = {

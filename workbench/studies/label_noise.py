@@ -47,6 +47,8 @@ class LabelNoise(Study):
     tiny = {"epochs": 2, "n_train": 200, "width": 16, "loss_snapshots": 2, "spectra_every": 1}
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
                            "gce_q", "elr_lambda", "elr_beta"})
+    applies = {"gce_q": ("loss", ("gce",)), "elr_lambda": ("loss", ("elr",)), "elr_beta": ("loss", ("elr",)),
+               "momentum": ("optimizer", ("sgd",)), "transition_matrix": ("noise_kind", ("matrix",))}
     presets = {
         "double_descent": {
             "about": "Model-wise double descent (Nakkiran et al. 2019): with 20% flips the test error peaks where the "

@@ -31,6 +31,8 @@ class PrecisionStudy(LabelNoise):
     headline = "test_acc"
     tiny = {"epochs": 2, "n_train": 200, "width": 16, "rounding": "stochastic"}
     batchable = frozenset({"seed", "lr", "momentum", "weight_decay", "flip_rate"})
+    applies = {**LabelNoise.applies, "exp_bits": ("precision", ("custom",)), "man_bits": ("precision", ("custom",)),
+               "block": ("precision", tuple(n for n in formats.NAMES if n.startswith("mx")))}
     primary = ("precision", "exp_bits", "man_bits", "rounding", "scale", "quantize_weights", "quantize_activations",
                "quantize_gradients", "lr", "width", "depth", "epochs", "seed")
     presets = {

@@ -70,6 +70,7 @@ class SGDNoise(Study):
     tiny = {"n_train": 32, "n_test": 64, "width": 16, "steps": 40, "eval_every": 20, "input_noise": 0.1,
             "precision": "fp16"}
     batchable = frozenset({"seed", "alpha", "temperature", "input_noise", "chi"})
+    applies = {"chi": ("task", ("perceptron",)), "dim": ("task", ("perceptron",)), "n_test": ("task", ("perceptron",))}
     primary = ("alpha", "temperature", "batch_size", "n_train", "task", "width", "depth", "steps", "seed")
     presets = {
         "phase_diagram": {

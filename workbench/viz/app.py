@@ -8,8 +8,10 @@ The same callback redraws the queue's table when a job changed, at most once a s
 """
 from __future__ import annotations
 
+import difflib
 import html
 import itertools
+import math
 import threading
 import time
 
@@ -19,6 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 import xarray as xr
+from bokeh.document import Document
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError
@@ -28,22 +31,24 @@ from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..stats import spread
 from ..studies.base import coerce, describe
-from .plots import PREVIEWS, LiveCurves, extras, frame, heatmap, samples_plot, spectra_views
+from .plots import PALETTE, PREVIEWS, LiveCurves, extras, frame, heatmap, label, samples_plot, spectra_views
 
 PERIOD_MS = 250  # live updates: 4 a second at most
+STICKY = {"position": "sticky", "top": "0", "align-self": "flex-start", "max-height": "100vh", "overflow-y": "auto"}
 TABLE_S = 1.0  # the job table: redrawn once a second at most
 
 
 def widget_for(name: str, p: param.Parameter) -> pn.widgets.Widget:
     """A widget for one dial. Inputs do not clamp: out-of-range values reach validation and show as an error."""
     w = _make_widget(name.replace("_", " "), p)
+    w.css_classes = [f"wb-dial-{name}"]  # tests and user CSS find a dial by name
     if "description" in w.param:  # a hover tooltip with the dial's doc, where the widget has one
         w.description = f"{p.doc} Allowed: {describe(p)}."
     return w
 
 
 def _make_widget(label: str, p: param.Parameter) -> pn.widgets.Widget:
-    kw = dict(label=label)
+    kw = dict(label=label, width=270)  # inside the 300 px dial column, scroll bar included
     if isinstance(p, param.Boolean):
         return pn.widgets.Checkbox(value=p.default, **kw)
     if isinstance(p, param.Selector):
@@ -54,12 +59,32 @@ def _make_widget(label: str, p: param.Parameter) -> pn.widgets.Widget:
             return pn.widgets.IntSlider(start=lo, end=hi, value=p.default, **kw)
         return pn.widgets.IntInput(value=p.default, **kw)
     if isinstance(p, param.Number):
-        if lo is not None and hi is not None and p.softbounds is None:
-            return pn.widgets.FloatSlider(start=lo, end=hi, step=p.step or (hi - lo) / 100, value=p.default, **kw)
-        return pn.widgets.FloatInput(value=p.default, format="0.[000000]", **kw)
+        if lo is not None and hi is not None and p.softbounds is None and not spans_decades(p):
+            # a slider to drag and a box that shows the exact value and takes any typed one (5e-4 on a 0.01 grid)
+            return pn.widgets.EditableFloatSlider(start=lo, end=hi, step=p.step or _nice_step(hi - lo),
+                                                  value=p.default, fixed_start=lo, fixed_end=hi, **kw)
+        # typed, shown as it is (1e-3 stays 0.001, not 0); the arrows step by the default's order of magnitude
+        default = abs(float(p.default or 0))
+        step = max(1e-16, 10.0 ** math.floor(math.log10(default))) if default > 0 else 0.1  # Bokeh: step >= 1e-16
+        return pn.widgets.FloatInput(value=p.default, step=step, **kw)
     if isinstance(p, param.List):
         return pn.widgets.TextInput(value="" if p.default is None else str(p.default), placeholder="JSON", **kw)
     return pn.widgets.TextInput(value=str(p.default or ""), **kw)
+
+
+def spans_decades(p: param.Number) -> bool:
+    """A dial whose useful values span orders of magnitude (learning rates, ε, 1 − β): a linear slider would show
+    most of them as 0 (or as 1), so it gets a typed input."""
+    lo, hi = p.bounds
+    default = float(p.default or 0)
+    if lo > 0:
+        return hi / lo >= 1000
+    return lo == 0 and (0 < default < (hi - lo) / 100 or 0 < hi - default < (hi - lo) / 100)
+
+
+def _nice_step(span: float) -> float:
+    """A round slider step near a hundredth of the range: 1 -> 0.01, 0.999 -> 0.001, 100 -> 1."""
+    return 10.0 ** math.floor(math.log10(span / 100))
 
 
 class StudyPage:
@@ -73,6 +98,7 @@ class StudyPage:
         self._cursor = 0  # how many of its events the page has drawn
         self._poller = None
         self._drawn = None  # (run id, figures) rendered by a thread, for the next tick to put on the page
+        self._drawn_spectra, self._spectra_busy = None, False  # the live spectra, likewise
         self.dials = {n: widget_for(n, p) for n, p in self.cls.dials().items()}
         self.run_button = pn.widgets.Button(label="Run", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
@@ -82,8 +108,12 @@ class StudyPage:
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])
         self.buffer = LiveCurves(self.cls)  # the live curves
         self.columns = self.buffer.columns
-        self.live = pn.GridBox(*[pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in self.buffer.figures],
-                               ncols=min(2, len(self.buffer.figures)), sizing_mode="stretch_width")
+        # each figure in a column of its own, put in only once it has something to draw: a Bokeh pane's `visible`
+        # does not reach the figure, and a figure without data in the page warns "could not set initial ranges"
+        self.live_panes = [pn.Column(visible=False, sizing_mode="stretch_width") for _ in self.buffer.figures]
+        self.live_hint = pn.pane.Markdown("*The curves draw here as the run records them.*")
+        self.live = pn.Column(self.live_hint, pn.GridBox(*self.live_panes, ncols=min(2, len(self.live_panes)),
+                                                         sizing_mode="stretch_width"), sizing_mode="stretch_width")
         self.result = pn.Column(sizing_mode="stretch_width")
         self.samples = pn.Column(sizing_mode="stretch_width")  # a diffusion run's samples, live as it samples
         self.spectra = pn.Column(pn.pane.Markdown(SPECTRA_HINT), sizing_mode="stretch_width")
@@ -93,32 +123,57 @@ class StudyPage:
             for name in names:
                 self.dials[name].param.watch(lambda e: self._update_preview(), "value")
             self._update_preview()
+        for other in {other for other, _ in self.cls.applies.values()}:
+            self.dials[other].param.watch(lambda e: self._grey_inert(), "value")
+        self._grey_inert()
         self.run_button.on_click(self._on_run)
         self.cancel_button.on_click(self._on_cancel)
         self.last_run = None
         self._arrays, self._coords = {}, {}  # the running run's arrays so far (live spectra)
         self._url_synced = False  # the dials follow the URL once, in the session that first lays the page out
+        self._url_problems: dict[str, str] = {}  # URL values the widgets refused, by dial
         self.sweep = SweepPanel(self)
         self.queue = QueueView(self.jobs, self)
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def sync_url(self, location) -> None:
         """Keep the dials in the page's URL (?width=64&flip_rate=0.2): a copied link opens with the same dials and,
-        on Run, the same cached result. A value the URL cannot set is said on the page."""
+        on Run, the same cached result. Whatever in the URL no dial can take is said on the page, every problem."""
         for name, widget in self.dials.items():
             location.sync(widget, {"value": name}, on_error=lambda params, name=name: self._url_value(name, params))
 
     def _url_value(self, name: str, params: dict) -> None:
         """A URL value the widget refused: set it through the dial's own coercion (Panel reads `-1` in a query as
-        the float -1.0, which an integer widget refuses), else say on the page which dial and what it allows."""
+        the float -1.0, which an integer widget refuses), else keep the problem for `check_url` to say."""
         dial = self.cls.dials()[name]
         for value in dict(params).values():
             try:
                 self.dials[name].value = coerce(dial, name, value)
             except (ConfigError, ValueError, TypeError):
-                self.alert.object = f"**Bad URL parameter** — {html.escape(name)}={html.escape(repr(value))}: " \
-                                    f"not a value of this dial ({html.escape(describe(dial))})."
-                self.alert.visible = True
+                self._url_problems[name] = f"{name}={value!r}: not a value of this dial ({describe(dial)})"
+
+    def check_url(self, query: dict) -> list[str]:
+        """Every problem with a link's dials, one line each: values the widget refused, values out of the dial's
+        range (a widget that does not clamp takes them), and names that are no dial of this study."""
+        problems = dict(self._url_problems)
+        dials = self.cls.dials()
+        for key in query:
+            if key in problems:
+                continue
+            if key not in dials:
+                close = difflib.get_close_matches(key, list(dials), n=1)
+                problems[key] = f"{key}: no such dial on this page" + (f" (did you mean {close[0]}?)" if close else "")
+                continue
+            try:
+                coerce(dials[key], key, self.dials[key].value)
+            except ConfigError as e:
+                problems[key] = f"{key}={e.value!r}: not a value of this dial ({e.allowed})"
+        lines = list(problems.values())
+        if lines:
+            self.alert.object = "**Bad URL parameter" + "s" * (len(lines) > 1) + "** — " + \
+                ("<br>".join(html.escape(line) for line in lines))
+            self.alert.visible = True
+        return lines
 
     def panel(self) -> pn.viewable.Viewable:
         if pn.state.location is not None and not self._url_synced:
@@ -126,7 +181,9 @@ class StudyPage:
             self.sync_url(pn.state.location)
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
-        controls = pn.Column(*self.dials.values(), self.force, pn.Row(self.run_button, self.cancel_button), width=300)
+        # Run / Cancel above the dials, in a column that scrolls on its own and stays in view as the page scrolls
+        controls = pn.Column(pn.Row(self.run_button, self.cancel_button), self.force, *self.dials.values(),
+                             width=300, css_classes=["wb-controls"], styles=STICKY)
         run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.samples, self.result,
                             sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra),
@@ -137,6 +194,27 @@ class StudyPage:
         pn.state.onload(self._on_load)
         return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
+
+    def _show_measured(self) -> None:
+        """Only the figures with something to draw: the rest would be blank boxes (and Bokeh warns about them)."""
+        shown = self.buffer.shown()
+        for pane, fig, on in zip(self.live_panes, self.buffer.figures, shown):
+            if on and not pane.objects:
+                pane.objects = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")]
+            pane.visible = on
+        self.live_hint.visible = not any(shown)
+
+    def _grey_inert(self) -> None:
+        """Dials that do nothing for the current choice of another (gce q with loss = ce) are greyed out, and
+        their tooltip says when they act."""
+        inert = self.cls.inert(self.values())
+        dials = self.cls.dials()
+        for name in self.cls.applies:
+            widget = self.dials[name]
+            widget.disabled = name in inert
+            if "description" in widget.param:
+                why = f" (Greyed out: {inert[name]}.)" if name in inert else ""
+                widget.description = f"{dials[name].doc} Allowed: {describe(dials[name])}.{why}"
 
     def _update_preview(self):
         names, draw = PREVIEWS[self.study]
@@ -166,6 +244,7 @@ class StudyPage:
         """Draw this job from its start: its curves so far, then live until it ends."""
         self.job, self._cursor = job, 0
         self.buffer.clear()
+        self._show_measured()
         self.result.clear()
         self.samples.clear()
         self._arrays, self._coords = {}, {}
@@ -176,6 +255,8 @@ class StudyPage:
 
     def _on_load(self) -> None:
         self.start_polling()
+        if pn.state.location is not None:
+            self.check_url(dict(pn.state.location.query_params))
         self.show_stored()
 
     def show_stored(self) -> bool:
@@ -206,6 +287,10 @@ class StudyPage:
     def tick(self) -> None:
         if self._drawn is not None:
             self._show_drawn()
+        if self._drawn_spectra is not None:
+            drawn, self._drawn_spectra = self._drawn_spectra, None
+            if self.job is not None and drawn:  # still the running job's snapshot
+                self.spectra.objects = [panels_view(f) for f in drawn]
         self._drain()
         self.sweep._drain()
         self.queue.refresh()
@@ -236,13 +321,22 @@ class StudyPage:
             self._show_samples(samples_plot(sampling[0], f"sampling: x̂₀ at step {i}/{n}"))
         if arrays and not ended:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
+        cancelling = " — cancelling, stops at the next step..." if job.cancel.is_set() and not ended else ""
         if rows:
             self.buffer.send(pd.DataFrame(rows))
+            self._show_measured()
             last = rows[-1]
             axis = self.cls.axis
             self.progress.value = min(int(last[axis]), self.progress.max)
-            shown = ", ".join(f"{m} {last[m]:.3f}" for m in self.columns[1:4] if m in last)
-            self.status.object = f"Running: {axis} {last[axis]}/{self.progress.max} — {shown}"
+            shown = ", ".join(f"{self.cls.label(m)} {last[m]:.3f}" for m in self.columns[1:]
+                              if m in last and np.isfinite(last[m]))
+            self.status.object = f"Running: {axis} {last[axis]}/{self.progress.max}" + \
+                (f" — {_shorten(shown)}" if shown else "") + cancelling
+        elif job.status == "running" and not self.buffer.rows:
+            self.progress.value = -1  # indeterminate: set-up and the first measurement (a diffusion run samples)
+            self.status.object = f"Running: setting up and measuring at {self.cls.axis} 0..." + cancelling
+        elif cancelling:
+            self.status.object = "Running" + cancelling
         elif job.status == "queued":
             ahead = sum(1 for j in self.jobs.jobs() if j.status in ("queued", "running") and j.created < job.created)
             self.status.object = f"Queued: {ahead} job{'s' * (ahead != 1)} ahead (see the Jobs tab)."
@@ -252,6 +346,7 @@ class StudyPage:
 
     def _finish(self, result):
         self.run_button.disabled, self.cancel_button.disabled = False, True
+        self.progress.value = max(self.progress.value, 0)  # no longer indeterminate
         self.samples.clear()  # the result's own plots take over
         if isinstance(result, Job):  # ended without a run: cancelled while queued, or could not start
             self.status.object = "Cancelled before it started." if result.status == "cancelled" else "Failed."
@@ -264,6 +359,7 @@ class StudyPage:
         if not self.buffer.rows and len(ds[self.cls.axis]):  # a stored result: nothing was streamed
             self.buffer.send(frame(ds, self.cls.axis))
             self.progress.value = self.progress.max
+        self._show_measured()
         word = {"done": "Done", "diverged": f"Diverged at step {result.step}", "cancelled": "Cancelled",
                 "failed": "Failed"}[result.status]
         note = f" ({html.escape(result.error)})" if result.error and result.status == "failed" else ""
@@ -288,8 +384,8 @@ class StudyPage:
         lower_priority()
         try:
             more = extras(ds)
-            figures = [render_frames(more)] if more is not None else []
-            spectra = [render_frames(v) for v in spectra_views(ds)]
+            figures = [render_panels(more)] if more is not None else []
+            spectra = [render_panels(v) for v in spectra_views(ds)]
             self._drawn = (rid, figures, spectra, None)
         except (KeyError, ValueError) as e:  # a run that stored part of a figure's arrays
             self._drawn = (rid, [], [], str(e))
@@ -298,9 +394,9 @@ class StudyPage:
         (rid, figures, spectra, error), self._drawn = self._drawn, None
         if self.job is not None or self.last_run is None or self.last_run.id != rid:
             return  # another run started meanwhile
-        self.result.objects = [frames_view(f) for f in figures] + \
+        self.result.objects = [panels_view(f) for f in figures] + \
             ([pn.pane.Markdown(f"*Could not draw the figures: {html.escape(error)}*")] if error else [])
-        self.spectra.objects = [frames_view(f) for f in spectra] or [pn.pane.Markdown(SPECTRA_HINT)]
+        self.spectra.objects = [panels_view(f) for f in spectra] or [pn.pane.Markdown(SPECTRA_HINT)]
 
     def _show_samples(self, plot):
         if self.samples.objects:
@@ -309,6 +405,13 @@ class StudyPage:
             self.samples.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width")]
 
     def _show_spectra(self, ds):
+        """Spectra snapshots while a run trains. On a server they are drawn in a thread, like the finished run's
+        figures (one drawing at a time: a snapshot that arrives meanwhile waits for the next)."""
+        if _served():
+            if not self._spectra_busy:
+                self._spectra_busy = True
+                threading.Thread(target=self._draw_spectra, args=(ds,), daemon=True, name="wb-draw").start()
+            return
         try:
             views = spectra_views(ds)
         except (KeyError, ValueError):  # a snapshot caught half-way (one array of a pair): the next one draws
@@ -316,29 +419,68 @@ class StudyPage:
         self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
                                 for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
 
+    def _draw_spectra(self, ds) -> None:  # a thread: nothing here touches the page
+        lower_priority()
+        try:
+            self._drawn_spectra = [render_panels(v) for v in spectra_views(ds)]
+        except (KeyError, ValueError):  # a snapshot caught half-way (one array of a pair): the next one draws
+            pass
+        finally:
+            self._spectra_busy = False
+
+
+def _shorten(text: str, most: int = 160) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
+
 
 def _served() -> bool:
     return pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
 
 
+def render_panels(obj) -> tuple[list[list[tuple[str, object]]], int]:
+    """HoloViews -> Bokeh, one figure per panel of a Layout (a Bokeh grid of responsive figures drew blank on a
+    served page: tick fragments in full-size boxes), each panel's frames as `render_frames` gives them; and the
+    layout's column count."""
+    if isinstance(obj, (hv.Layout, hv.NdLayout)):
+        return [render_frames(item) for item in obj], int(getattr(obj, "_max_cols", None) or 2)
+    return [render_frames(obj)], 1
+
+
 def render_frames(obj) -> list[tuple[str, object]]:
     """HoloViews -> Bokeh models, one per frame of a HoloMap (labelled by its key), else one. Safe off the event
-    loop: the models belong to no document until a pane shows them."""
+    loop: each is drawn into a fresh Document of its own (hv.render would attach it to whatever document the
+    serving thread has current: another session's, or none), and belongs to no page until a pane shows it."""
+    renderer = hv.renderer("bokeh").instance(mode="server")
+
+    def one(item):
+        return renderer.get_plot(item, doc=Document()).state
+
     if isinstance(obj, hv.HoloMap) and len(obj.kdims) == 1:
         name = obj.kdims[0].label
-        return [(f"{name} {k}", hv.render(obj[k], backend="bokeh")) for k in obj.keys()]
-    return [("", hv.render(obj, backend="bokeh"))]
+        return [(f"{name} {k}", one(obj[k])) for k in obj.keys()]
+    return [("", one(obj))]
 
 
 def frames_view(frames: list[tuple[str, object]]) -> pn.viewable.Viewable:
-    """Pre-rendered figures; a slider picks the frame where there are several."""
-    pane = pn.pane.Bokeh(frames[0][1], sizing_mode="stretch_width")
+    """Pre-rendered figures; a slider picks the frame where there are several, opening on the last (the end of
+    training: the first snapshot of a run is the least telling)."""
+    last = len(frames) - 1
+    pane = pn.pane.Bokeh(frames[last][1], sizing_mode="stretch_width")
     if len(frames) == 1:
         return pane
     labels = [label for label, _ in frames]
-    slider = pn.widgets.DiscreteSlider(options=labels, value=labels[0], sizing_mode="stretch_width")
+    slider = pn.widgets.DiscreteSlider(options=labels, value=labels[last], sizing_mode="stretch_width")
     slider.param.watch(lambda e: setattr(pane, "object", frames[labels.index(e.new)][1]), "value")
     return pn.Column(pane, slider, sizing_mode="stretch_width")
+
+
+def panels_view(drawn: tuple[list[list[tuple[str, object]]], int]) -> pn.viewable.Viewable:
+    """The panels `render_panels` drew, as a grid of separate figures."""
+    panels, cols = drawn
+    views = [frames_view(f) for f in panels]
+    if len(views) == 1:
+        return views[0]
+    return pn.GridBox(*views, ncols=min(cols, len(views)), sizing_mode="stretch_width")
 
 
 def _session_id() -> str:
@@ -448,14 +590,20 @@ class SweepPanel:
         numeric = [n for n, p in cls.dials().items() if isinstance(p, (param.Number, param.Selector)) and n != "seed"]
         metrics = [m for ms in cls.curves.values() for m in ms] + list(cls.summaries)
         presets = ["(custom)"] + list(cls.presets)
-        self.preset = pn.widgets.Select(label="preset", options=presets, value="(custom)")
-        self.x = pn.widgets.Select(label="x dial", options=numeric, value=numeric[0])
-        self.x_values = pn.widgets.TextInput(label="x values", value="0:0.6:4", placeholder="START:STOP:COUNT or a,b,c")
-        self.y = pn.widgets.Select(label="y dial", options=numeric, value=numeric[min(2, len(numeric) - 1)])
-        self.y_values = pn.widgets.TextInput(label="y values", value="16,64", placeholder="START:STOP:COUNT or a,b,c")
-        self.seeds = pn.widgets.TextInput(label="seeds", value="2", placeholder="a count, or 0,5,7")
-        self.metric = pn.widgets.Select(label="metric", options=metrics, value=cls.headline or metrics[0])
-        self.reduce = pn.widgets.Select(label="cell value", options=["final", "best", "peak_minus_final"], value="final")
+        css = lambda name: dict(css_classes=[f"wb-sweep-{name}"])  # noqa: E731 - tests and user CSS find them
+        self.preset = pn.widgets.Select(label="preset", options=presets, value="(custom)", **css("preset"))
+        self.x = pn.widgets.Select(label="x dial", options=numeric, value=numeric[0], **css("x"))
+        self.x_values = pn.widgets.TextInput(label="x values", value="0:0.6:4", placeholder="START:STOP:COUNT or a,b,c",
+                                             **css("x-values"))
+        self.y = pn.widgets.Select(label="y dial", options=numeric, value=numeric[min(2, len(numeric) - 1)],
+                                   **css("y"))
+        self.y_values = pn.widgets.TextInput(label="y values", value="16,64", placeholder="START:STOP:COUNT or a,b,c",
+                                             **css("y-values"))
+        self.seeds = pn.widgets.TextInput(label="seeds", value="2", placeholder="a count, or 0,5,7", **css("seeds"))
+        self.metric = pn.widgets.Select(label="metric", options=metrics, value=cls.headline or metrics[0],
+                                        **css("metric"))
+        self.reduce = pn.widgets.Select(label="cell value", options=["final", "best", "peak_minus_final"], value="final",
+                                        **css("reduce"))
         self.button = pn.widgets.Button(label="Sweep", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
@@ -467,9 +615,13 @@ class SweepPanel:
                                       sizing_mode="stretch_width")
         self.preset.param.watch(self._on_preset, "value")
         for w in (self.metric, self.reduce):
-            w.param.watch(lambda e: self._refresh(), "value")
+            w.param.watch(lambda e: self._new_scale(), "value")
+        for w in (self.x_values, self.y_values, self.seeds):
+            w.param.watch(lambda e: self._count(), "value")
+        self._clim = None
         self.button.on_click(self._on_sweep)
         self.cancel_button.on_click(self._on_cancel)
+        self._count()
 
     def panel(self):
         controls = pn.Column(self.preset, self.x, self.x_values, self.y, self.y_values, self.seeds, self.metric,
@@ -478,13 +630,37 @@ class SweepPanel:
                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
     def _new_diagram(self):
-        """A fresh diagram for a new grid: every cell present from the start (empty), so the axes are fixed."""
+        """A fresh diagram for a new grid: every cell present from the start (empty), so the axes are fixed; and
+        the clicked cell's curves, a figure of its own (one line per seed) whose ranges follow the data."""
+        from bokeh.models import ColumnDataSource
+        from bokeh.plotting import figure
+
+        self._clim = None
         self.pipe = hv.streams.Pipe(data=self._table())
-        diagram = hv.DynamicMap(self._heatmap, streams=[self.pipe])
-        tap = hv.streams.Tap(source=diagram, x=None, y=None)
-        self.diagram_area.objects = [
-            pn.pane.HoloViews(diagram, sizing_mode="stretch_width"),
-            pn.pane.HoloViews(hv.DynamicMap(self._cell_curves, streams=[tap]), sizing_mode="stretch_width")]
+        tap = hv.streams.Tap(x=None, y=None)  # a linked stream reaches the browser only as a stream of a plotted map
+        diagram = hv.DynamicMap(self._heatmap, streams=[self.pipe, tap])
+        tap.add_subscriber(lambda x, y: self._show_cell(x, y))
+        axis, seeds = self.page.cls.axis, self.seed_list
+        fig = figure(title="click a cell of the diagram to see its curves", height=300, min_width=320,
+                     sizing_mode="stretch_width", x_axis_label=axis, y_axis_label=label(self.metric.value),
+                     toolbar_location="above", tools="pan,wheel_zoom,box_zoom,reset,save")
+        self._cell_sources = []
+        for i, seed in enumerate(seeds):
+            src = ColumnDataSource({"x": [], "y": []})
+            fig.line("x", "y", source=src, color=PALETTE[i % len(PALETTE)], line_width=2, legend_label=f"seed {seed}")
+            fig.scatter("x", "y", source=src, color=PALETTE[i % len(PALETTE)], size=4, legend_label=f"seed {seed}")
+            self._cell_sources.append(src)
+        legend = fig.legend[0]
+        fig.center.remove(legend)
+        legend.orientation = "horizontal"
+        fig.add_layout(legend, "below")
+        self.cell_figure, self._cell = fig, None
+        self.diagram_area.objects = [pn.pane.HoloViews(diagram, sizing_mode="stretch_width"),
+                                     pn.pane.Bokeh(fig, sizing_mode="stretch_width")]
+
+    @property
+    def seed_list(self) -> list:
+        return list(self.job.options["seeds"]) if self.job is not None else sorted({k[2] for k in self.curves})
 
     # -- the diagram --------------------------------------------------------------------------------------------
     def _table(self) -> pd.DataFrame:
@@ -505,31 +681,74 @@ class SweepPanel:
         return {"final": values[-1], "best": best, "peak_minus_final": best - values[-1]}[self.reduce.value] \
             if np.isfinite(values).any() else np.nan
 
-    def _heatmap(self, data):
+    def _heatmap(self, data, x=None, y=None):  # x, y: the tap, handled by _show_cell
         x, y = list(data.columns[:2])
         order = tuple(list(self.grid.values())[:2]) if self.grid else None
-        return heatmap(data, self.metric.value, x, y, self.reduce.value, order=order)
+        finite = data["mean"].astype(float)
+        finite = finite[np.isfinite(finite)]
+        if len(finite):  # the colour range only widens while the diagram fills: colours keep their meaning
+            lo, hi = float(finite.min()), float(finite.max())
+            if self._clim is not None:
+                lo, hi = min(lo, self._clim[0]), max(hi, self._clim[1])
+            self._clim = (lo, hi if hi > lo else lo + 1e-9)
+        return heatmap(data, self.metric.value, x, y, self.reduce.value, order=order, clim=self._clim, cls=self.page.cls)
 
-    def _cell_curves(self, x, y):
+    def _show_cell(self, x, y) -> None:
+        """A tap on the diagram: that cell's curves, one per seed."""
         if x is None or not self.grid:
-            return hv.Overlay([hv.Curve([], self.page.cls.axis, self.metric.value)]).opts(
-                title="click a cell of the diagram to see its curves", responsive=True, height=260)
+            return
         xs, ys = list(self.grid.values())[:2]
-        xv, yv = _nearest(xs, x), _nearest(ys, y)
-        lines = []
-        for (cx, cy, seed), curve in sorted(self.curves.items(), key=lambda kv: kv[0][2]):
-            if cx == xv and cy == yv and curve:
-                ep = sorted(curve)
-                lines.append(hv.Curve((ep, [curve[e] for e in ep]), self.page.cls.axis, self.metric.value,
-                                      label=f"seed {seed}"))
+        self._cell = (_nearest(xs, x), _nearest(ys, y))
+        self._draw_cell()
+
+    def _draw_cell(self) -> None:
+        if self._cell is None or not hasattr(self, "cell_figure"):
+            return
+        xv, yv = self._cell
         names = list(self.grid)
-        return hv.Overlay(lines or [hv.Curve([], self.page.cls.axis, self.metric.value)]).opts(
-            title=f"{self.metric.value} at {names[0]}={xv}, {names[1]}={yv}", responsive=True, height=260,
-            show_grid=True, legend_position="bottom_right", framewise=True)
+        data = []
+        for seed in self.seed_list:
+            curve = self.curves.get((xv, yv, seed), {})
+            ep = [e for e in sorted(curve) if np.isfinite(curve[e])]
+            data.append({"x": ep, "y": [curve[e] for e in ep]})
+        title = f"{label(self.metric.value, self.page.cls)} at {names[0]}={xv}, {names[1]}={yv}"
+        fig, sources, ylabel = self.cell_figure, self._cell_sources, label(self.metric.value, self.page.cls)
+
+        def draw():  # raw Bokeh changes: on the session's next tick, under its document lock
+            for src, d in zip(sources, data):
+                src.data = d
+            fig.title.text, fig.yaxis.axis_label = title, ylabel
+        pn.state.execute(draw, schedule=True)
+
+    def _shape(self) -> str:
+        sizes = " × ".join(str(len(v)) for v in self.grid.values())
+        n = len(self.seed_list)
+        return f"{sizes} grid × {n} seed{'s' * (n != 1)}"
+
+    def _new_scale(self):
+        self._clim = None
+        self._refresh()
+
+    def _count(self) -> None:
+        """What pressing Sweep would train, said before it is pressed."""
+        from ..cli import parse_seeds
+        from ..runs.sweep import parse_values
+
+        if self.job is not None:
+            return
+        try:
+            nx, ny = len(parse_values(self.x_values.value)), len(parse_values(self.y_values.value))
+            ns = len(parse_seeds(self.seeds.value))
+        except ConfigError as e:
+            self.status.object = f"*{html.escape(str(e))}*"
+            return
+        self.status.object = f"{nx} × {ny} grid × {ns} seed{'s' * (ns != 1)} = **{nx * ny * ns} runs**. " \
+                             "Press **Sweep** to train them."
 
     def _refresh(self):
         if self.pipe is not None:
             self.pipe.send(self._table())
+            self._draw_cell()
 
     # -- actions ------------------------------------------------------------------------------------------------
     def _on_preset(self, event):
@@ -576,7 +795,7 @@ class SweepPanel:
         self.curves, self.tasks = {}, {}
         self._new_diagram()
         self.progress.max, self.progress.value = job.total, 0
-        self.status.object = f"Sweeping {job.total} cells..."
+        self.status.object = f"Sweeping {self._shape()}: {job.total} runs..."
         self.button.disabled, self.cancel_button.disabled = True, False
         self.page.start_polling()
 
@@ -610,7 +829,8 @@ class SweepPanel:
                 changed = True
         if changed:
             self._refresh()
-            self.status.object = f"Sweeping: {self.progress.value}/{self.progress.max} cells stored"
+            self.status.object = f"Sweeping {self._shape()}: {self.progress.value}/{self.progress.max} runs stored" + \
+                (" — cancelling, stops at the next step..." if job.cancel.is_set() else "")
         elif job.status == "queued":
             self.status.object = "Queued (see the Jobs tab)..."
         if ended:

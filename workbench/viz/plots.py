@@ -55,13 +55,18 @@ def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False
     if i is not None:
         at, best = df[axis].iloc[i], float(df[head.name].iloc[i])
         curves.append(hv.VLine(at).opts(color="gray", line_dash="dashed", line_width=1))
-        curves.append(hv.Scatter([(at, best)], axis, ("value", title), label=f"peak {best:.3f} at {axis} {at}")
+        curves.append(hv.Scatter([(at, best)], axis, ("value", title), label=best_label(head, best, axis, at))
                       .opts(color="black", size=9, marker="triangle"))
     if not curves:
         curves = [hv.Curve([], axis, ("value", title))]
     return hv.Overlay(curves).opts(
-        hv.opts.Overlay(title=title, legend_position="bottom_left", responsive=True, height=300, min_width=320,
+        hv.opts.Overlay(title=title, legend_position="bottom", responsive=True, height=340, min_width=320,
                         logx=logx, logy=logy, show_grid=True, toolbar="above"))
+
+
+def best_label(metric, best: float, axis: str, at) -> str:
+    """The best-value marker's legend: "best" in the metric's declared direction (a lowest distance is no peak)."""
+    return f"best ({'lowest' if metric.better == 'min' else 'highest'}) {best:.3f} at {axis} {at}"
 
 
 class LiveCurves:
@@ -77,10 +82,11 @@ class LiveCurves:
         self.columns = list(dict.fromkeys([axis] + [m for ms in cls.curves.values() for m in ms]))
         self.source = ColumnDataSource({c: [] for c in self.columns})
         self.rows = 0  # sent so far (the source itself fills on the session's next tick)
+        self.measured: set[str] = set()  # metrics with a finite value among the rows sent
         self.figures, self._peaks = [], []
         peak_metric = cls.headline
         for title, metrics in cls.curves.items():
-            fig = figure(title=title, height=300, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
+            fig = figure(title=title, height=340, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
                          y_axis_label=title, toolbar_location="above",
                          tools=["pan", "wheel_zoom", "box_zoom", "reset", SaveTool(filename=f"{axis}_{title}".lower())])
             for i, m in enumerate(metrics):
@@ -93,9 +99,14 @@ class LiveCurves:
                 span = Span(dimension="height", line_dash="dashed", line_color="gray", line_width=1, visible=False)
                 marker = ColumnDataSource({"x": [], "y": []})
                 fig.add_layout(span)
-                fig.scatter("x", "y", source=marker, marker="triangle", size=9, color="black", legend_label="peak")
+                fig.scatter("x", "y", source=marker, marker="triangle", size=9, color="black", legend_label="best")
                 self._peaks.append((span, marker, fig.legend.items[-1]))
-            fig.legend.location = "bottom_left"
+            legend = fig.legend[0]  # below the plot, not over the curves
+            fig.center.remove(legend)
+            legend.orientation, legend.location = "horizontal", "center"
+            fig.add_layout(legend, "below")
+            if len(title) > 45:  # long panel titles: a smaller font, so they are not cut off at half width
+                fig.title.text_font_size = "10pt"
             self.figures.append(fig)
 
     @property
@@ -111,6 +122,7 @@ class LiveCurves:
                 span.visible = False
                 marker.data = {"x": [], "y": []}
         self.rows = 0
+        self.measured = set()
         pn.state.execute(clear, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
 
     def send(self, rows: pd.DataFrame) -> None:
@@ -124,7 +136,13 @@ class LiveCurves:
             self.source.stream(new)
             self._move_peak()
         self.rows += len(rows)
+        self.measured |= {c for c in self.columns[1:] if np.isfinite(new[c]).any()}
         pn.state.execute(send, schedule=True)
+
+    def shown(self) -> list[bool]:
+        """Which figures have anything to draw: a panel whose metrics were never measured (spectra without
+        `spectra_every`) is hidden rather than left blank."""
+        return [any(m in self.measured for m in ms) for ms in self.cls.curves.values()]
 
     def _move_peak(self) -> None:
         from bokeh.core.properties import value
@@ -140,7 +158,7 @@ class LiveCurves:
         for span, marker, item in self._peaks:
             span.location, span.visible = at, True
             marker.data = {"x": [at], "y": [best]}
-            item.label = value(f"peak {best:.3f} at {self.cls.axis} {at}")
+            item.label = value(best_label(head, best, self.cls.axis, at))
 
 
 def curves(run_or_ds, logx: bool = False, logy: bool = False) -> hv.Layout:
@@ -314,10 +332,11 @@ def cell_table(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final") -> pd
     return df[[x, y, "mean", "std", "n", "lo", "hi"]]
 
 
-def phase_diagram(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis") -> hv.HeatMap:
+def phase_diagram(ds: xr.Dataset, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis") -> hv.Overlay:
     """A metric over two swept dials, each cell the mean over seeds (hover: spread and n); other dials averaged."""
     order = (list(ds[x].values), list(ds[y].values))
-    return heatmap(cell_table(ds, metric, x, y, epoch), metric, x, y, epoch, cmap, order)
+    return heatmap(cell_table(ds, metric, x, y, epoch), metric, x, y, epoch, cmap, order,
+                   cls=get_study(ds.attrs.get("study", "label_noise")))
 
 
 def _tick(v) -> str:
@@ -325,19 +344,25 @@ def _tick(v) -> str:
 
 
 def heatmap(df: pd.DataFrame, metric: str, x: str, y: str, epoch="final", cmap: str = "viridis",
-            order: tuple | None = None) -> hv.HeatMap:
-    """A phase diagram from a cell table (columns x, y, mean, std, n), as the app fills it live. The axes are
-    categorical, in the grid's own order (`order`: the x values and the y values)."""
+            order: tuple | None = None, clim: tuple | None = None, cls=None):
+    """A phase diagram from a cell table (columns x, y, mean, std, n), as the app fills it live: each cell coloured
+    by its mean and labelled with it. The axes are categorical, in the grid's own order (`order`: the x values and
+    the y values); `clim` fixes the colour range (a filling diagram would otherwise rescale with every cell)."""
     df = df.copy()
     xs, ys = order if order is not None else (sorted(df[x].unique()), sorted(df[y].unique()))
     df["_x"], df["_y"] = df[x].map(_tick), df[y].map(_tick)
-    text = label(metric)
+    text = label(metric, cls)
     title = f"{text} ({epoch if isinstance(epoch, str) else f'epoch {epoch}'}), mean over seeds"
     kdims = [hv.Dimension("_x", label=x, values=[_tick(v) for v in xs]),
              hv.Dimension("_y", label=y, values=[_tick(v) for v in ys])]
-    return hv.HeatMap(df[["_x", "_y", "mean", "std", "n"]], kdims=kdims, vdims=[("mean", text), "std", "n"]).opts(
+    opts = dict(clim=clim) if clim is not None and all(np.isfinite(clim)) else {}
+    heat = hv.HeatMap(df[["_x", "_y", "mean", "std", "n"]], kdims=kdims, vdims=[("mean", text), "std", "n"]).opts(
         cmap=cmap, colorbar=True, tools=["hover", "tap"], title=title, responsive=True, height=360,
-        line_color="white", line_width=1, framewise=True)
+        line_color="white", line_width=1, framewise=True, nonselection_alpha=0.8, **opts)
+    shown = df[np.isfinite(df["mean"].astype(float))]
+    cells = hv.Labels((shown["_x"], shown["_y"], [f"{v:.3g}" for v in shown["mean"]]), kdims, "value").opts(
+        text_color="white", text_font_size="10pt")
+    return heat * cells
 
 
 def sweep_curves(ds: xr.Dataset, metric: str, cell: dict) -> hv.Overlay:
@@ -501,30 +526,48 @@ def spectra_plot(run_or_ds, model: int = 0) -> hv.Layout:
         rest = [d for d in da.dims if d not in ("density_point", "weight_eigen", "feature_eigen", "eigen_index")]
         return da.isel({d: 0 for d in rest}).values
 
+    snaps = ds["spectrum_snapshot"].values if "spectrum_snapshot" in ds.coords else np.array([])
+    at = f" at {cls.axis} {int(snaps[-1])}" if len(snaps) else ""
+
+    def summary(name) -> float:
+        """A scalar summary (a curve over the axis, nan between snapshots) at the snapshot drawn, the last."""
+        if name not in ds:
+            return float("nan")
+        da = ds[name].isel(model=model) if "model" in ds[name].dims else ds[name]
+        if cls.axis not in da.dims:
+            return float(one(name))
+        if len(snaps) and snaps[-1] in da[cls.axis].values:
+            return float(da.sel({cls.axis: snaps[-1]}))
+        finite = da.values[np.isfinite(da.values)]
+        return float(finite[-1]) if len(finite) else float("nan")
+
     panels = []
     if "hessian_density" in ds:
         grid, dens, top = one("hessian_density_grid"), one("hessian_density"), one("hessian_top")
-        panels.append((hv.Curve((grid, np.maximum(dens, 1e-12)), "eigenvalue", "density").opts(color=PALETTE[0])
+        # six decades below the peak on the log axis; the kernels' far tails (1e-60) are no information
+        peak = float(np.nanmax(dens)) if np.isfinite(dens).any() and np.nanmax(dens) > 0 else 1.0
+        dens = np.where(dens >= peak * 1e-6, dens, np.nan)
+        panels.append((hv.Curve((grid, dens), "eigenvalue", "density").opts(color=PALETTE[0])
                        * hv.Spikes(top, "eigenvalue").opts(color=PALETTE[1], line_width=2))
                       .opts(title="Hessian eigenvalue density (SLQ), top 5 in red", logy=True, responsive=True,
-                            height=300, show_grid=True))
+                            height=300, show_grid=True, ylim=(peak * 1e-6, peak * 2)))
     if "weight_eigenvalues" in ds:
         ev = one("weight_eigenvalues")
         counts, edges = np.histogram(ev, bins=40, density=True)
         hist = hv.Histogram((edges, counts), kdims=["eigenvalue of WᵀW/N"], vdims=["density"]).opts(
             color=PALETTE[0], alpha=0.6)
         sigma2 = float(np.mean(ev))  # the ESD's mean is σ² for the MP law of the same shape
-        alpha = float(one("weight_alpha")) if "weight_alpha" in ds else float("nan")
+        alpha = summary("weight_alpha")
         lam, rho = sp.marchenko_pastur(int(round(len(ev) / float(one("weight_q")))), len(ev), sigma2)
         panels.append((hist * hv.Curve((lam, rho), "eigenvalue of WᵀW/N", "density", label="Marchenko–Pastur")
-                       .opts(color=PALETTE[1])).opts(title=f"weight spectrum (tail power law α = {alpha:.2f})",
+                       .opts(color=PALETTE[1])).opts(title=f"weight spectrum{at} (tail power law α = {alpha:.2f})",
                                                      responsive=True, height=300, show_grid=True))
     if "feature_eigenvalues" in ds:
         ev = one("feature_eigenvalues")
         ev = ev[ev > 0]
-        rank = float(one("feature_effective_rank")) if "feature_effective_rank" in ds else float("nan")
+        rank = summary("feature_effective_rank")
         panels.append(hv.Curve((np.arange(1, len(ev) + 1), ev), "index", "covariance eigenvalue")
-                      .opts(logx=True, logy=True, color=PALETTE[2], title=f"hidden features (effective rank {rank:.1f})",
+                      .opts(logx=True, logy=True, color=PALETTE[2], title=f"hidden features{at} (effective rank {rank:.1f})",
                             responsive=True, height=300, show_grid=True))
     return hv.Layout(panels or [hv.Curve([])]).cols(3)
 
