@@ -50,6 +50,7 @@ def test_every_figure_on_the_page_is_drawn(server, browser, study):
     page.get_by_text("Drawing the run's figures").wait_for(state="detached", timeout=60_000)
     run_tab = audit(page, f"{study} after a run", at_least=1 + (study in ("label_noise", "diffusion")),
                     shot=f"{study}-after")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1400, "the page scrolls sideways"
     titles = [f["title"] for f in run_tab]
     assert any(t in titles for t in cls.curves), f"no curve panel among {titles}"
 

@@ -104,6 +104,8 @@ class LiveCurves:
             legend = fig.legend[0]  # below the plot, not over the curves
             fig.center.remove(legend)
             legend.orientation, legend.location = "horizontal", "center"
+            if len(legend.items) > 2:  # two to a row: a long row would widen the figure past half the page
+                legend.nrows = -(-len(legend.items) // 2)
             fig.add_layout(legend, "below")
             if len(title) > 45:  # long panel titles: a smaller font, so they are not cut off at half width
                 fig.title.text_font_size = "10pt"
