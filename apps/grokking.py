@@ -1,7 +1,7 @@
 """Grokking and softmax collapse study page: `panel serve apps/*.py`."""
 import panel as pn
 
-from workbench.viz.app import study_page
+from workbench.viz.page import study_page
 
 pn.extension("tabulator", notifications=False)
 study_page("grokking").servable(title="Noise Workbench · Grokking and softmax collapse")

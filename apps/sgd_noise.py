@@ -1,7 +1,7 @@
 """SGD-noise study page: `panel serve apps/*.py`."""
 import panel as pn
 
-from workbench.viz.app import study_page
+from workbench.viz.page import study_page
 
 pn.extension("tabulator", notifications=False)
 study_page("sgd_noise").servable(title="Noise Workbench · SGD noise")

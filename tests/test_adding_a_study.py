@@ -74,7 +74,7 @@ def test_the_worked_example_runs_from_the_cli_the_notebook_and_the_dashboard(exa
                      for o in c.get("outputs", []))
     assert re.search(r"test_loss\s+final [\d.e+-]+\s+best [\d.e+-]+ at \d+", text), text
     assert notebooks.sync(folder / "notebooks") == []  # up to date: nothing rewritten
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("noisy_regression")
     page.panel()

@@ -11,7 +11,7 @@ from .served import browser, server  # noqa: F401 - fixtures
 
 # -- in process -------------------------------------------------------------------------------------------------
 def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("label_noise", store=store)
     assert list(page.dials)[:10] == ["flip_rate", "noise_kind", "width", "depth", "lr", "batch_size", "epochs",
@@ -34,7 +34,7 @@ def test_page_has_a_widget_per_dial_and_refuses_bad_values(store):
 def test_every_study_page_runs_and_streams_records(store, study, tiny, records):
     import panel as pn
 
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage(study, store=store)
     page.panel()
@@ -71,7 +71,7 @@ def replay(page, job, upto: int):
 def test_the_spectra_tab_updates_while_a_run_trains(store):
     import panel as pn
 
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("label_noise", store=store)
     page.panel()
@@ -85,7 +85,7 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
 
 
 def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("diffusion", store=store)
     page.panel()
@@ -105,7 +105,7 @@ def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
 def test_the_diffusion_page_previews_the_schedule_as_its_dials_move(store):
     import panel as pn
 
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("diffusion", store=store)
     page.panel()
@@ -120,7 +120,7 @@ def test_the_diffusion_page_previews_the_schedule_as_its_dials_move(store):
 
 
 def test_sweep_presets_can_map_per_run_summaries(store):
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage("grokking", store=store)
     page.panel()
@@ -131,7 +131,7 @@ def test_sweep_presets_can_map_per_run_summaries(store):
 
 
 def test_index_lists_every_study():
-    from workbench.viz.app import index_page
+    from workbench.viz.page import index_page
 
     text = " ".join(str(o.object) for o in index_page().objects[1].objects)
     for study in wb.studies():
@@ -331,7 +331,7 @@ def test_every_study_page_builds_its_bokeh_models(store, study):
     grokking page blank on the server. get_root validates every model the browser would receive."""
     from bokeh.document import Document
 
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     page = StudyPage(study, store=store)
     root = page.panel().get_root(Document())

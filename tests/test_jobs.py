@@ -112,7 +112,7 @@ def test_the_worker_count_comes_from_the_environment(monkeypatch):
 
 
 def test_two_sessions_see_the_same_queue_and_follow_the_same_job(store):
-    from workbench.viz.app import StudyPage
+    from workbench.viz.page import StudyPage
 
     q = JobQueue(workers=1)
     a, b = StudyPage("label_noise", store=store, jobs=q), StudyPage("label_noise", store=store, jobs=q)

@@ -259,7 +259,7 @@ def ensure_kernel(name: str) -> str:
 APP = '''"""{title} page, written by `workbench serve` for a study without a file in apps/."""
 import panel as pn
 
-from workbench.viz.app import study_page
+from workbench.viz.page import study_page
 
 pn.extension("tabulator", notifications=False)
 study_page({study!r}).servable(title="Noise Workbench · {title}")

@@ -280,8 +280,9 @@ class StudyPage:
         return True
 
     def start_polling(self) -> None:
-        """One periodic callback per page, on its own event loop: follows the job and refreshes the queue table."""
-        if self._poller is None and pn.state.curdoc is not None:
+        """One periodic callback per page, on its own event loop (a served session's, or a notebook kernel's):
+        follows the job and refreshes the queue table."""
+        if self._poller is None and (pn.state.curdoc is not None or _in_kernel()):
             self._poller = pn.state.add_periodic_callback(self.tick, period=PERIOD_MS)
 
     def tick(self) -> None:
@@ -427,6 +428,17 @@ class StudyPage:
             pass
         finally:
             self._spectra_busy = False
+
+
+def _in_kernel() -> bool:
+    """Inside a Jupyter kernel, whose event loop runs Panel's periodic callbacks."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
 
 
 def _shorten(text: str, most: int = 160) -> str:

@@ -1,0 +1,104 @@
+"""JupyterLab as a researcher uses it, with no network: a real `jupyter lab` bound to 127.0.0.1, a notebook that
+trains a small run, shows its curves and the study's app inline; Run pressed inside the notebook's output streams
+live points. Bokeh, HoloViews and Panel must load from the notebook itself (inlined), never from a CDN."""
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from workbench.cli import ensure_kernel
+
+from .served import CHROMIUM, SCREENSHOTS, Console, audit, free_port
+
+CELLS = [
+    "import workbench as wb",
+    "run = wb.run('label_noise', epochs=3, width=16, n_train=200, progress=False)\nwb.viz.curves(run)",
+    "wb.viz.app('label_noise', epochs=5000, width=16, n_train=200, flip_rate=0.3)",  # long: Cancel ends it
+]
+POINTS = """() => { let n = 0; for (const d of Bokeh.documents) for (const m of d.all_models)
+                      if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""
+
+
+@pytest.fixture
+def lab(tmp_path, data_root):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (make browser installs it)")
+    kernel = ensure_kernel("workbench")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python (workbench)", "language": "python"}
+    nbformat.write(nb, tmp_path / "check.ipynb")
+    port, token = free_port(), "wbtest"
+    env = {**os.environ, "WORKBENCH_DATA": str(data_root), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrun")}
+    env.pop("WORKBENCH_RESOURCES", None)  # the default: inline
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(proc.stdout.read().decode(errors="replace")[-3000:])
+    yield url, token
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        console = Console(page)
+        cdn = []  # scripts asked of another machine (Panel's component stylesheets still name its CDN: they fail
+        # offline without blanking anything, and are left out here)
+        page.on("request", lambda r: cdn.append(r.url) if r.resource_type == "script" and not r.url.startswith(
+            ("http://127.0.0.1", "data:", "blob:")) else None)
+        page.goto(f"{url}/lab/tree/check.ipynb?token={token}")
+        page.locator(".jp-Notebook").wait_for(timeout=120_000)
+        page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator') === null || "
+                               "!document.body.innerText.includes('Kernel status: Starting')", timeout=120_000)
+        page.locator(".jp-Notebook").click()
+        page.keyboard.press("Escape")
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        outputs = page.locator(".jp-OutputArea-output")
+        run_button = page.locator(".jp-OutputArea-output").get_by_role("button", name="Run", exact=True)
+        run_button.wait_for(timeout=300_000)  # the app drew inline: its JavaScript loaded with no network
+        assert "Bokeh or Panel library is missing" not in page.inner_text("body")
+        page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => "
+                               "m.type === 'Title' && m.text === 'Accuracy'))", timeout=60_000)
+        first = audit(page, "the notebook's curves", at_least=1)
+        assert any(f["title"] == "Accuracy" for f in first)
+        before = page.evaluate(POINTS)
+        run_button.scroll_into_view_if_needed()
+        run_button.click()
+        try:
+            outputs.get_by_text("Running: epoch").first.wait_for(timeout=120_000)
+            page.wait_for_function(POINTS.replace("return n;", f"return n > {max(before, 4)};"), timeout=120_000)
+        finally:  # what the notebook showed, whatever happened
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"), full_page=True)
+        outputs.get_by_role("button", name="Cancel", exact=True).click()
+        outputs.get_by_text("Cancelled").first.wait_for(timeout=60_000)
+        assert not cdn, f"scripts requested off this machine: {cdn[:5]}"
+        assert not [e for e in console.errors if "bokeh" in e.lower() or "panel" in e.lower()], console.errors
+        browser.close()
