@@ -339,3 +339,22 @@ def test_every_study_page_builds_its_bokeh_models(store, study):
     for name, widget in page.dials.items():
         value = widget.value
         assert value == page.cls.param[name].default or (value == "" and page.cls.param[name].default in (None, "")), name
+
+
+def test_every_page_says_its_finding_and_its_claims_verdicts(store):
+    import json
+
+    from workbench.reproduce import CLAIMS
+    from workbench.studies import get as get_study
+    from workbench.viz.page import claims_line
+
+    for study in wb.studies():
+        cls = get_study(study)
+        assert cls.finding and set(cls.claims) <= set(CLAIMS), study
+    assert "not yet checked here" in claims_line(get_study("label_noise"), store)
+    folder = store.root / "reports" / "reproduce"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps([{"key": "early_learning", "status": "pass", "profile": "quick"},
+                                                     {"key": "sgd_temperature", "status": "fail", "profile": "full"}]))
+    assert "**reproduced (quick profile)**" in claims_line(get_study("label_noise"), store)
+    assert "not reproduced here (full profile)" in claims_line(get_study("sgd_noise"), store)

@@ -4,6 +4,7 @@ import json
 import sqlite3
 import zipfile
 
+import holoviews as hv
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,3 +109,26 @@ def test_filters_run_in_the_catalog_so_old_matching_runs_are_found(tmp_path):
     assert len(cat.rows(statuses=("failed",))) == (browser.MAX_ROWS + 20) // 2
     with pytest.raises(ConfigError):
         store.list(statuses=("exploded",))
+
+
+def test_the_overlay_names_runs_by_dials_groups_seeds_and_says_what_is_missing(store):
+    runs = [wb.run("label_noise", **{**FAST, "flip_rate": 0.2}, seed=s, progress=False, store=store) for s in (0, 1, 2)]
+    other = wb.run("label_noise", **{**FAST, "flip_rate": 0.0}, progress=False, store=store)
+    diff = wb.run("diffusion", steps=4, eval_every=2, n_samples=32, width=8, progress=False, store=store)
+    page = browser.RunBrowser(store)
+    ids = list(page.table.value["id"])
+    page.table.selection = [ids.index(r.id) for r in (*runs, other, diff)]
+    page.metric.value = "test_acc"
+    names = [c.label for c in page.plot.object.values() if c.label]
+    assert any("flip_rate=0.2" in n and "seed=1" in n for n in names)  # named by dials, not ids
+    assert any("flip_rate=0.0" in n for n in names)
+    assert diff.id[:6] in page.plot.object.opts.get().kwargs["title"]  # a ticked run without the metric is named
+    page.by_seed.value = True
+    layers = list(page.plot.object.values())
+    mean = next(c for c in layers if "flip_rate=0.2" in c.label and c.label.endswith("(mean ± sd, n=3)"))
+    want = np.mean([r.ds.test_acc.values for r in runs], 0)
+    np.testing.assert_allclose(mean.dimension_values(1), want, rtol=1e-6)
+    spread = next(c for c in layers if isinstance(c, hv.Spread))
+    np.testing.assert_allclose(spread.dimension_values(2), np.std([r.ds.test_acc.values for r in runs], 0, ddof=1),
+                               rtol=1e-5)
+    assert any("flip_rate=0.0" in c.label and c.label.endswith("(mean ± sd, n=1)") for c in layers)

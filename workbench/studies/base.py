@@ -29,6 +29,10 @@ class Study(param.Parameterized):
     question: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     axis: ClassVar[str] = "epoch"  # the index of the records the run emits
+    #: what a researcher should see on the page, in a sentence, and the reproduction claims (workbench.reproduce)
+    #: that check it
+    finding: ClassVar[str] = ""
+    claims: ClassVar[tuple] = ()
     #: everything the study measures (Metric declarations); checked when the class is defined
     metrics: ClassVar[tuple] = ()
     #: the headline metric: its best is marked on the curves, the run browser and the CLI show it first

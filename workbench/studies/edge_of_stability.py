@@ -29,6 +29,8 @@ class EdgeOfStability(Study):
     title = "Edge of stability: sharpness meets 2/η"
     question = "Under full-batch gradient descent, does the loss's sharpness rise until it reaches 2/η and stay there?"
     paper = "Cohen et al. 2021 (Gradient descent on neural networks typically occurs at the edge of stability)"
+    finding = "The sharpness rises until it reaches 2/η, then hovers there while the loss keeps falling, non-monotonically."
+    claims = ('edge_of_stability',)
     axis = "step"
     notebook = "spectra"
     metrics = (

@@ -59,6 +59,8 @@ class Grokking(Study):
     question = "Why does a net that fits modular addition sometimes never generalize? Watch the softmax round its " \
                "own loss to zero, and what weight decay, float64, StableMax or ⊥Grad do about it."
     paper = "Prieto et al. 2025 (Grokking at the edge of numerical stability); Power et al. 2022"
+    finding = "Without weight decay the share of exactly-zero losses (softmax collapse) climbs and test accuracy stalls; weight decay, float64, StableMax or ⊥Grad let it grok."
+    claims = ('softmax_collapse',)
     axis = "epoch"
     metrics = (
         Metric("train_acc", "train accuracy", "max", group="Accuracy"),

@@ -31,6 +31,8 @@ class LabelNoise(Study):
     title = "Label noise: early learning, then memorization"
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
+    finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
+    claims = ('early_learning',)
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),

@@ -21,6 +21,8 @@ class PrecisionStudy(LabelNoise):
     question = "What does rounding weights, activations and gradients to fp8, fp6, fp4, int or MX formats do to " \
                "training, and where does it break?"
     paper = "Micikevicius et al. 2018, 2022 (FP8); OCP MX (Rouhani et al. 2023); Sun et al. 2025 (FP scaling laws)"
+    finding = "With per-tensor scaling fp8 training tracks fp32; narrower formats underflow (watch the gradients rounded to 0) and diverge."
+    claims = ('fp8_training',)
     metrics = regroup(LabelNoise.metrics, {
         "Loss": ["train_loss", "test_loss"],
         "Accuracy": ["test_acc", "train_acc"],

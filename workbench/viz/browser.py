@@ -111,32 +111,66 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+SEED_DIALS = ("seed", "data_seed", "noise_seed", "init_seed", "order_seed")
+
+
 def overlay(datasets: dict[str, xr.Dataset], metric: str, smoothing: float = 0.0, logx: bool = False,
-            logy: bool = False, relative: bool = False) -> hv.Overlay:
+            logy: bool = False, relative: bool = False, labels: dict[str, dict] | None = None,
+            by_seed: bool = False) -> hv.Overlay:
     """The metric of each run (id -> dataset) against its axis (or the fraction of the run, relative=True), the
-    smoothed curve over the raw one faded behind."""
-    layers = []
-    for i, (rid, ds) in enumerate(datasets.items()):
+    smoothed curve over the raw one faded behind. `labels` (id -> the dials set away from their defaults) name the
+    curves by their dials; by_seed=True draws runs that differ only in their seeds as one mean line in a ± sd
+    band (n in the legend). A ticked run that does not record the metric is named in the title."""
+    labels = labels or {}
+    owner = next((ds.attrs.get("study") for ds in datasets.values() if metric in ds), None)
+    text = label(metric, get_study(owner) if owner in study_names() else None)  # the study's own label
+    missing = [rid for rid, ds in datasets.items() if metric not in ds]
+    curves = []  # (legend, x, y-per-run)
+    groups: dict[str, list] = {}
+    for rid, ds in datasets.items():
         if metric not in ds:
             continue
         axis = ds[metric].dims[0]
         x = ds[axis].values.astype(float)
         if relative and len(x) and x.max() > 0:
             x = x / x.max()
-        y = ds[metric].values.astype(float)
-        if logx:
-            keep = x > 0
-            x, y = x[keep], y[keep]
+        y = smooth(ds[metric].values.astype(float), smoothing) if not by_seed else ds[metric].values.astype(float)
+        dials = labels.get(rid, {})
+        if by_seed:
+            rest = {k: v for k, v in dials.items() if k not in SEED_DIALS}
+            name = ", ".join(f"{k}={v}" for k, v in rest.items()) or "defaults"
+            groups.setdefault(f"{ds.attrs.get('study', '')}|{name}|{axis}", []).append((name, x, y, ds[metric].values))
+        else:
+            name = ", ".join(f"{k}={v}" for k, v in dials.items()) or "defaults"
+            curves.append((f"{name} ({rid[:6]})", x, y, ds[metric].values.astype(float), axis))
+    layers = []
+    xlabel = "fraction of the run" if relative else next(
+        (ds[metric].dims[0] for ds in datasets.values() if metric in ds), "step")
+    for i, (name, x, y, raw, _) in enumerate(curves):
         color = PALETTE[i % len(PALETTE)]
-        xlabel = "fraction of the run" if relative else axis
+        keep = x > 0 if logx else np.ones(len(x), bool)
         if smoothing > 0:
-            layers.append(hv.Curve((x, y), xlabel, label(metric)).opts(color=color, alpha=0.25))
-        layers.append(hv.Curve((x, smooth(y, smoothing)), xlabel, label(metric), label=rid)
-                      .opts(color=color, line_width=2))
+            layers.append(hv.Curve((x[keep], raw[keep]), xlabel, text).opts(color=color, alpha=0.25))
+        layers.append(hv.Curve((x[keep], y[keep]), xlabel, text, label=name).opts(color=color, line_width=2))
+    for i, members in enumerate(groups.values()):
+        color = PALETTE[i % len(PALETTE)]
+        n = min(len(m[1]) for m in members)  # runs of one group share their axis; cut to the shortest
+        x = members[0][1][:n]
+        ys = np.stack([m[2][:n] for m in members])
+        with np.errstate(all="ignore"):
+            mean = smooth(np.nanmean(ys, 0), smoothing)
+            sd = np.nanstd(ys, 0, ddof=1) if len(members) > 1 else np.zeros(n)
+        keep = (x > 0 if logx else np.ones(n, bool)) & np.isfinite(mean)
+        layers.append(hv.Spread((x[keep], mean[keep], np.nan_to_num(sd[keep])), xlabel, [text, "sd"])
+                      .opts(color=color, alpha=0.2, line_alpha=0))
+        layers.append(hv.Curve((x[keep], mean[keep]), xlabel, text,
+                               label=f"{members[0][0]} (mean ± sd, n={len(members)})").opts(color=color, line_width=2))
+    note = f" — not recorded by {', '.join(r[:6] for r in missing)}" if missing else ""
     if not layers:
-        return hv.Overlay([hv.Curve([], "step", metric)]).opts(title="select runs that have this metric")
+        return hv.Overlay([hv.Curve([], "step", metric)]).opts(
+            title=f"select runs that have this metric{note}", responsive=True, height=380)
     return hv.Overlay(layers).opts(logx=logx, logy=logy, show_grid=True, responsive=True, height=380,
-                                   title=label(metric), legend_position="right",
+                                   title=text + note, legend_position="bottom",
                                    hooks=[png_name(f"runs_{metric}")])
 
 
@@ -194,6 +228,7 @@ class RunBrowser:
         self.logx = pn.widgets.Checkbox(label="log x", value=False)
         self.logy = pn.widgets.Checkbox(label="log y", value=False)
         self.relative = pn.widgets.Checkbox(label="relative step axis", value=False)
+        self.by_seed = pn.widgets.Checkbox(label="runs differing only in seeds: mean ± sd", value=False)
         self.plot = pn.pane.HoloViews(hv.Overlay([hv.Curve([])]), sizing_mode="stretch_width")
         self.new_tags = pn.widgets.TextInput(label="tags for the ticked runs", placeholder="a,b", width=200)
         self.tag_button = pn.widgets.Button(label="Set tags", width=90)
@@ -206,7 +241,7 @@ class RunBrowser:
         for w in (self.study, self.status, self.tag, self.dials):
             w.param.watch(lambda e: self.refresh(), "value")
         self.table.param.watch(lambda e: self._selection_changed(), "selection")
-        for w in (self.metric, self.smoothing, self.logx, self.logy, self.relative):
+        for w in (self.metric, self.smoothing, self.logx, self.logy, self.relative, self.by_seed):
             w.param.watch(lambda e: self.redraw(), "value")
         self.tag_button.on_click(lambda e: self._act(self._set_tags))
         self.delete_button.on_click(lambda e: self._act(self._delete))
@@ -254,7 +289,18 @@ class RunBrowser:
             self.plot.object = hv.Overlay([hv.Curve([])]).opts(title="tick runs in the table to overlay them")
             return
         self.plot.object = overlay(self.selected(), self.metric.value, self.smoothing.value, self.logx.value,
-                                   self.logy.value, self.relative.value)
+                                   self.logy.value, self.relative.value, labels=self._dials(),
+                                   by_seed=self.by_seed.value)
+
+    def _dials(self) -> dict[str, dict]:
+        """The ticked runs' dials away from their defaults (the curves' names)."""
+        out = {}
+        for rid in self.selected_ids():
+            meta = self.catalog.store.get(rid)
+            if meta is not None:
+                cls = get_study(meta["study"]) if meta["study"] in study_names() else None
+                out[rid] = cls.changed(meta["params"]) if cls else dict(meta["params"])
+        return out
 
     # -- actions --------------------------------------------------------------------------------------------------
     def _act(self, fn) -> None:
@@ -292,7 +338,7 @@ class RunBrowser:
 
     def panel(self) -> pn.viewable.Viewable:
         filters = pn.Row(self.study, self.status, self.tag, self.dials)
-        view = pn.Row(self.metric, self.smoothing, pn.Column(self.logx, self.logy, self.relative))
+        view = pn.Row(self.metric, self.smoothing, pn.Column(self.logx, self.logy, self.relative, self.by_seed))
         actions = pn.Row(self.new_tags, self.tag_button, self.delete_button, self.csv, self.nc, self.html_out)
         return pn.Column(pn.pane.Markdown("## Runs\nFilter the catalog, tick runs to overlay their curves."),
                          self.message, filters, self.table, view, self.plot, actions, sizing_mode="stretch_width")

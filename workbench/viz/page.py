@@ -179,7 +179,9 @@ class StudyPage:
         if pn.state.location is not None and not self._url_synced:
             self._url_synced = True
             self.sync_url(pn.state.location)
-        header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}\n\n"
+        finding = f"\n\n**What to look for:** {html.escape(self.cls.finding)}" if self.cls.finding else ""
+        header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}{finding}"
+                                  f"{claims_line(self.cls, self.store)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         # Run / Cancel above the dials, in a column that scrolls on its own and stays in view as the page scrolls
         controls = pn.Column(pn.Row(self.run_button, self.cancel_button), self.force, *self.dials.values(),
@@ -428,6 +430,31 @@ class StudyPage:
             pass
         finally:
             self._spectra_busy = False
+
+
+def claims_line(cls, store=None) -> str:
+    """The study's reproduction claims with the verdict of the last report (`workbench reproduce`), if any."""
+    import json
+
+    from ..reproduce import CLAIMS
+
+    if not cls.claims:
+        return ""
+    path = (store or Store()).root / "reports" / "reproduce" / "results.json"
+    try:
+        verdicts = {r["key"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        verdicts = {}
+    words = {"pass": "reproduced", "fail": "not reproduced here", "skipped": "not run in the quick profile"}
+    parts = []
+    for key in cls.claims:
+        r = verdicts.get(key)
+        said = f"{words.get(r.get('status'), r.get('status'))} ({r.get('profile', '')} profile)" if r else \
+            "not yet checked here (`workbench reproduce`)"
+        claim = html.escape(CLAIMS[key].claim if key in CLAIMS else key, quote=True)
+        parts.append(f'<span title="{claim}">`{key}`</span>: **{html.escape(str(said))}** '
+                     f"(`notebooks/reproduce/{key}.ipynb`)")
+    return "\n\n**Reproduction:** " + "; ".join(parts)
 
 
 def _in_kernel() -> bool:
