@@ -59,6 +59,7 @@ def test_filter_overlay_tag_export_delete(store, runs):
     page.dials.value = ""
     page.table.selection = [0, 1]  # overlay both
     assert page.metric.value == "test_acc" and "train_loss" in page.metric.options  # the declared headline first
+    assert "step" not in page.metric.options  # the step counter is no metric
     page.metric.value = "test_acc"
     page.smoothing.value = 0.6
     curves = page.plot.object.values()

@@ -1,5 +1,6 @@
 """The server's job queue: statuses, progress, cancel, order, sweeps, and two sessions seeing the same jobs."""
 import threading
+import time
 
 import pytest
 
@@ -42,6 +43,11 @@ def test_jobs_run_in_order_and_cancel_stops_a_queued_or_running_one(store):
     third = q.submit_run("label_noise", dict(FAST, seed=2), store=store)
     assert [j.id for j in q.jobs()] == [third.id, second.id, first.id]  # newest first
     assert second.status == "queued" and q.cancel(second.id) and second.status == "cancelled"
+    for _ in range(600):  # the worker has taken the first job (on a slow machine it may not have yet)
+        if first.status == "running":
+            break
+        time.sleep(0.1)
+    assert first.status == "running"
     assert q.cancel(first.id)
     gate.set()
     assert q.wait(third, 120) and q.wait(first, 120)

@@ -44,9 +44,9 @@ def parse_dial_filter(text: str) -> dict:
 
 
 def curve_names(ds: xr.Dataset) -> list[str]:
-    """The run's curves: variables along its study's axis alone."""
+    """The run's curves: variables along its study's axis alone, but the step counter (no metric)."""
     axis = get_study(ds.attrs.get("study", "label_noise")).axis
-    return [n for n, v in ds.data_vars.items() if v.dims == (axis,)]
+    return [n for n, v in ds.data_vars.items() if v.dims == (axis,) and n != "step"]
 
 
 class Catalog:
