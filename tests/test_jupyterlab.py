@@ -17,7 +17,7 @@ from .served import CHROMIUM, SCREENSHOTS, Console, audit, free_port
 CELLS = [
     "import workbench as wb",
     "run = wb.run('label_noise', epochs=3, width=16, n_train=200, progress=False)\nwb.viz.curves(run)",
-    "wb.viz.app('label_noise', epochs=100000, width=16, n_train=200, flip_rate=0.3)",  # Cancel ends it
+    "wb.viz.app('label_noise', epochs=100000, eval_every=100, width=16, n_train=200, flip_rate=0.3)",  # Cancel ends it
 ]
 POINTS = """() => { let n = 0; for (const d of Bokeh.documents) for (const m of d.all_models)
                       if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""

@@ -147,7 +147,26 @@ def test_an_undeclared_metric_fails_when_the_class_is_defined():
             presets = {"p": {"metric": "zzz"}}
     with pytest.raises(ValueError, match="better"):
         Metric("a", better="lower")
-    assert "no_headline_study" not in wb.studies()
+    import param
+
+    with pytest.raises(TypeError, match="applies"):  # an inert-dial rule naming a value its dial cannot take
+        class BadApplies(Study):
+            key = "bad_applies_study"
+            metrics = (Metric("a", better="min"),)
+            headline = "a"
+            mode = param.Selector(default="x", objects=["x", "y"])
+            knob = param.Number(1.0)
+            applies = {"knob": ("mode", ("z",))}
+    assert "no_headline_study" not in wb.studies() and "bad_applies_study" not in wb.studies()
+
+
+def test_inert_dials_are_said_for_the_values_where_they_do_nothing():
+    from workbench.studies import get
+
+    cls = get("label_noise")
+    inert = cls.inert({**cls.defaults(), "loss": "gce"})
+    assert "gce_q" not in inert and inert["elr_lambda"] == "acts only with loss = elr" and "momentum" in inert
+    assert "momentum" not in cls.inert({**cls.defaults(), "optimizer": "sgd"})
 
 
 # -- stale results --------------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Study(param.Parameterized):
 
     @classmethod
     def inert(cls, values: dict) -> dict[str, str]:
-        """The dials that do nothing for these values of the others: {dial: why}, e.g. {'gce_q': 'only with loss
+        """The dials that do nothing for these values of the others: {dial: why}, e.g. {'gce_q': 'acts only with loss
         = gce'}."""
         out = {}
         for dial, (other, acts) in cls.applies.items():
