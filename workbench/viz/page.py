@@ -87,7 +87,23 @@ def _nice_step(span: float) -> float:
     return 10.0 ** math.floor(math.log10(span / 100))
 
 
-class StudyPage:
+class _Follower:
+    """What a page part that follows one job shares: `job`, a cursor into its events, a status pane."""
+
+    def _new_events(self):
+        """(the job, its events since the last call, whether it has ended)."""
+        job = self.job
+        items, ended = job.since(self._cursor)
+        self._cursor += len(items)
+        return job, items, ended
+
+    def _cancel(self, jobs: JobQueue) -> None:
+        if self.job is not None:
+            jobs.cancel(self.job.id)
+            self.status.object = "Cancelling..."
+
+
+class StudyPage(_Follower):
     """One study's page. Each browser session gets its own instance."""
 
     def __init__(self, study: str, store=None, jobs: JobQueue | None = None):
@@ -299,16 +315,12 @@ class StudyPage:
         self.queue.refresh()
 
     def _on_cancel(self, event=None):
-        if self.job is not None:
-            self.jobs.cancel(self.job.id)
-            self.status.object = "Cancelling..."
+        self._cancel(self.jobs)
 
     def _drain(self):
         if self.job is None:
             return
-        job = self.job
-        items, ended = job.since(self._cursor)
-        self._cursor += len(items)
+        job, items, ended = self._new_events()
         rows, arrays, sampling = [], False, None
         for event in items:
             if isinstance(event, Preview):  # x̂_0 part-way through sampling: only the latest is drawn
@@ -613,7 +625,7 @@ def index_page() -> pn.viewable.Viewable:
                      pn.FlexBox(*cards))
 
 
-class SweepPanel:
+class SweepPanel(_Follower):
     """Sweep mode of a study page: two dials and their values, seeds, Sweep / Cancel; the phase diagram fills in
     as cells train (live values while a task runs, final ones when it is stored); click a cell for its curves.
     The other dials come from the page's own widgets."""
@@ -839,16 +851,12 @@ class SweepPanel:
         self.page.start_polling()
 
     def _on_cancel(self, event=None):
-        if self.job is not None:
-            self.page.jobs.cancel(self.job.id)
-            self.status.object = "Cancelling..."
+        self._cancel(self.page.jobs)
 
     def _drain(self):
         if self.job is None:
             return
-        job = self.job
-        items, ended = job.since(self._cursor)
-        self._cursor += len(items)
+        job, items, ended = self._new_events()
         changed = False
         metric, axis = self.metric.value, self.page.cls.axis
         names = list(self.grid)
