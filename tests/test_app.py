@@ -84,6 +84,33 @@ def test_the_spectra_tab_updates_while_a_run_trains(store):
     assert any(isinstance(o, pn.pane.HoloViews) for o in page.spectra.objects)
 
 
+def test_the_previous_run_is_drawn_faded_beneath_the_next(store):
+    from workbench.viz.page import StudyPage
+
+    page = StudyPage("label_noise", store=store)
+    page.panel()
+    for k, v in dict(epochs=3, width=16, n_train=300, loss_snapshots=2).items():
+        page.dials[k].value = v
+    run_job(page)
+    page.tick()
+    first = page.buffer.data
+    assert page.buffer.reference_name == "" and not len(page.buffer.reference.data["epoch"])
+    histogram = page.result.objects[0].widget_box[0]  # the per-example loss histogram opens at the end
+    assert histogram.value == list(histogram.options.values())[-1] == 3
+    page.dials["width"].value = 24
+    run_job(page)
+    page.tick()
+    assert page.buffer.reference_name == "previous run (width=16)"
+    assert page.buffer.reference.data["test_acc"].tolist() == first["test_acc"].tolist()
+    assert page.buffer.data["test_acc"].tolist() != first["test_acc"].tolist()
+    page.compare.value = "default"  # no stored run at the default dials: nothing faded, said nowhere false
+    assert page.buffer.reference_name == "" and not len(page.buffer.reference.data["epoch"])
+    page.compare.value = "previous"
+    assert page.buffer.reference_name.startswith("previous run")
+    page.compare.value = "none"
+    assert page.buffer.reference_name == ""
+
+
 def test_diffusion_samples_appear_on_the_page_as_sampling_proceeds(store):
     from workbench.viz.page import StudyPage
 
@@ -130,12 +157,58 @@ def test_sweep_presets_can_map_per_run_summaries(store):
     assert "diverged" in StudyPage("precision", store=store).sweep.metric.options
 
 
-def test_index_lists_every_study():
+def test_the_sweep_says_its_cost_before_it_runs_and_its_colours_can_be_pinned(store):
+    from workbench.viz.page import StudyPage
+
+    page = StudyPage("label_noise", store=store)
+    page.panel()
+    for k, v in dict(epochs=2, width=16, n_train=300).items():
+        page.dials[k].value = v
+    sweep = page.sweep
+    sweep.x.value, sweep.y.value = "flip_rate", "width"
+    sweep.x_values.value, sweep.y_values.value, sweep.seeds.value = "0,0.4", "16", "1"
+    assert "2 × 1 grid × 1 seed = **2 runs**" in sweep.status.object
+    assert "No stored run of this study to estimate the time from" in sweep.status.object
+    run_job(page)  # one stored run: a time per epoch to go by
+    sweep._count()
+    assert "About " in sweep.status.object and "from 1 stored run of this study, one at a time" in sweep.status.object
+    sweep.y.value = "flip_rate"
+    assert "Cannot sweep: y dial=&#x27;flip_rate&#x27; is not allowed" in sweep.status.object
+    sweep.y.value = "width"
+    sweep._on_sweep()
+    assert sweep.job is not None and page.jobs.wait(sweep.job, 300)
+    page.tick()
+    assert "Sweep done" in sweep.status.object
+    sweep._count()
+    assert "Stored already" in sweep.status.object
+    table = sweep._table()
+    sweep._heatmap(table)  # what the diagram draws (a browser would ask for it)
+    auto = sweep._clim
+    assert auto[0] <= table["mean"].min() and auto[1] >= table["mean"].max()
+    sweep.colour_lo.value, sweep.colour_hi.value = 0.0, 1.0
+    sweep._heatmap(table)
+    assert sweep._clim == (0.0, 1.0)
+    sweep.colour_lo.value = 2.0  # pinned upside down: said, and the range is automatic again
+    sweep._heatmap(table)
+    assert sweep._clim != (2.0, 1.0) and "low end must be below the high end" in page.alert.object
+
+
+def test_index_lists_every_study_with_its_headline_figure(store):
     from workbench.viz.page import index_page
 
-    text = " ".join(str(o.object) for o in index_page().objects[1].objects)
-    for study in wb.studies():
-        assert f"](./{study})" in text
+    wb.run("grokking", p=7, epochs=20, eval_every=10, width=16, store=store)
+    cards = index_page(store).objects[1].objects
+    assert len(cards) == len(wb.studies())
+    for study, card in zip(wb.studies(), cards):
+        text = card.objects[0].object
+        assert f"](./{study})" in text and "*Dials:*" not in text  # a link, not a list of 30 dial names
+        figure, about = card.objects[1].object, card.objects[2].object
+        if study == "grokking":  # its one stored run's test accuracy over epochs, drawn
+            points = figure.split('<polyline points="')[1].split('"')[0].split()
+            assert len(points) == 3 and 'aria-label="test accuracy over epochs"' in figure
+            assert "the newest run" in about and "[1 stored run](./runs?study=grokking)" in about
+        else:
+            assert "No stored run yet" in figure and "no stored runs" in about
 
 
 # -- served, in a browser -----------------------------------------------------------------------------------------

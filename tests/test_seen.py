@@ -33,6 +33,49 @@ def fill(page, css, value):
     field.press("Enter")
 
 
+CARDS = """() => {
+  const out = [];
+  function walk(root) {  // Panel draws each pane in a shadow root of its own
+    for (const f of root.querySelectorAll('svg.wb-card-figure, .wb-card-empty')) {
+      const b = f.getBoundingClientRect(), line = f.querySelector('polyline');
+      out.push({label: f.getAttribute('aria-label') || f.textContent, box: [b.x, b.y + window.scrollY, b.width, b.height],
+                points: line ? line.getAttribute('points').trim().split(/ +/).length : 0});
+    }
+    for (const e of root.querySelectorAll('*')) if (e.shadowRoot) walk(e.shadowRoot);
+  }
+  walk(document);
+  return out;
+}"""
+
+
+def index_cards(url, browser, shot):
+    from .served import SCREENSHOTS, coloured_pixels
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console = Console(page)
+    page.goto(url + "/index")
+    page.get_by_role("link", name=get_study("label_noise").title).wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    cards = page.evaluate(CARDS)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
+    for c in cards:
+        x, y, w, h = c["box"]
+        assert w > 200 and h > 50, c
+        c["pixels"] = coloured_pixels(page.screenshot(clip={"x": x, "y": y, "width": w, "height": h}, full_page=True))
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1400, "the index scrolls sideways"
+    assert not console.errors, console.errors
+    page.close()
+    assert len(cards) == len(wb.studies()), cards
+    return cards
+
+
+def test_the_index_says_where_no_run_is_stored_yet(server, browser):
+    url, _ = server
+    for card in index_cards(url, browser, "index-before"):
+        assert "No stored run yet" in card["label"] and card["points"] == 0, card
+
+
 @pytest.mark.parametrize("study", sorted(SWEEPS))
 def test_every_figure_on_the_page_is_drawn(server, browser, study):
     url, _ = server
@@ -77,3 +120,13 @@ def test_every_figure_on_the_page_is_drawn(server, browser, study):
     assert any(f" at {x}=" in f["title"] for f in sweep_tab), [f["title"] for f in sweep_tab]
     assert not console.errors, console.errors
     page.close()
+
+
+def test_the_index_draws_each_studys_headline_from_its_stored_runs(server, browser):
+    """After the pages above ran their tiny runs: every card draws its study's headline curve."""
+    url, _ = server
+    cards = index_cards(url, browser, "index-after")
+    for study, card in zip(wb.studies(), cards):
+        cls = get_study(study)
+        assert card["label"] == f"{cls.label(cls.headline)} over {cls.axis}s", card
+        assert card["points"] >= 2 and card["pixels"] > 100, card  # a drawn curve, in colour

@@ -210,6 +210,36 @@ def get_preset(study: str, name: str) -> dict:
     return presets[name]
 
 
+def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = None) -> dict:
+    """What a sweep would cost, before it runs: its cells, whether it is stored already, and a rough duration from
+    the study's stored sweeps (seconds per cell-step, their median), else its stored single runs (an upper bound:
+    a sweep trains its cells stacked). {"cells", "stored", "seconds" (None: nothing to go by), "basis"}."""
+    cls, cells, config, sid = plan(study, grid, seeds, dials)
+    store = store or Store()
+    meta = store.get(sid)
+    stored = bool(meta and meta["status"] == "done" and (store.root / meta["path"]).is_file())
+    steps = cls.axis + "s"
+    todo = sum(int(getattr(c, steps, 1) or 1) for c in cells)  # cell-steps to train
+    rates, basis = [], ""
+    for row in store.list(study=study, kind="sweep", status="done", limit=20):
+        p, wall = row["params"], row["wall_s"]
+        if not wall or not isinstance(p, dict) or "grid" not in p:
+            continue
+        n = int(np.prod([len(v) for v in p["grid"].values()])) * len(p.get("seeds") or [0])
+        per = np.mean(p["grid"][steps]) if steps in p["grid"] else (p.get("fixed") or {}).get(steps, 1)
+        rates.append(wall / max(1.0, n * float(per or 1)))
+    if rates:
+        basis = f"{len(rates)} stored sweep{'s' * (len(rates) != 1)} of this study"
+    else:
+        for row in store.list(study=study, kind="run", status="done", limit=20):
+            if row["wall_s"]:
+                rates.append(row["wall_s"] / max(1.0, float(row["params"].get(steps, 1) or 1)))
+        if rates:
+            basis = f"{len(rates)} stored run{'s' * (len(rates) != 1)} of this study, one at a time: an upper bound"
+    seconds = float(np.median(rates)) * todo if rates and not stored else (0.0 if stored else None)
+    return {"cells": len(cells), "stored": stored, "seconds": seconds, "basis": basis}
+
+
 def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = None, *, preset: str | None = None,
           force: bool = False, device: str | None = None,
           executor: str = "local", scheduler: str | None = None, client=None, progress: bool = True,

@@ -337,6 +337,9 @@ class RunBrowser:
         return buf
 
     def panel(self) -> pn.viewable.Viewable:
+        if pn.state.location is not None:  # filters in the URL: ./runs?study=grokking (an index card links so)
+            for name, widget in (("study", self.study), ("tag", self.tag), ("dials", self.dials)):
+                pn.state.location.sync(widget, {"value": name})
         filters = pn.Row(self.study, self.status, self.tag, self.dials)
         view = pn.Row(self.metric, self.smoothing, pn.Column(self.logx, self.logy, self.relative, self.by_seed))
         actions = pn.Row(self.new_tags, self.tag_button, self.delete_button, self.csv, self.nc, self.html_out)

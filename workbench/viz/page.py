@@ -24,14 +24,15 @@ import xarray as xr
 from bokeh.document import Document
 
 from ..studies import get as get_study, names as study_names
-from ..errors import ConfigError
+from ..errors import ConfigError, RunNotFound
 from ..engine.events import ArrayKept, PartStored, Preview, Recorded, TaskStarted
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..stats import spread
 from ..studies.base import coerce, describe
-from .plots import PALETTE, PREVIEWS, LiveCurves, extras, frame, heatmap, label, samples_plot, spectra_views
+from .plots import (PALETTE, PREVIEWS, LiveCurves, extras, frame, headline_svg, heatmap, label, samples_plot,
+                    spectra_views)
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 STICKY = {"position": "sticky", "top": "0", "align-self": "flex-start", "max-height": "100vh", "overflow-y": "auto"}
@@ -119,6 +120,11 @@ class StudyPage(_Follower):
         self.run_button = pn.widgets.Button(label="Run", color="primary", width=100)
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
         self.force = pn.widgets.Checkbox(label="recompute (ignore the stored result)", value=False)
+        self.compare = pn.widgets.Select(label="compare with (dashed)", options=COMPARE, value="previous", width=260,
+                                         css_classes=["wb-compare"])
+        self.compare.param.watch(lambda e: self._set_reference(), "value")
+        self._drawn_values: dict | None = None  # the dials of the run the curves show
+        self._previous: tuple[pd.DataFrame, dict] | None = None  # the run shown before it: (curves, dials)
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("Ready. Set the dials and press **Run**.", css_classes=["wb-status"])
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])
@@ -202,8 +208,8 @@ class StudyPage(_Follower):
         # Run / Cancel above the dials, in a column that scrolls on its own and stays in view as the page scrolls
         controls = pn.Column(pn.Row(self.run_button, self.cancel_button), self.force, *self.dials.values(),
                              width=300, css_classes=["wb-controls"], styles=STICKY)
-        run_tab = pn.Column(self.preview, self.status, self.progress, self.live, self.samples, self.result,
-                            sizing_mode="stretch_width")
+        run_tab = pn.Column(self.preview, self.compare, self.status, self.progress, self.live, self.samples,
+                            self.result, sizing_mode="stretch_width")
         tabs = pn.Tabs(("Run", run_tab), ("Sweep", self.sweep.panel()), ("Spectra", self.spectra),
                        ("Jobs", self.queue.panel()), dynamic=False, sizing_mode="stretch_width")
         jobs_tab = len(tabs) - 1
@@ -261,7 +267,7 @@ class StudyPage(_Follower):
     def follow(self, job: Job) -> None:
         """Draw this job from its start: its curves so far, then live until it ends."""
         self.job, self._cursor = job, 0
-        self.buffer.clear()
+        self._new_curves(dict(job.dials))
         self._show_measured()
         self.result.clear()
         self.samples.clear()
@@ -291,11 +297,44 @@ class StudyPage(_Follower):
         meta = store.get(run_id(cfg))
         if not meta or meta["status"] not in ("done", "diverged") or not (store.root / meta["path"]).is_file():
             return False
-        self.buffer.clear()
+        self._new_curves(self.values())
         self.progress.max = max(1, int(config.get(self.cls.axis + "s", 1) or 1))
         self._finish(Run(meta, store=store))
         self.status.object = "Stored result of these dials. " + self.status.object
         return True
+
+    def _new_curves(self, values: dict) -> None:
+        """Clear the curves for a run of dials `values`; what they showed becomes the 'previous run'."""
+        if self.buffer.rows and self._drawn_values is not None:
+            self._previous = (self.buffer.data, self._drawn_values)
+        self.buffer.clear()
+        self._drawn_values = values
+        self._set_reference()
+
+    def _set_reference(self) -> None:
+        """The faded curves: the previous run shown here, or the stored run at the study's default dials."""
+        rows, name = None, ""
+        if self.compare.value == "previous" and self._previous is not None:
+            rows, before = self._previous
+            now = self._drawn_values or self.values()
+            changed = [f"{k}={before[k]}" for k in before if k in now and before[k] != now[k]]
+            name = "previous run" + (f" ({_shorten(', '.join(changed), 60)})" if changed else " (same dials)")
+        elif self.compare.value == "default":
+            ds = self._default_run()
+            if ds is not None:
+                rows, name = frame(ds, self.cls.axis), "the stored run at the default dials"
+        self.buffer.set_reference(rows, name)
+
+    def _default_run(self):
+        """The stored (done or diverged) run of the study's default dials, or None."""
+        store = self.store or Store()
+        meta = store.get(run_id(self.cls.configure()))
+        if not meta or meta["status"] not in ("done", "diverged"):
+            return None
+        try:
+            return store.load_dataset(meta["id"])
+        except (RunNotFound, OSError, ValueError):
+            return None
 
     def start_polling(self) -> None:
         """One periodic callback per page, on its own event loop (a served session's, or a notebook kernel's):
@@ -333,7 +372,8 @@ class StudyPage(_Follower):
                 rows.append(event.record)
         if sampling is not None and not ended:
             (i, n) = sampling[1]
-            self._show_samples(samples_plot(sampling[0], f"sampling: x̂₀ at step {i}/{n}"))
+            self._show_samples(samples_plot(sampling[0], f"after {self.progress.max} training {self.cls.axis}s: "
+                                                         f"x̂₀ at sampler step {i}/{n}"))
         if arrays and not ended:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         cancelling = " — cancelling, stops at the next step..." if job.cancel.is_set() and not ended else ""
@@ -386,7 +426,8 @@ class StudyPage(_Follower):
         if not _served():  # a notebook or a test: draw here
             more = extras(ds)  # the curves are drawn already
             if more is not None:
-                self.result.objects = [pn.pane.HoloViews(more, widget_location="bottom", sizing_mode="stretch_width")]
+                self.result.objects = [_on_last(pn.pane.HoloViews(more, widget_location="bottom",
+                                                                  sizing_mode="stretch_width"))]
             self._show_spectra(ds)
             return
         # On a server, HoloViews -> Bokeh takes ~0.3-1 s of Python: done in a thread, not on the event loop every
@@ -431,7 +472,7 @@ class StudyPage(_Follower):
             views = spectra_views(ds)
         except (KeyError, ValueError):  # a snapshot caught half-way (one array of a pair): the next one draws
             return
-        self.spectra.objects = [pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width")
+        self.spectra.objects = [_on_last(pn.pane.HoloViews(v, widget_location="bottom", sizing_mode="stretch_width"))
                                 for v in views] or [pn.pane.Markdown(SPECTRA_HINT)]
 
     def _draw_spectra(self, ds) -> None:  # a thread: nothing here touches the page
@@ -478,6 +519,24 @@ def _in_kernel() -> bool:
     from IPython import get_ipython
 
     return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration in words: '40 s', '3 min', '1.5 h'."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _on_last(pane: pn.pane.HoloViews) -> pn.pane.HoloViews:
+    """A notebook's HoloMap pane opened on its last frame (the end of training), as the served page's are."""
+    for widget in pane.widget_box:
+        options = getattr(widget, "options", None)
+        if options:
+            widget.value = list(options.values())[-1] if isinstance(options, dict) else list(options)[-1]
+    return pane
 
 
 def _shorten(text: str, most: int = 160) -> str:
@@ -599,6 +658,7 @@ class QueueView:
         self.refresh(force=True)
 
 
+COMPARE = {"the previous run": "previous", "the default dials' stored run": "default", "nothing": "none"}
 SPECTRA_ARRAYS = ("weight_eigenvalues", "feature_eigenvalues", "hessian_density", "fourier_power")
 SPECTRA_HINT = ("*Spectra of the last run show here: the Hessian's density and top eigenvalues, a layer's weight "
                 "spectrum against Marchenko–Pastur, the hidden features' covariance spectrum, the embeddings' Fourier "
@@ -611,18 +671,62 @@ def study_page(study: str, store=None) -> pn.viewable.Viewable:
     return StudyPage(study, store=store).panel()
 
 
-def index_page() -> pn.viewable.Viewable:
-    """Links to each study's page."""
+def index_page(store=None) -> pn.viewable.Viewable:
+    """A card per study: its question, what to look for, its claims' verdicts, and its headline figure drawn from
+    the stored runs (the run at the default dials if stored, else the newest finished run)."""
+    store = store or Store()
     cards = []
     for key in study_names():
         cls = get_study(key)
-        cards.append(pn.pane.Markdown(
-            f"### [{html.escape(cls.title)}](./{key})\n{html.escape(cls.question)}\n\n"
-            f"*Dials:* {', '.join(cls.dials())}\n\n<small>{html.escape(cls.paper)}</small>",
-            styles={"border": "1px solid #ddd", "border-radius": "8px", "padding": "8px"}, width=420))
+        figure, about = _card_figure(cls, store)
+        finding = f"\n\n*What to look for:* {html.escape(cls.finding)}" if cls.finding else ""
+        cards.append(pn.Column(
+            pn.pane.Markdown(f"### [{html.escape(cls.title)}](./{key})\n{html.escape(cls.question)}{finding}"
+                             f"{claims_line(cls, store)}", sizing_mode="stretch_width"),
+            pn.pane.HTML(figure, sizing_mode="stretch_width", css_classes=["wb-card-figure-box"]),
+            pn.pane.Markdown(f"<small>{about}</small>\n\n<small>{html.escape(cls.paper)}</small>",
+                             sizing_mode="stretch_width"),
+            styles={"border": "1px solid #ddd", "border-radius": "8px", "padding": "8px"}, width=440,
+            css_classes=["wb-card", f"wb-card-{key}"]))
     return pn.Column(pn.pane.Markdown("# Noise Workbench\nHow does noise shape learning? Pick a study — or open "
                                       "the [run browser](./runs) to compare stored runs."),
-                     pn.FlexBox(*cards))
+                     pn.FlexBox(*cards, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+
+_CARD_FIGURES: dict[str, str] = {}  # run id -> its headline SVG (a stored run never changes)
+
+
+def _card_figure(cls, store: Store) -> tuple[str, str]:
+    """(the card's figure as HTML, a line saying which run it is)."""
+    try:
+        default = store.get(run_id(cls.configure()))
+    except (ConfigError, OSError, ValueError):
+        default = None
+    if default and default["status"] in ("done", "diverged"):
+        runs, which = [default], "the stored run at the default dials"
+    else:
+        runs, which = store.list(study=cls.key, statuses=("done", "diverged"), kind="run", limit=5), "the newest run"
+    count = len(store.list(study=cls.key, kind="run"))
+    for meta in runs:
+        if meta["id"] not in _CARD_FIGURES:
+            try:
+                _CARD_FIGURES[meta["id"]] = headline_svg(store.load_dataset(meta["id"]))
+            except (RunNotFound, OSError, ValueError, KeyError):
+                continue
+        dials = _label_dials(cls, meta["params"])
+        return _CARD_FIGURES[meta["id"]], \
+            f"{html.escape(which)}: `{meta['id']}`{' — ' + html.escape(dials) if dials else ''} " \
+            f"· [{count} stored run{'s' * (count != 1)}](./runs?study={cls.key})"
+    return ('<div class="wb-card-empty" style="height:90px;display:flex;align-items:center;justify-content:center;'
+            'background:#fafafa;border:1px dashed #ccc;color:#777;font:12px sans-serif">No stored run yet: open the '
+            'study and press Run — its headline curve shows here.</div>'), "no stored runs"
+
+
+def _label_dials(cls, params: dict) -> str:
+    """The dials of a run that differ from the study's defaults, shortened."""
+    defaults = {n: p.default for n, p in cls.dials().items()}
+    changed = [f"{k}={v}" for k, v in params.items() if k in defaults and defaults[k] != v]
+    return _shorten(", ".join(changed), 80)
 
 
 class SweepPanel(_Follower):
@@ -667,8 +771,15 @@ class SweepPanel(_Follower):
         self.preset.param.watch(self._on_preset, "value")
         for w in (self.metric, self.reduce):
             w.param.watch(lambda e: self._new_scale(), "value")
-        for w in (self.x_values, self.y_values, self.seeds):
+        for w in (self.x, self.y, self.x_values, self.y_values, self.seeds):
             w.param.watch(lambda e: self._count(), "value")
+        # the colour range: widening as the diagram fills, or pinned by the user (both ends) to compare diagrams
+        self.colour_lo = pn.widgets.FloatInput(label="colour from", value=None, placeholder="auto", width=140,
+                                               css_classes=["wb-sweep-colour-lo"])
+        self.colour_hi = pn.widgets.FloatInput(label="colour to", value=None, placeholder="auto", width=140,
+                                               css_classes=["wb-sweep-colour-hi"])
+        for w in (self.colour_lo, self.colour_hi):
+            w.param.watch(lambda e: self._new_scale(), "value")
         self._clim = None
         self.button.on_click(self._on_sweep)
         self.cancel_button.on_click(self._on_cancel)
@@ -676,7 +787,8 @@ class SweepPanel(_Follower):
 
     def panel(self):
         controls = pn.Column(self.preset, self.x, self.x_values, self.y, self.y_values, self.seeds, self.metric,
-                             self.reduce, pn.Row(self.button, self.cancel_button), width=300)
+                             self.reduce, pn.Row(self.colour_lo, self.colour_hi), pn.Row(self.button, self.cancel_button),
+                             width=300)
         return pn.Row(controls, pn.Column(self.about, self.status, self.progress, self.diagram_area,
                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
@@ -737,12 +849,25 @@ class SweepPanel(_Follower):
         order = tuple(list(self.grid.values())[:2]) if self.grid else None
         finite = data["mean"].astype(float)
         finite = finite[np.isfinite(finite)]
-        if len(finite):  # the colour range only widens while the diagram fills: colours keep their meaning
+        pinned = self.pinned()
+        if pinned is not None:
+            self._clim = pinned
+        elif len(finite):  # the colour range only widens while the diagram fills: colours keep their meaning
             lo, hi = float(finite.min()), float(finite.max())
             if self._clim is not None:
                 lo, hi = min(lo, self._clim[0]), max(hi, self._clim[1])
             self._clim = (lo, hi if hi > lo else lo + 1e-9)
         return heatmap(data, self.metric.value, x, y, self.reduce.value, order=order, clim=self._clim, cls=self.page.cls)
+
+    def pinned(self) -> tuple[float, float] | None:
+        """The colour range the user pinned (both ends, low < high), else None (automatic)."""
+        lo, hi = self.colour_lo.value, self.colour_hi.value
+        if lo is None or hi is None:
+            return None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            self._alert(f"colour range {lo} to {hi}: the low end must be below the high end")
+            return None
+        return float(lo), float(hi)
 
     def _show_cell(self, x, y) -> None:
         """A tap on the diagram: that cell's curves, one per seed."""
@@ -781,20 +906,36 @@ class SweepPanel(_Follower):
         self._refresh()
 
     def _count(self) -> None:
-        """What pressing Sweep would train, said before it is pressed."""
+        """What pressing Sweep would train, said before it is pressed: the runs, and how long they might take (or
+        that the sweep is stored and opens at once)."""
         from ..cli import parse_seeds
-        from ..runs.sweep import parse_values
+        from ..runs.sweep import estimate, parse_values
 
         if self.job is not None:
             return
         try:
-            nx, ny = len(parse_values(self.x_values.value)), len(parse_values(self.y_values.value))
-            ns = len(parse_seeds(self.seeds.value))
+            xs, ys = parse_values(self.x_values.value), parse_values(self.y_values.value)
+            seeds = parse_seeds(self.seeds.value)
         except ConfigError as e:
             self.status.object = f"*{html.escape(str(e))}*"
             return
-        self.status.object = f"{nx} × {ny} grid × {ns} seed{'s' * (ns != 1)} = **{nx * ny * ns} runs**. " \
-                             "Press **Sweep** to train them."
+        nx, ny, ns = len(xs), len(ys), len(seeds)
+        line = f"{nx} × {ny} grid × {ns} seed{'s' * (ns != 1)} = **{nx * ny * ns} runs**. "
+        try:
+            if self.x.value == self.y.value:
+                raise ConfigError("y dial", self.y.value, "a dial other than the x dial")
+            grid = {self.x.value: xs, self.y.value: ys}
+            dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
+            cost = estimate(self.page.study, grid, seeds, dials, store=self.page.store)
+        except ConfigError as e:
+            self.status.object = line + f"*Cannot sweep: {html.escape(str(e))}*"
+            return
+        if cost["stored"]:
+            line += "Stored already: **Sweep** opens it at once."
+        else:
+            line += (f"About {_duration(cost['seconds'])} (from {cost['basis']}). " if cost["seconds"] is not None
+                     else "No stored run of this study to estimate the time from. ") + "Press **Sweep** to train them."
+        self.status.object = line
 
     def _refresh(self):
         if self.pipe is not None:

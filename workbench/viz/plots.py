@@ -1,6 +1,8 @@
 """HoloViews plots of runs: the same functions feed notebooks (inline), the apps and exported figures."""
 from __future__ import annotations
 
+import re
+
 import holoviews as hv
 import numpy as np
 import pandas as pd
@@ -24,6 +26,15 @@ def label(metric: str, cls=None) -> str:
     return OTHER_LABELS.get(metric, metric)
 
 
+def axis_label(title: str, most: int = 28) -> str:
+    """A curve group's title as a y-axis label: a long one cut at its first aside ("Sample quality (sliced ...)"
+    -> "Sample quality"), else shortened; an axis label as long as the title is cut off by the figure's height."""
+    if len(title) <= most:
+        return title
+    head = re.split(r" \(|: |, ", title, maxsplit=1)[0]
+    return head if len(head) <= most else head[:most - 1] + "…"
+
+
 def _resolve(run_or_ds):
     """(Dataset, Study class) from a Run or a Dataset carrying a `study` attribute."""
     ds = run_or_ds.ds if hasattr(run_or_ds, "ds") and not isinstance(run_or_ds, xr.Dataset) else run_or_ds
@@ -45,20 +56,21 @@ def group_plot(df: pd.DataFrame, cls, title: str, metrics: list[str], logx=False
         if m not in df:
             continue
         d = df[[axis, m]].rename(columns={m: "value"})
-        curves.append(hv.Curve(d, axis, ("value", title), label=cls.label(m))
+        curves.append(hv.Curve(d, axis, ("value", axis_label(title)), label=cls.label(m))
                       .opts(color=PALETTE[i % len(PALETTE)], line_width=2))
         if d["value"].isna().any():  # measured now and then (nan between): the points, or nothing would show
-            curves.append(hv.Scatter(d.dropna(), axis, ("value", title))
+            curves.append(hv.Scatter(d.dropna(), axis, ("value", axis_label(title)))
                           .opts(color=PALETTE[i % len(PALETTE)], size=5))
     head = cls.metric(cls.headline)
     i = head.best_index(df[head.name]) if head.name in metrics and head.name in df else None
     if i is not None:
         at, best = df[axis].iloc[i], float(df[head.name].iloc[i])
         curves.append(hv.VLine(at).opts(color="gray", line_dash="dashed", line_width=1))
-        curves.append(hv.Scatter([(at, best)], axis, ("value", title), label=best_label(head, best, axis, at))
+        curves.append(hv.Scatter([(at, best)], axis, ("value", axis_label(title)),
+                                 label=best_label(head, best, axis, at))
                       .opts(color="black", size=9, marker="triangle"))
     if not curves:
-        curves = [hv.Curve([], axis, ("value", title))]
+        curves = [hv.Curve([], axis, ("value", axis_label(title)))]
     return hv.Overlay(curves).opts(
         hv.opts.Overlay(title=title, legend_position="bottom", responsive=True, height=340, min_width=320,
                         logx=logx, logy=logy, show_grid=True, toolbar="above"))
@@ -72,23 +84,32 @@ def best_label(metric, best: float, axis: str, at) -> str:
 class LiveCurves:
     """A study's curve groups while a run trains: Bokeh figures fed by one ColumnDataSource that new rows are
     streamed into. A new point costs the server one small message and no redraw; a HoloViews DynamicMap over a
-    Buffer would rebuild every figure (~0.15 s each) on the event loop that every browser session shares."""
+    Buffer would rebuild every figure (~0.15 s each) on the event loop that every browser session shares.
+    A reference run (the previous run, or the default dials' stored one) can be drawn faded beneath."""
 
     def __init__(self, cls):
-        from bokeh.models import ColumnDataSource, SaveTool, Span
+        from bokeh.models import ColumnDataSource, LegendItem, SaveTool, Span, Title
         from bokeh.plotting import figure
 
         self.cls, axis = cls, cls.axis
         self.columns = list(dict.fromkeys([axis] + [m for ms in cls.curves.values() for m in ms]))
         self.source = ColumnDataSource({c: [] for c in self.columns})
-        self.rows = 0  # sent so far (the source itself fills on the session's next tick)
+        self.reference = ColumnDataSource({c: [] for c in self.columns})
+        self.reference_name = ""  # what the faded curves are ('' : none)
+        self.rows, self._sent = 0, []  # rows sent so far (the source itself fills on the session's next tick)
         self.measured: set[str] = set()  # metrics with a finite value among the rows sent
-        self.figures, self._peaks = [], []
+        self.figures, self._peaks, self._reference_items = [], [], []
         peak_metric = cls.headline
         for title, metrics in cls.curves.items():
             fig = figure(title=title, height=340, min_width=320, sizing_mode="stretch_width", x_axis_label=axis,
-                         y_axis_label=title, toolbar_location="above",
+                         y_axis_label=axis_label(title), toolbar_location="above",
                          tools=["pan", "wheel_zoom", "box_zoom", "reset", SaveTool(filename=f"{axis}_{title}".lower())])
+            faded = []
+            for i, m in enumerate(metrics):  # the reference first, so the run's own curves draw over it
+                color = PALETTE[i % len(PALETTE)]
+                faded.append(fig.line(axis, m, source=self.reference, color=color, line_width=2, alpha=0.3,
+                                      line_dash="dashed"))
+                faded.append(fig.scatter(axis, m, source=self.reference, color=color, size=3, alpha=0.3))
             for i, m in enumerate(metrics):
                 fig.line(axis, m, source=self.source, color=PALETTE[i % len(PALETTE)], line_width=2,
                          legend_label=cls.label(m))
@@ -102,18 +123,44 @@ class LiveCurves:
                 fig.scatter("x", "y", source=marker, marker="triangle", size=9, color="black", legend_label="best")
                 self._peaks.append((span, marker, fig.legend.items[-1]))
             legend = fig.legend[0]  # below the plot, not over the curves
+            legend.items.append(LegendItem(label="", renderers=faded, visible=False))  # says what the faded are
+            self._reference_items.append(legend.items[-1])
             fig.center.remove(legend)
             legend.orientation, legend.location = "horizontal", "center"
             if len(legend.items) > 2:  # two to a row: a long row would widen the figure past half the page
                 legend.nrows = -(-len(legend.items) // 2)
             fig.add_layout(legend, "below")
-            if len(title) > 45:  # long panel titles: a smaller font, so they are not cut off at half width
-                fig.title.text_font_size = "10pt"
+            head = axis_label(title, 45)
+            if head != title:  # a long title in two lines, or half a page cuts it off: the name, then its aside
+                aside = title[len(head):].strip(" :,")
+                aside = aside[1:-1] if aside.startswith("(") and aside.endswith(")") else aside
+                fig.title.text = head
+                fig.add_layout(Title(text=aside, text_font_size="9pt", text_font_style="italic"), "above")  # below it
             self.figures.append(fig)
+
+    def set_reference(self, rows: pd.DataFrame | None, name: str = "") -> None:
+        """Draw `rows` (a run's curves) faded beneath the live ones, named `name` in the legends; None: none."""
+        import panel as pn
+        from bokeh.core.properties import value
+
+        if rows is None or not len(rows):
+            rows, name = pd.DataFrame(columns=self.columns), ""
+        rows = rows.reindex(columns=self.columns)
+        data = {c: rows[c].to_numpy(dtype=np.int64 if c == self.cls.axis else float) for c in self.columns}
+        self.reference_name = name
+
+        def show():
+            self.reference.data = data
+            for item in self._reference_items:
+                item.label, item.visible = value(f"dashed: {name}"), bool(name)
+        pn.state.execute(show, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
 
     @property
     def data(self) -> pd.DataFrame:
-        return pd.DataFrame(self.source.data, columns=self.columns)
+        """The rows sent so far (the source in the browser lags a tick behind)."""
+        if not self._sent:
+            return pd.DataFrame(columns=self.columns)
+        return pd.concat(self._sent, ignore_index=True)
 
     def clear(self) -> None:
         import panel as pn
@@ -123,7 +170,7 @@ class LiveCurves:
             for span, marker, _ in self._peaks:
                 span.visible = False
                 marker.data = {"x": [], "y": []}
-        self.rows = 0
+        self.rows, self._sent = 0, []
         self.measured = set()
         pn.state.execute(clear, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
 
@@ -138,6 +185,7 @@ class LiveCurves:
             self.source.stream(new)
             self._move_peak()
         self.rows += len(rows)
+        self._sent.append(rows)
         self.measured |= {c for c in self.columns[1:] if np.isfinite(new[c]).any()}
         pn.state.execute(send, schedule=True)
 
@@ -161,6 +209,46 @@ class LiveCurves:
             span.location, span.visible = at, True
             marker.data = {"x": [at], "y": [best]}
             item.label = value(best_label(head, best, self.cls.axis, at))
+
+
+def headline_svg(ds: xr.Dataset, width: int = 380, height: int = 120) -> str:
+    """A run's headline metric over its axis as a small static SVG (an index card's figure: no JavaScript, no
+    server round trip): the curve, its best point, the value range and the metric's label."""
+    import html
+
+    cls = get_study(ds.attrs.get("study", "label_noise"))
+    head, axis = cls.metric(cls.headline), cls.axis
+    df = frame(ds, axis)
+    if head.name not in df:
+        raise KeyError(f"the run stores no {head.name!r}")
+    df = df[[axis, head.name]].dropna()
+    if not len(df):
+        raise ValueError(f"the run's {head.name!r} is never finite")
+    x, y = df[axis].to_numpy(float), df[head.name].to_numpy(float)
+    left, right, top, bottom = 46, 8, 22, 18  # margins: value labels left, axis labels below
+    x0, x1 = float(x.min()), float(x.max()) if x.max() > x.min() else float(x.min()) + 1
+    y0, y1 = float(y.min()), float(y.max())
+    if y1 - y0 < 1e-12:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    px = left + (x - x0) / (x1 - x0) * (width - left - right)
+    py = top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+    i = head.best_index(y)
+    best = (f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="3.5" fill="black"><title>best {y[i]:.3g} at {axis} '
+            f'{int(x[i])}</title></circle>') if i is not None else ""
+    font = 'font-family="sans-serif"'
+    text = f'{font} font-size="10" fill="#555"'
+    name = html.escape(f"{cls.label(head.name)} over {axis}s")
+    return (f'<svg class="wb-card-figure" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'width="100%" role="img" aria-label="{name}">'
+            f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+            f'fill="#fafafa" stroke="#ddd"/>'
+            f'<text x="{left}" y="13" {font} font-size="11" fill="#333">{name}</text>'
+            f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" {text}>{y1:.3g}</text>'
+            f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end" {text}>{y0:.3g}</text>'
+            f'<text x="{left}" y="{height - 5}" {text}>{int(x0)}</text>'
+            f'<text x="{width - right}" y="{height - 5}" text-anchor="end" {text}>{int(x1)}</text>'
+            f'<polyline points="{points}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>{best}</svg>')
 
 
 def curves(run_or_ds, logx: bool = False, logy: bool = False) -> hv.Layout:
