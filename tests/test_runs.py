@@ -141,16 +141,18 @@ def test_a_killed_run_leaves_no_half_written_file(data_root):
 
 
 def test_a_failed_write_keeps_the_stored_result(store, monkeypatch):
+    import errno
+
+    from workbench.runs import store as store_module
+
     first = wb.run("label_noise", store=store, progress=False, **FAST)
     before = first.path.read_bytes()
 
-    def torn_write(self, path, *a, **k):
-        with open(path, "wb") as f:
-            f.write(b"half a file")
-        raise OSError("disk full")
+    def full(fd):  # the disk fills as the new file is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", torn_write)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(store_module.os, "fsync", full)
+    with pytest.raises(wb.StoreError, match="the disk is full"):
         wb.run("label_noise", store=store, progress=False, force=True, **FAST)
     assert first.path.read_bytes() == before
     assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, RunNotFound
+from .errors import ConfigError, RunNotFound, StoreError
 from .studies import get as get_study, names as study_names
 from .stats import over as over_seeds
 from .studies.base import describe
@@ -51,6 +51,12 @@ def _print_run(run, as_json: bool) -> None:
         print(f"error: {run.error}")
     print("dials: " + ", ".join(f"{k}={v}" for k, v in sorted(run.config.items())))
     print(f"file:  {run.path}")
+    if run.attempt:
+        print(f"attempt {run.attempt}: kept beside the run's result (workbench show {run.id} shows the result)")
+    attempts = [] if run.attempt else _store_of(run).attempts(run.id)
+    if attempts:
+        print("attempts kept beside it: " + ", ".join(f"{a['attempt']}: {a['status']} {a['finished']}"
+                                                       for a in attempts))
     summary = run.summary()
     if summary:
         print()
@@ -58,7 +64,34 @@ def _print_run(run, as_json: bool) -> None:
                      ["metric", "final", "best", "best at"]))
 
 
+def _store_of(run):
+    from .runs import Store
+
+    return run._store or Store()
+
+
 # -- commands ---------------------------------------------------------------------------------------------------
+def cmd_catalog(args) -> int:
+    """rebuild: a new catalog from the run files; check: every stored file against its size and checksum."""
+    from .runs import Store
+
+    store = Store()
+    if args.action == "rebuild":
+        counts = store.rebuild()
+        print(f"catalog rebuilt from the files in {store.root}: {counts['runs']} runs, {counts['attempts']} "
+              f"attempts" + (f", {len(counts['unreadable'])} unreadable files:" if counts["unreadable"] else ""))
+        for line in counts["unreadable"]:
+            print(f"  {line}")
+        return 1 if counts["unreadable"] else 0
+    rows = store.list()
+    bad = [(r, problem) for r in rows if (problem := store.check(r))]
+    for r, problem in bad:
+        print(f"{r['id']} ({r['study']}, {r['status']}): {problem}")
+    print(f"{len(rows)} runs checked, {len(bad)} damaged or missing" +
+          (": their results are not used; run them again (or restore the files)" if bad else ""))
+    return 1 if bad else 0
+
+
 def cmd_list(args) -> int:
     rows = []
     for key in study_names():
@@ -315,16 +348,24 @@ def _add_run_options(parser, what: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: `sweep --seed 3` must not be read as `--seeds 3`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _Parser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("list", help="the studies")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("run", help="run a study once (results are cached by config)")
-    studies_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY")
+    studies_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
     for key in study_names():
         cls = get_study(key)
         sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
@@ -333,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_run)
 
     s = sub.add_parser("sweep", help="a grid over dials x seeds, trained as ensembles; resumable; Dask if asked")
-    sweep_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY")
+    sweep_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
     for key in study_names():
         cls = get_study(key)
         sp = sweep_sub.add_parser(key, help=cls.title, description=f"Sweep: {cls.title}. Dials not in a --grid "
@@ -357,13 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_runs)
 
+    s = sub.add_parser("catalog", help="the catalog itself: rebuild it from the run files, or check every file")
+    s.add_argument("action", choices=["rebuild", "check"],
+                   help="rebuild: a new catalog from the files (the old one kept aside); check: sizes and checksums")
+    s.set_defaults(func=cmd_catalog)
+
     s = sub.add_parser("show", help="one stored run: dials, status, final and best metrics")
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("notebook", help="run a study's parameterised notebook with papermill")
-    nsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    nsub = s.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
     nr = nsub.add_parser("run", help="execute notebooks/STUDY.ipynb; the executed copy lands in data/reports/")
     nr.add_argument("study")
     nr.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
@@ -406,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
-    except RunNotFound as e:
+    except (RunNotFound, StoreError) as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 1
 

@@ -16,6 +16,11 @@ class RunNotFound(LookupError):
     """No run with this id in the store."""
 
 
+class StoreError(OSError):
+    """The store cannot do what was asked (its folder is read-only or full, a file is damaged, a path points
+    outside it): said in words, with nothing stored lost or half-written."""
+
+
 class Cancelled(Exception):
     """A run was asked to stop; what it computed so far is kept as `cancelled`."""
 

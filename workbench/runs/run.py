@@ -85,12 +85,17 @@ class Run:
     @property
     def ds(self) -> xr.Dataset:
         if self._ds is None:
-            self._ds = (self._store or Store()).load_dataset(self.id)
+            self._ds = (self._store or Store()).load_dataset(self.id, self.meta)
         return self._ds
 
     @property
     def path(self) -> Path:
-        return (self._store or Store()).root / self.meta["path"]
+        return (self._store or Store()).file(self.meta)
+
+    @property
+    def attempt(self) -> int | None:
+        """None for a run's result; N for an attempt kept beside it (a recompute that was cancelled or failed)."""
+        return self.meta.get("attempt")
 
     def summary(self) -> dict:
         """Final and best value of each declared metric of the run's axis (best in its declared direction; none
@@ -155,8 +160,8 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     rid = make_id({"study": study, "config": config}, ident)  # = run_id(cfg), with the identity kept
     store = store or Store()
     if not force:
-        meta = store.get(rid)
-        if meta and meta["status"] in ("done", "diverged") and (store.root / meta["path"]).is_file():
+        meta = store.cached(rid)
+        if meta:
             return Run(meta, store=store)
 
     sinks = list(sinks)
@@ -174,8 +179,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
             bar.close()
     ds = to_dataset(ctx, cls.axis)
     meta = record(rid, study, "run", config, ident, status, step, error, created, t0, ctx.device, tags, ds)
-    store.save(meta, ds)
-    saved = store.get(rid)
+    saved = store.save(meta, ds)  # a cancelled or failed attempt beside a finished result: kept as an attempt
     if meta["status"] == "failed":
         log.warning("run %s failed: %s", rid, meta["error"])
     return Run(saved, ds=ds, store=store)
@@ -210,7 +214,7 @@ def record(rid: str, study: str, kind: str, params: dict, ident: dict, status: s
         "error": error or "", "step": -1 if step is None else int(step), "device": meta["device"],
         "wall_s": meta["wall_s"], "created": created, "finished": meta["finished"],
         "versions": json.dumps(versions()), "git_commit": git_commit(), "code": ident["code"],
-        "data": json.dumps(ident["data"], sort_keys=True),
+        "data": json.dumps(ident["data"], sort_keys=True), "tags": ",".join(meta["tags"]),
     })
     return meta
 

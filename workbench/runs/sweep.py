@@ -13,8 +13,10 @@ import itertools
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -28,7 +30,7 @@ from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
 from .run import Run, now, outcome, record, to_dataset
-from .store import Store, write_atomic
+from .store import STALE_S, Store, write_atomic
 
 log = logging.getLogger("workbench")
 MAX_MODELS = 64  # models per task at most: keeps tasks short enough to resume and to spread over workers
@@ -190,6 +192,59 @@ def _part_path(store: Store, study: str, sweep_id: str, cells: list) -> Path:
     return store.root / "sweeps" / study / sweep_id / f"part-{key}.nc"
 
 
+class _claim:
+    """`with _claim(part) as mine:` mine is True if this sweep may train the part: a claim file beside it, made
+    exclusively, removed on leaving. A claim whose process is gone (same host) or untouched for STALE_S is taken
+    over."""
+
+    def __init__(self, part: Path):
+        self.path, self.token, self.mine = part.with_suffix(".claim"), uuid.uuid4().hex, False
+
+    def __enter__(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _stale(self.path):
+                    return False
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": self.token}, f)
+            self.mine = True
+            return True
+        return False
+
+    def __exit__(self, *exc) -> None:
+        if self.mine:
+            try:
+                if json.loads(self.path.read_text()).get("token") == self.token:
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
+
+
+def _stale(claim: Path) -> bool:
+    """A claim left by a process that is gone (same host), or untouched for STALE_S (another host)."""
+    try:
+        info = json.loads(claim.read_text())
+        age = time.time() - claim.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):  # half-written: its writer is between open and write, or died there
+        return time.time() - claim.stat().st_mtime > 60 if claim.exists() else True
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return age > STALE_S
+    return age > STALE_S
+
+
 def _client(executor: str, scheduler: str | None):
     """A Dask client: an existing scheduler (argument or DASK_SCHEDULER_ADDRESS), else a LocalCluster on loopback."""
     from distributed import Client, LocalCluster
@@ -216,8 +271,7 @@ def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = N
     a sweep trains its cells stacked). {"cells", "stored", "seconds" (None: nothing to go by), "basis"}."""
     cls, cells, config, sid = plan(study, grid, seeds, dials)
     store = store or Store()
-    meta = store.get(sid)
-    stored = bool(meta and meta["status"] == "done" and (store.root / meta["path"]).is_file())
+    stored = store.cached(sid, statuses=("done",)) is not None
     steps = cls.axis + "s"
     todo = sum(int(getattr(c, steps, 1) or 1) for c in cells)  # cell-steps to train
     rates, basis = [], ""
@@ -265,14 +319,13 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     cls, cells, config, sid = plan(study, grid, seeds, dials)
     store = store or Store()
     if not force:
-        meta = store.get(sid)
-        if meta and meta["status"] == "done" and (store.root / meta["path"]).is_file():
+        meta = store.cached(sid, statuses=("done",))
+        if meta:
             return Sweep(meta, store=store)
     dev = pick_device(device)
     jobs = tasks(cls, cells, dev)
     paths = [_part_path(store, study, sid, job) for job in jobs]
-    for p in paths[0].parent.glob(".*.tmp") if paths[0].parent.is_dir() else ():
-        p.unlink(missing_ok=True)  # torn writes of a killed sweep: never read, removed
+    store.clear_temp()  # torn writes of killed writers (stale ones only: a concurrent sweep's are live)
     if force:
         for p in paths:
             p.unlink(missing_ok=True)
@@ -288,10 +341,10 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     t0 = time.perf_counter()
     created = now()
 
-    def finish(j: int, ds: xr.Dataset) -> None:
+    def finish(j: int, ds: xr.Dataset, write: bool = True) -> None:
         if ds.attrs.get("error"):
             errors.append(ds.attrs["error"])
-        else:
+        elif write:
             write_atomic(ds, paths[j])
         parts[j] = ds
         if bar is not None:
@@ -299,42 +352,89 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         for sink in sinks:
             sink(PartStored(j, ds))
 
-    for j, p in enumerate(paths):  # resume
-        if p.is_file():
-            finish(j, xr.load_dataset(p, engine="h5netcdf"))
+    def stored(j: int) -> bool:
+        """Part j is on disk (resumed, or trained by a concurrent sweep): read it instead of training it."""
+        if j not in parts and paths[j].is_file():
+            try:
+                finish(j, xr.load_dataset(paths[j], engine="h5netcdf"), write=False)
+            except FileNotFoundError:  # removed by the sweep that finished it: it is stored whole instead
+                return False
+        return j in parts
+
+    def train_here(j: int) -> None:
+        cells_j = [{k: getattr(c, k) for k in [*config["grid"], "seed"]} for c in jobs[j]]
+        for sink in sinks:
+            sink(TaskStarted(j, cells_j))
+        task_sinks = [lambda rec, j=j: [s(Recorded(rec, j)) for s in sinks]] if sinks else []
+        ds = train_task(study, [c.config() for c in jobs[j]], str(dev), task_sinks, cancel)
+        finish(j, _label(ds, jobs[j], config["grid"]))
+
+    def share(todo: list[int]) -> xr.Dataset | None:
+        """Train the parts no one else is training (a claim file per part), read the ones a concurrent sweep of
+        the same grid trains as they land; None, or the whole sweep if that one stored it meanwhile."""
+        pending = [j for j in todo if not stored(j)]
+        while pending:
+            moved = False
+            for j in list(pending):
+                if cancel.is_set():
+                    raise Cancelled()
+                if stored(j):
+                    pending.remove(j)
+                    moved = True
+                    continue
+                with _claim(paths[j]) as mine:
+                    if not mine:
+                        continue
+                    if not stored(j):
+                        done = None if force else store.cached(sid, statuses=("done",))  # parts gone: folded
+                        if done:  # into a sweep stored meanwhile
+                            return done
+                        train_here(j)
+                pending.remove(j)
+                moved = True
+            if pending and not moved:  # every one left is being trained elsewhere
+                done = None if force else store.cached(sid, statuses=("done",))
+                if done:
+                    return done
+                time.sleep(0.5)
+        return None
+
+    for j in range(len(jobs)):  # resume
+        stored(j)
     todo = [j for j in range(len(jobs)) if j not in parts]
     status = "done"
     try:
         if executor == "local" or not todo:
-            for j in todo:
-                if cancel.is_set():
-                    raise Cancelled()
-                cells_j = [{k: getattr(c, k) for k in [*config["grid"], "seed"]} for c in jobs[j]]
-                for sink in sinks:
-                    sink(TaskStarted(j, cells_j))
-                task_sinks = [lambda rec, j=j: [s(Recorded(rec, j)) for s in sinks]] if sinks else []
-                ds = train_task(study, [c.config() for c in jobs[j]], str(dev), task_sinks, cancel)
-                finish(j, _label(ds, jobs[j], config["grid"]))
+            other = share(todo)
+            if other is not None:  # a concurrent sweep of the same grid stored it whole meanwhile
+                return Sweep(other, store=store)
         else:
+            from contextlib import ExitStack
+
             from distributed import as_completed
 
             own = None
             if client is None:
                 client, own = _client(executor, scheduler)
             try:
-                futures = {client.submit(train_task, study, [c.config() for c in jobs[j]], device, threads=1,
-                                         pure=False): j for j in todo}
-                for fut in as_completed(futures):
-                    if cancel.is_set():
-                        for f in futures:
-                            f.cancel()
-                        raise Cancelled()
-                    j = futures[fut]
-                    finish(j, _label(fut.result(), jobs[j], config["grid"]))
+                with ExitStack() as claims:
+                    mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
+                    futures = {client.submit(train_task, study, [c.config() for c in jobs[j]], device, threads=1,
+                                             pure=False): j for j in mine}
+                    for fut in as_completed(futures):
+                        if cancel.is_set():
+                            for f in futures:
+                                f.cancel()
+                            raise Cancelled()
+                        j = futures[fut]
+                        finish(j, _label(fut.result(), jobs[j], config["grid"]))
             finally:
                 if own is not None:
                     client.close()
                     own.close()
+            other = share([j for j in todo if j not in parts])  # those a concurrent sweep had claimed
+            if other is not None:
+                return Sweep(other, store=store)
     except (Cancelled, KeyboardInterrupt):
         status = "cancelled"
     finally:
@@ -346,7 +446,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     ds = _combine(ok, config["grid"], config["seeds"], cls.axis) if ok else xr.Dataset()
     meta = record(sid, study, "sweep", config, sweep_identity(cells), status, None,
                   "; ".join(sorted(set(errors))) or None, created, t0, dev, tags, ds)
-    store.save(meta, ds)
+    saved = store.save(meta, ds)  # a cancelled or failed rerun beside a finished sweep: kept as an attempt
     if status == "done":
         for p in paths:
             p.unlink(missing_ok=True)
@@ -354,4 +454,4 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
             paths[0].parent.rmdir()
         except OSError:
             pass
-    return Sweep(store.get(sid), ds=ds, store=store)
+    return Sweep(saved, ds=ds, store=store)

@@ -205,7 +205,10 @@ def netcdf_zip(store: Store, run_ids: list[str]) -> bytes:
             meta = store.get(rid)
             if meta is None:
                 raise RunNotFound(f"no run {rid!r}")
-            z.write(store.root / meta["path"], f"{meta['study']}/{rid}.nc")
+            problem = store.check(meta)  # a damaged file is never exported as the run
+            if problem:
+                raise RunNotFound(f"run {rid!r}: {problem}")
+            z.write(store.file(meta), f"{meta['study']}/{rid}.nc")
     return buf.getvalue()
 
 

@@ -294,8 +294,8 @@ class StudyPage(_Follower):
             return False
         config = cfg.config()
         store = self.store or Store()
-        meta = store.get(run_id(cfg))
-        if not meta or meta["status"] not in ("done", "diverged") or not (store.root / meta["path"]).is_file():
+        meta = store.cached(run_id(cfg))
+        if not meta:
             return False
         self._new_curves(self.values())
         self.progress.max = max(1, int(config.get(self.cls.axis + "s", 1) or 1))
@@ -328,8 +328,8 @@ class StudyPage(_Follower):
     def _default_run(self):
         """The stored (done or diverged) run of the study's default dials, or None."""
         store = self.store or Store()
-        meta = store.get(run_id(self.cls.configure()))
-        if not meta or meta["status"] not in ("done", "diverged"):
+        meta = store.cached(run_id(self.cls.configure()))
+        if not meta:
             return None
         try:
             return store.load_dataset(meta["id"])
@@ -699,10 +699,10 @@ _CARD_FIGURES: dict[str, str] = {}  # run id -> its headline SVG (a stored run n
 def _card_figure(cls, store: Store) -> tuple[str, str]:
     """(the card's figure as HTML, a line saying which run it is)."""
     try:
-        default = store.get(run_id(cls.configure()))
+        default = store.cached(run_id(cls.configure()))
     except (ConfigError, OSError, ValueError):
         default = None
-    if default and default["status"] in ("done", "diverged"):
+    if default:
         runs, which = [default], "the stored run at the default dials"
     else:
         runs, which = store.list(study=cls.key, statuses=("done", "diverged"), kind="run", limit=5), "the newest run"
@@ -774,9 +774,9 @@ class SweepPanel(_Follower):
         for w in (self.x, self.y, self.x_values, self.y_values, self.seeds):
             w.param.watch(lambda e: self._count(), "value")
         # the colour range: widening as the diagram fills, or pinned by the user (both ends) to compare diagrams
-        self.colour_lo = pn.widgets.FloatInput(label="colour from", value=None, placeholder="auto", width=140,
+        self.colour_lo = pn.widgets.FloatInput(label="colour from", value=None, placeholder="auto", width=125,
                                                css_classes=["wb-sweep-colour-lo"])
-        self.colour_hi = pn.widgets.FloatInput(label="colour to", value=None, placeholder="auto", width=140,
+        self.colour_hi = pn.widgets.FloatInput(label="colour to", value=None, placeholder="auto", width=125,
                                                css_classes=["wb-sweep-colour-hi"])
         for w in (self.colour_lo, self.colour_hi):
             w.param.watch(lambda e: self._new_scale(), "value")
