@@ -5,6 +5,7 @@ import pytest
 
 import workbench as wb
 from workbench.engine.events import ArrayKept, Preview
+from workbench.viz.markup import escape
 
 from .served import browser, server  # noqa: F401 - fixtures
 
@@ -143,7 +144,7 @@ def test_the_diffusion_page_previews_the_schedule_as_its_dials_move(store):
     page.dials["schedule"].value = "laplace"
     assert label() == "laplace"
     page.dials["zero_terminal_snr"].value = True  # not for a continuous schedule: said on the page
-    assert "zero_terminal_snr" in page.preview.objects[0].object
+    assert escape("zero_terminal_snr") in page.preview.objects[0].object
 
 
 def test_sweep_presets_can_map_per_run_summaries(store):
@@ -173,7 +174,7 @@ def test_the_sweep_says_its_cost_before_it_runs_and_its_colours_can_be_pinned(st
     sweep._count()
     assert "About " in sweep.status.object and "from 1 stored run of this study, one at a time" in sweep.status.object
     sweep.y.value = "flip_rate"
-    assert "Cannot sweep: y dial=&#x27;flip_rate&#x27; is not allowed" in sweep.status.object
+    assert escape("Cannot sweep: y dial='flip_rate' is not allowed") in sweep.status.object
     sweep.y.value = "width"
     sweep._on_sweep()
     assert sweep.job is not None and page.jobs.wait(sweep.job, 300)
@@ -283,6 +284,31 @@ def test_a_bad_value_shows_an_error_and_the_server_keeps_serving(server, browser
     assert urllib.request.urlopen(url + "/label_noise", timeout=10).status == 200
     other = open_page(browser, url)  # another session still gets a working page
     other.close()
+    page.close()
+
+
+OUTSIDE = """() => { const out = [];
+  (function walk(root) {
+    for (const e of root.querySelectorAll('a[href], img[src]')) {
+      const url = e.getAttribute('href') || e.getAttribute('src');
+      if (url.includes('evil.example')) out.push(e.outerHTML);
+    }
+    for (const e of root.querySelectorAll('*')) if (e.shadowRoot) walk(e.shadowRoot);
+  })(document);
+  return out; }"""
+
+
+def test_markdown_in_a_bad_value_shows_as_text_never_as_a_link_or_image(server, browser):
+    from urllib.parse import quote
+
+    url, _ = server
+    crafted = "[click](http://evil.example/x) ![i](http://evil.example/i.png) **bold**"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/label_noise?noise_kind={quote(crafted)}")
+    alert = page.locator(".wb-error")
+    alert.get_by_text("not a value of this dial").wait_for(timeout=30_000)
+    alert.get_by_text(crafted).wait_for(timeout=5_000)  # shown as typed
+    assert page.evaluate(OUTSIDE) == []  # no live link or image pointing off the machine
     page.close()
 
 

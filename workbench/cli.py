@@ -138,7 +138,11 @@ def cmd_sweep(args) -> int:
         name, sep, values = spec.partition("=")
         if not sep:
             raise ConfigError("grid", spec, "NAME=START:STOP:COUNT or NAME=V1,V2,...")
-        grid[name.strip().replace("-", "_")] = parse_values(values)
+        name = name.strip().replace("-", "_")
+        if name in grid:
+            raise ConfigError("grid", spec, f"{name} once (it is already --grid {name}=...): give all its values in "
+                                            f"one, e.g. --grid {name}=8,16")
+        grid[name] = parse_values(values)
     dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     result = sweep(args.study, grid or None, seeds, preset=args.preset, force=args.force, device=args.device,

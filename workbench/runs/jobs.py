@@ -116,8 +116,8 @@ class JobQueue:
         """Queue a sweep over grid × seeds; a bad grid or dial raises ConfigError here."""
         from .sweep import plan
 
-        seeds = list(seeds)
         _, cells, config, _ = plan(study, grid, seeds, dials)
+        seeds = config["seeds"]
         label = " × ".join(f"{k} ({len(v)})" for k, v in config["grid"].items()) + f", {len(config['seeds'])} seeds"
         return self._add(Job(_new_id(), "sweep", study, dict(dials), label, len(cells),
                              dict(force=force, store=store, grid=grid, seeds=seeds, axes=config["grid"]),

@@ -19,7 +19,7 @@ from ..studies import get as get_study
 from ..engine import Context, pick_device
 from ..errors import Cancelled, Diverged
 from .identity import code_fingerprint, identity, make_id
-from .store import Store, check_run_id
+from .store import Store, check_run_id, check_tags
 
 log = logging.getLogger("workbench")
 
@@ -155,6 +155,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     """
     cls = get_study(study)
     cfg = cls.configure(**dials)
+    tags = check_tags(tags)  # a string is split on commas: tags="baseline" is one tag
     config = cfg.config()
     ident = identity(cfg)
     rid = make_id({"study": study, "config": config}, ident)  # = run_id(cfg), with the identity kept

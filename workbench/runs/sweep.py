@@ -30,7 +30,7 @@ from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
 from .run import Run, now, outcome, record, to_dataset
-from .store import STALE_S, Store, write_atomic
+from .store import STALE_S, Store, check_tags, write_atomic
 
 log = logging.getLogger("workbench")
 MAX_MODELS = 64  # models per task at most: keeps tasks short enough to resume and to spread over workers
@@ -71,9 +71,16 @@ def parse_values(text: str) -> list:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def plan(study: str, grid: dict, seeds: Iterable[int], dials: dict):
-    """Validate everything and lay out the cells. Nothing runs and nothing is written here."""
+def plan(study: str, grid: dict, seeds: Iterable[int] | int, dials: dict):
+    """Validate everything and lay out the cells. Nothing runs and nothing is written here. `seeds`: a list of
+    seeds, or a count (5: seeds 0-4), as the CLI and the dashboard read it."""
     cls = get_study(study)
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError("seeds", seeds, "a count of at least 1, or a list of seeds")
+        seeds = list(range(int(seeds)))
+    elif isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError("seeds", seeds, "a list of seeds (e.g. [0, 1, 2]) or a count (3: seeds 0, 1, 2)")
     names = cls.dials()
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("grid", grid, "a dict of at least one dial -> list of values")
@@ -317,6 +324,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     if executor not in ("local", "dask"):
         raise ConfigError("executor", executor, "local or dask")
     cls, cells, config, sid = plan(study, grid, seeds, dials)
+    tags = check_tags(tags)
     store = store or Store()
     if not force:
         meta = store.cached(sid, statuses=("done",))

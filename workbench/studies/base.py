@@ -9,6 +9,7 @@ import json
 import math
 from typing import ClassVar
 
+import numpy as np
 import param
 
 from ..engine.group import SEED_DIALS
@@ -269,13 +270,15 @@ def coerce(p: param.Parameter, field: str, value):
                     raise ValueError
                 value = text.lower() in ("true", "1", "yes")
             elif isinstance(p, param.Integer):
-                value = int(text)
+                value = float(text) if "." in text or "e" in text.lower() else int(text)  # "8.0" is 8; "8.5" not
             elif isinstance(p, param.Number):
                 value = float(text)
             elif isinstance(p, param.List):
                 value = None if text in ("", "null", "None") else json.loads(text)
         except (ValueError, json.JSONDecodeError):
             raise ConfigError(field, value, f"{describe(p)}") from None
+    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
+        value = value.item()  # numpy scalars (np.int64(8), a grid from np.arange) as the Python numbers they are
     if isinstance(p, param.Integer) and isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(p, param.Boolean):

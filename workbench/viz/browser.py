@@ -22,6 +22,7 @@ from ..runs import Store
 from ..runs.run import made_by_current_code
 from ..runs.store import STATUSES
 from ..studies import get as get_study, names as study_names
+from .markup import escape
 from .plots import PALETTE, label
 
 MAX_ROWS = 500  # newest runs listed
@@ -240,7 +241,8 @@ class RunBrowser:
         self.nc = pn.widgets.FileDownload(callback=self._nc, filename="runs-netcdf.zip", label="netCDF", width=90)
         self.html_out = pn.widgets.FileDownload(callback=self._html, filename="overlay.html", label="plot (HTML)",
                                                 width=110)
-        self.message = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])
+        self.message = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"],
+                                     renderer_options={"linkify": False})
         for w in (self.study, self.status, self.tag, self.dials):
             w.param.watch(lambda e: self.refresh(), "value")
         self.table.param.watch(lambda e: self._selection_changed(), "selection")
@@ -324,7 +326,7 @@ class RunBrowser:
         self.table.selection = []
 
     def _error(self, text: str) -> None:
-        self.message.object = f"**{html.escape(text)}**"
+        self.message.object = f"**{escape(text)}**"
         self.message.visible = True
 
     def _csv(self):

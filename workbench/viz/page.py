@@ -31,6 +31,7 @@ from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..stats import spread
 from ..studies.base import coerce, describe
+from .markup import escape
 from .plots import (PALETTE, PREVIEWS, LiveCurves, extras, frame, headline_svg, heatmap, label, samples_plot,
                     spectra_views)
 
@@ -126,8 +127,10 @@ class StudyPage(_Follower):
         self._drawn_values: dict | None = None  # the dials of the run the curves show
         self._previous: tuple[pd.DataFrame, dict] | None = None  # the run shown before it: (curves, dials)
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
-        self.status = pn.pane.Markdown("Ready. Set the dials and press **Run**.", css_classes=["wb-status"])
-        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"])
+        self.status = pn.pane.Markdown("Ready. Set the dials and press **Run**.", css_classes=["wb-status"],
+                                       renderer_options={"linkify": False})
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["wb-error"],
+                                   renderer_options={"linkify": False})  # errors quote user input: text only
         self.buffer = LiveCurves(self.cls)  # the live curves
         self.columns = self.buffer.columns
         # each figure in a column of its own, put in only once it has something to draw: a Bokeh pane's `visible`
@@ -153,6 +156,7 @@ class StudyPage(_Follower):
         self.last_run = None
         self._arrays, self._coords = {}, {}  # the running run's arrays so far (live spectra)
         self._url_synced = False  # the dials follow the URL once, in the session that first lays the page out
+        self._query: dict | None = None  # the URL's parameters as the session opened with them
         self._url_problems: dict[str, str] = {}  # URL values the widgets refused, by dial
         self.sweep = SweepPanel(self)
         self.queue = QueueView(self.jobs, self)
@@ -186,20 +190,25 @@ class StudyPage(_Follower):
                 close = difflib.get_close_matches(key, list(dials), n=1)
                 problems[key] = f"{key}: no such dial on this page" + (f" (did you mean {close[0]}?)" if close else "")
                 continue
+            raw = query[key]
             try:
                 coerce(dials[key], key, self.dials[key].value)
+                wanted = coerce(dials[key], key, raw) if isinstance(raw, str) else raw
+                if wanted != self.dials[key].value:  # a value the URL sync could not parse, so never applied
+                    raise ConfigError(key, raw, describe(dials[key]))
             except ConfigError as e:
                 problems[key] = f"{key}={e.value!r}: not a value of this dial ({e.allowed})"
         lines = list(problems.values())
         if lines:
             self.alert.object = "**Bad URL parameter" + "s" * (len(lines) > 1) + "** — " + \
-                ("<br>".join(html.escape(line) for line in lines))
+                ("<br>".join(escape(line) for line in lines))
             self.alert.visible = True
         return lines
 
     def panel(self) -> pn.viewable.Viewable:
         if pn.state.location is not None and not self._url_synced:
             self._url_synced = True
+            self._query = _query(pn.state.location)  # as typed: the sync soon writes the widgets' values back
             self.sync_url(pn.state.location)
         finding = f"\n\n**What to look for:** {html.escape(self.cls.finding)}" if self.cls.finding else ""
         header = pn.pane.Markdown(f"## {html.escape(self.cls.title)}\n{html.escape(self.cls.question)}{finding}"
@@ -245,7 +254,7 @@ class StudyPage(_Follower):
         try:
             plot = draw({n: self.dials[n].value for n in names})
         except ConfigError as e:
-            self.preview.objects = [pn.pane.Markdown(f"*{html.escape(str(e))}*")]
+            self.preview.objects = [pn.pane.Markdown(f"*{escape(e)}*")]
             return
         self.preview.objects = [pn.pane.HoloViews(plot, sizing_mode="stretch_width")]
 
@@ -258,7 +267,7 @@ class StudyPage(_Follower):
             job = self.jobs.submit_run(self.study, self.values(), force=self.force.value, store=self.store,
                                        session=_session_id())
         except ConfigError as e:
-            self.alert.object = f"**Cannot run:** {html.escape(str(e))}"
+            self.alert.object = f"**Cannot run:** {escape(e)}"
             self.alert.visible = True
             return
         self.alert.visible = False
@@ -280,7 +289,7 @@ class StudyPage(_Follower):
     def _on_load(self) -> None:
         self.start_polling()
         if pn.state.location is not None:
-            self.check_url(dict(pn.state.location.query_params))
+            self.check_url(self._query if self._query is not None else _query(pn.state.location))
         self.show_stored()
 
     def show_stored(self) -> bool:
@@ -406,7 +415,7 @@ class StudyPage(_Follower):
         if isinstance(result, Job):  # ended without a run: cancelled while queued, or could not start
             self.status.object = "Cancelled before it started." if result.status == "cancelled" else "Failed."
             if result.status == "failed":
-                self.alert.object = f"**Run failed:** {html.escape(result.error or '')}"
+                self.alert.object = f"**Run failed:** {escape(result.error or '')}"
                 self.alert.visible = True
             return
         self.last_run = result
@@ -417,11 +426,11 @@ class StudyPage(_Follower):
         self._show_measured()
         word = {"done": "Done", "diverged": f"Diverged at step {result.step}", "cancelled": "Cancelled",
                 "failed": "Failed"}[result.status]
-        note = f" ({html.escape(result.error)})" if result.error and result.status == "failed" else ""
+        note = f" ({escape(result.error)})" if result.error and result.status == "failed" else ""
         self.status.object = f"{word}{note}. Run `{result.id}` — `wb.load('{result.id}')`, " \
                              f"`workbench show {result.id}`"
         if result.status == "failed":
-            self.alert.object = f"**Run failed:** {html.escape(result.error or '')}"
+            self.alert.object = f"**Run failed:** {escape(result.error or '')}"
             self.alert.visible = True
         if not _served():  # a notebook or a test: draw here
             more = extras(ds)  # the curves are drawn already
@@ -519,6 +528,19 @@ def _in_kernel() -> bool:
     from IPython import get_ipython
 
     return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _query(location) -> dict:
+    """The page URL's parameters as typed (strings; the last of a repeated one), not as Panel parsed them: from
+    the session's own request where there is one (the URL itself is rewritten by the dials' sync)."""
+    from urllib.parse import parse_qs
+
+    args = getattr(pn.state, "session_args", None) or {}
+    if args:
+        return {k: (v[-1].decode("utf-8", "replace") if isinstance(v[-1], bytes) else str(v[-1]))
+                for k, v in args.items() if v}
+    raw = parse_qs((location.search or "").lstrip("?"), keep_blank_values=True)
+    return {k: v[-1] for k, v in raw.items()} if raw else dict(location.query_params)
 
 
 def _duration(seconds: float) -> str:
@@ -763,6 +785,7 @@ class SweepPanel(_Follower):
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", width=100, disabled=True)
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
         self.status = pn.pane.Markdown("Pick two dials and their values, then press **Sweep**.",
+                                       renderer_options={"linkify": False},
                                        css_classes=["wb-sweep-status"])
         self.about = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.pipe = None
@@ -917,7 +940,7 @@ class SweepPanel(_Follower):
             xs, ys = parse_values(self.x_values.value), parse_values(self.y_values.value)
             seeds = parse_seeds(self.seeds.value)
         except ConfigError as e:
-            self.status.object = f"*{html.escape(str(e))}*"
+            self.status.object = f"*{escape(e)}*"
             return
         nx, ny, ns = len(xs), len(ys), len(seeds)
         line = f"{nx} × {ny} grid × {ns} seed{'s' * (ns != 1)} = **{nx * ny * ns} runs**. "
@@ -928,7 +951,7 @@ class SweepPanel(_Follower):
             dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
             cost = estimate(self.page.study, grid, seeds, dials, store=self.page.store)
         except ConfigError as e:
-            self.status.object = line + f"*Cannot sweep: {html.escape(str(e))}*"
+            self.status.object = line + f"*Cannot sweep: {escape(e)}*"
             return
         if cost["stored"]:
             line += "Stored already: **Sweep** opens it at once."
@@ -960,7 +983,7 @@ class SweepPanel(_Follower):
         self.about.object = f"**{event.new}**: {html.escape(p['about'])}"
 
     def _alert(self, text):
-        self.page.alert.object = f"**Cannot sweep:** {html.escape(text)}"
+        self.page.alert.object = f"**Cannot sweep:** {escape(text)}"
         self.page.alert.visible = True
 
     def _on_sweep(self, event=None):
@@ -1056,7 +1079,7 @@ class SweepPanel(_Follower):
             self.progress.value = self.progress.max
         self._refresh()
         self.status.object = f"Sweep {result.status}: `{result.id}` — `wb.load('{result.id}')`" + \
-            (f" ({html.escape(result.error)})" if result.error else "") + ". Click a cell for its curves."
+            (f" ({escape(result.error)})" if result.error else "") + ". Click a cell for its curves."
 
 
 def _curve(da, axis: str) -> dict[int, float]:
