@@ -147,3 +147,37 @@ def test_the_shared_queue_is_one_per_process_and_hands_the_gil_over_quickly():
 
     assert jobs.shared() is jobs.shared()
     assert sys.getswitchinterval() == pytest.approx(jobs.SWITCH_S)
+
+
+def test_quotas_refuse_what_a_shared_server_cannot_take_and_say_why(store):
+    from workbench.runs.jobs import JobQueue, Quotas
+
+    q = JobQueue(quotas=Quotas(per_session=1, total=2, sweep_cells=10, memory_share=0.01))
+    long = dict(epochs=100000, width=16, n_train=200)
+    first = q.submit_run("label_noise", long, store=store, session="a")
+    with pytest.raises(wb.ConfigError, match="at most 1 per session"):
+        q.submit_run("label_noise", long, store=store, session="a")
+    with pytest.raises(wb.ConfigError, match=r"memory=.*GiB for one model.*of the memory available"):
+        q.submit_run("label_noise", dict(epochs=3, width=4096, depth=4), store=store, session="b")
+    with pytest.raises(wb.ConfigError, match="at most 10 cells per sweep"):
+        q.submit_sweep("label_noise", {"width": list(range(8, 200, 8))}, 5, {}, store=store, session="b")
+    second = q.submit_run("label_noise", long, store=store, session="b")
+    with pytest.raises(wb.ConfigError, match="at most 2 on this server"):
+        q.submit_run("label_noise", long, store=store, session="c")
+    for job in (first, second):
+        q.cancel(job.id)
+        assert q.wait(job, 120)
+    again = q.submit_run("label_noise", dict(epochs=2, width=16, n_train=200), store=store, session="a")  # room
+    assert q.wait(again, 120) and again.status == "done"
+
+
+def test_quotas_come_from_the_environment_and_bad_values_are_named(monkeypatch):
+    from workbench.runs.jobs import Quotas
+
+    monkeypatch.setenv("WORKBENCH_QUOTA_SESSION", "2")
+    monkeypatch.setenv("WORKBENCH_QUOTA_CELLS", "500")
+    q = Quotas.from_env()
+    assert (q.per_session, q.sweep_cells, q.total) == (2, 500, Quotas.total)
+    monkeypatch.setenv("WORKBENCH_QUOTA_JOBS", "lots")
+    with pytest.raises(wb.ConfigError, match="WORKBENCH_QUOTA_JOBS='lots'"):
+        Quotas.from_env()

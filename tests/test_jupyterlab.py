@@ -19,6 +19,8 @@ CELLS = [
     "run = wb.run('label_noise', epochs=3, width=16, n_train=200, progress=False)\nwb.viz.curves(run)",
     "wb.viz.app('label_noise', epochs=100000, eval_every=100, width=16, n_train=200, flip_rate=0.3)",  # Cancel ends it
 ]
+SOURCES = """() => [...Bokeh.documents].map(d => [...d.all_models].filter(m => m.type === 'ColumnDataSource')
+                   .map(m => [Object.keys(m.data).slice(0, 3).join(','), m.get_length()]))"""
 POINTS = """() => { let n = 0; for (const d of Bokeh.documents) for (const m of d.all_models)
                       if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""
 
@@ -93,7 +95,10 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
         run_button.click()
         try:
             outputs.get_by_text("Running: epoch").first.wait_for(timeout=120_000)
-            page.wait_for_function(POINTS.replace("return n;", f"return n > {max(before, 4)};"), timeout=120_000)
+            try:
+                page.wait_for_function(POINTS.replace("return n;", f"return n > {max(before, 4)};"), timeout=120_000)
+            except Exception:  # what the browser holds, for the failure message
+                raise AssertionError(f"no live points beyond {before}: " + str(page.evaluate(SOURCES))) from None
         finally:  # what the notebook showed, whatever happened
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"), full_page=True)

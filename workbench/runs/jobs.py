@@ -37,6 +37,51 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 4))
 
 
+def _env_number(name: str, default, kind=int, low=1):
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise ConfigError(name, text, f"a number of at least {low}")
+    return value
+
+
+@dataclass
+class Quotas:
+    """What one shared server lets its sessions queue (a job outlives the page that started it): queued and
+    running jobs per session and in all, cells per sweep, and one job's estimated memory against what the machine
+    has available. From the environment: WORKBENCH_QUOTA_SESSION, WORKBENCH_QUOTA_JOBS, WORKBENCH_QUOTA_CELLS,
+    WORKBENCH_QUOTA_MEMORY (a share of the available memory, 0-1)."""
+
+    per_session: int = 4
+    total: int = 32
+    sweep_cells: int = 2000
+    memory_share: float = 0.5
+
+    @classmethod
+    def from_env(cls) -> "Quotas":
+        share = _env_number("WORKBENCH_QUOTA_MEMORY", cls.memory_share, float, 0.01)
+        if share > 1:
+            raise ConfigError("WORKBENCH_QUOTA_MEMORY", share, "a share of the available memory, from 0.01 to 1")
+        return cls(_env_number("WORKBENCH_QUOTA_SESSION", cls.per_session),
+                   _env_number("WORKBENCH_QUOTA_JOBS", cls.total),
+                   _env_number("WORKBENCH_QUOTA_CELLS", cls.sweep_cells), share)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a job now (MemAvailable), or 4 GiB where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info.get("MemAvailable", 4 << 30)
+    except (OSError, ValueError, IndexError):
+        return 4 << 30
+
+
 @dataclass(eq=False)
 class Job:
     """One queued run or sweep. `events` grows while it runs: typed events (engine.events), in order."""
@@ -93,8 +138,9 @@ def _label(study: str, dials: dict) -> str:
 class JobQueue:
     """Submit, follow and cancel jobs; `version` changes whenever a job's status or progress does."""
 
-    def __init__(self, workers: int | None = None, keep: int = 200):
+    def __init__(self, workers: int | None = None, keep: int = 200, quotas: Quotas | None = None):
         self.workers = workers or default_workers()
+        self.quotas = quotas or Quotas.from_env()
         self.keep = keep  # finished jobs remembered (the oldest are forgotten first; their runs stay in the store)
         self.version = 0
         self._jobs: dict[str, Job] = {}  # in submission order
@@ -107,6 +153,7 @@ class JobQueue:
         """Queue one run. Bad dials raise ConfigError here, before anything is queued."""
         cls = get_study(study)
         cfg = cls.configure(**dials)
+        self._check_quota(session, [cfg])
         total = int(getattr(cfg, cls.axis + "s", 0) or 1)
         return self._add(Job(_new_id(), "run", study, dict(dials), _label(study, dials), total,
                              dict(force=force, store=store), session))
@@ -116,12 +163,41 @@ class JobQueue:
         """Queue a sweep over grid × seeds; a bad grid or dial raises ConfigError here."""
         from .sweep import plan
 
+        self._check_quota(session)  # before planning: a huge grid is refused without being laid out
+        n = 1
+        for values in (grid.values() if isinstance(grid, dict) else ()):
+            n *= len(values) if hasattr(values, "__len__") else 1
+        n *= seeds if isinstance(seeds, int) else len(seeds) if hasattr(seeds, "__len__") else 1
+        if n > self.quotas.sweep_cells:
+            raise ConfigError("sweep", f"{n} cells", f"at most {self.quotas.sweep_cells} cells per sweep on this "
+                                                     "server (WORKBENCH_QUOTA_CELLS); fewer values or seeds")
         _, cells, config, _ = plan(study, grid, seeds, dials)
+        self._check_quota(session, cells)
         seeds = config["seeds"]
         label = " × ".join(f"{k} ({len(v)})" for k, v in config["grid"].items()) + f", {len(config['seeds'])} seeds"
         return self._add(Job(_new_id(), "sweep", study, dict(dials), label, len(cells),
                              dict(force=force, store=store, grid=grid, seeds=seeds, axes=config["grid"]),
                              session))
+
+    def _check_quota(self, session: str, cells: list = ()) -> None:
+        """Refuse a job the server's quotas do not allow, saying which and why (ConfigError, before queueing)."""
+        q = self.quotas
+        active = [j for j in self.jobs() if not j.final]
+        mine = sum(1 for j in active if j.session == session)
+        if mine >= q.per_session:
+            raise ConfigError("queue", f"{mine} of your jobs queued or running",
+                              f"at most {q.per_session} per session on this server (WORKBENCH_QUOTA_SESSION): "
+                              "wait for one to end, or cancel one in the Jobs tab")
+        if len(active) >= q.total:
+            raise ConfigError("queue", f"{len(active)} jobs queued or running",
+                              f"at most {q.total} on this server (WORKBENCH_QUOTA_JOBS): try again when some end")
+        if cells:
+            need = max(c.model_bytes() for c in cells)
+            room = int(available_memory() * q.memory_share)
+            if need > room:
+                raise ConfigError("memory", f"about {need / 2**30:.1f} GiB for one model",
+                                  f"at most {room / 2**30:.1f} GiB ({q.memory_share:.0%} of the memory available "
+                                  "now, WORKBENCH_QUOTA_MEMORY): a smaller width, depth or data set")
 
     def _add(self, job: Job) -> Job:
         with self._lock:

@@ -272,15 +272,25 @@ def get_preset(study: str, name: str) -> dict:
     return presets[name]
 
 
-def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = None) -> dict:
+def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = None, plan_up_to: int = 200) -> dict:
     """What a sweep would cost, before it runs: its cells, whether it is stored already, and a rough duration from
     the study's stored sweeps (seconds per cell-step, their median), else its stored single runs (an upper bound:
-    a sweep trains its cells stacked). {"cells", "stored", "seconds" (None: nothing to go by), "basis"}."""
-    cls, cells, config, sid = plan(study, grid, seeds, dials)
-    store = store or Store()
-    stored = store.cached(sid, statuses=("done",)) is not None
+    a sweep trains its cells stacked). {"cells", "stored", "seconds" (None: nothing to go by), "basis"}. Cheap
+    enough for every keystroke: only a grid of at most `plan_up_to` cells is laid out (to look up its id)."""
+    cls = get_study(study)
     steps = cls.axis + "s"
-    todo = sum(int(getattr(c, steps, 1) or 1) for c in cells)  # cell-steps to train
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    n = len(seeds)
+    for values in grid.values():
+        n *= len(values)
+    per_cell = float(np.mean(grid[steps])) if steps in grid else \
+        float(dials.get(steps, getattr(cls.param, steps).default if steps in cls.param else 1) or 1)
+    todo = n * per_cell  # cell-steps to train
+    store = store or Store()
+    stored = False
+    if n <= plan_up_to:
+        *_, sid = plan(study, grid, seeds, dials)
+        stored = store.cached(sid, statuses=("done",)) is not None
     rates, basis = [], ""
     for row in store.list(study=study, kind="sweep", status="done", limit=20):
         p, wall = row["params"], row["wall_s"]
@@ -298,7 +308,7 @@ def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = N
         if rates:
             basis = f"{len(rates)} stored run{'s' * (len(rates) != 1)} of this study, one at a time: an upper bound"
     seconds = float(np.median(rates)) * todo if rates and not stored else (0.0 if stored else None)
-    return {"cells": len(cells), "stored": stored, "seconds": seconds, "basis": basis}
+    return {"cells": n, "stored": stored, "seconds": seconds, "basis": basis}
 
 
 def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = None, *, preset: str | None = None,

@@ -804,6 +804,7 @@ class SweepPanel(_Follower):
         for w in (self.colour_lo, self.colour_hi):
             w.param.watch(lambda e: self._new_scale(), "value")
         self._clim = None
+        self._submitted = None  # what _on_sweep's thread queued (a Job) or the reason it could not (a ConfigError)
         self.button.on_click(self._on_sweep)
         self.cancel_button.on_click(self._on_cancel)
         self._count()
@@ -953,7 +954,10 @@ class SweepPanel(_Follower):
         except ConfigError as e:
             self.status.object = line + f"*Cannot sweep: {escape(e)}*"
             return
-        if cost["stored"]:
+        limit = self.page.jobs.quotas.sweep_cells
+        if cost["cells"] > limit:
+            line += f"*More than this server allows ({limit} cells per sweep): fewer values or seeds.*"
+        elif cost["stored"]:
             line += "Stored already: **Sweep** opens it at once."
         else:
             line += (f"About {_duration(cost['seconds'])} (from {cost['basis']}). " if cost["seconds"] is not None
@@ -987,6 +991,8 @@ class SweepPanel(_Follower):
         self.page.alert.visible = True
 
     def _on_sweep(self, event=None):
+        """Check the grid, then queue the sweep from a thread: laying out a large grid takes seconds, which the
+        event loop every session shares must not wait for; the next tick follows the job (or says the error)."""
         from ..cli import parse_seeds
         from ..runs.sweep import parse_values
 
@@ -995,14 +1001,39 @@ class SweepPanel(_Follower):
                 raise ConfigError("y dial", self.y.value, "a dial other than the x dial")
             grid = {self.x.value: parse_values(self.x_values.value), self.y.value: parse_values(self.y_values.value)}
             seeds = parse_seeds(self.seeds.value)
-            dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
-            job = self.page.jobs.submit_sweep(self.page.study, grid, seeds, dials, store=self.page.store,
-                                              session=_session_id())
         except ConfigError as e:
             self._alert(str(e))
             return
+        dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
+        session, jobs, store = _session_id(), self.page.jobs, self.page.store
+        self.button.disabled = True
+        self.status.object = f"Checking {len(grid[self.x.value])} × {len(grid[self.y.value])} grid × {len(seeds)} " \
+                             "seeds..."
+
+        def submit():
+            try:
+                self._submitted = jobs.submit_sweep(self.page.study, grid, seeds, dials, store=store, session=session)
+            except ConfigError as e:
+                self._submitted = e
+        if _served():
+            threading.Thread(target=submit, daemon=True, name="wb-plan").start()
+            self.page.start_polling()
+        else:  # a notebook or a test: at once
+            submit()
+            self._take_submitted()
+
+    def _take_submitted(self) -> None:
+        """The sweep queued by _on_sweep's thread: follow it, or say why it was refused."""
+        submitted, self._submitted = self._submitted, None
+        if submitted is None:
+            return
+        if isinstance(submitted, ConfigError):
+            self.button.disabled = False
+            self._alert(str(submitted))
+            self._count()
+            return
         self.page.alert.visible = False
-        self.follow(job)
+        self.follow(submitted)
 
     def follow(self, job: Job) -> None:
         self.job, self._cursor = job, 0
@@ -1018,6 +1049,7 @@ class SweepPanel(_Follower):
         self._cancel(self.page.jobs)
 
     def _drain(self):
+        self._take_submitted()
         if self.job is None:
             return
         job, items, ended = self._new_events()
