@@ -298,6 +298,35 @@ OUTSIDE = """() => { const out = [];
   return out; }"""
 
 
+def test_a_served_page_reads_files_only_from_the_servers_data_folder(store, tmp_path):
+    import numpy as np
+
+    from workbench.viz.page import served_file
+
+    folder = store.root / "user_data"
+    folder.mkdir(parents=True)
+    np.savez(folder / "mine.npz", X=np.zeros((10, 3)), y=np.zeros(10))
+    outside = tmp_path / "secret.npz"
+    np.savez(outside, X=np.zeros((10, 3)), y=np.zeros(10))
+    assert served_file("data_path", "mine.npz", store) == str((folder / "mine.npz").resolve())
+    said = set()
+    for bad in [str(outside), "../../secret.npz", "~/secret.npz", "missing.npz", "mine"]:
+        with pytest.raises(wb.ConfigError) as e:
+            served_file("data_path", bad, store)
+        said.add(e.value.allowed)
+    assert len(said) == 1 and "mine.npz" in said.pop()  # one message whatever exists: nothing to probe with
+
+
+def test_a_served_page_refuses_a_path_outside_its_data_folder(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    for path in ("/etc/hostname", "../../nothing-here.npz"):
+        page.goto(f"{url}/label_noise?dataset=npz&data_path={path}")
+        page.get_by_role("button", name="Run").click()
+        page.locator(".wb-error").get_by_text("the name of an .npz file in its data folder").wait_for(timeout=30_000)
+    page.close()
+
+
 def test_markdown_in_a_bad_value_shows_as_text_never_as_a_link_or_image(server, browser):
     from urllib.parse import quote
 

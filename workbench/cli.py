@@ -77,9 +77,9 @@ def cmd_catalog(args) -> int:
 
     store = Store()
     if args.action == "rebuild":
-        counts = store.rebuild()
+        counts = store.rebuild(old="replaced")
         print(f"catalog rebuilt from the files in {store.root}: {counts['runs']} runs, {counts['attempts']} "
-              f"attempts" + (f", {len(counts['unreadable'])} unreadable files:" if counts["unreadable"] else ""))
+              f"attempts (the old catalog kept as catalog.sqlite.replaced-*)" + (f", {len(counts['unreadable'])} unreadable files:" if counts["unreadable"] else ""))
         for line in counts["unreadable"]:
             print(f"  {line}")
         return 1 if counts["unreadable"] else 0

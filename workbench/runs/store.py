@@ -379,9 +379,9 @@ class Store:
             return iter(())
         return (p for p in folder.glob("*/*.nc") if RUN_ID.match(p.stem) or ATTEMPT_FILE.match(p.name))
 
-    def rebuild(self) -> dict:
+    def rebuild(self, old: str = "damaged") -> dict:
         """A new catalog from the run files (each carries its metadata); the old catalog, if any, is kept as
-        catalog.sqlite.damaged-<time>. Tags set after a run was stored are lost if the old catalog is unreadable.
+        catalog.sqlite.<old>-<time> ("damaged" when it could not be read; the CLI's explicit rebuild: "replaced"). Tags set after a run was stored are lost if the old catalog is unreadable.
         Returns counts: {"runs", "attempts", "unreadable": [file, ...]}."""
         tags = {}
         try:  # tags from the old catalog where it still reads
@@ -410,7 +410,7 @@ class Store:
                                 f"VALUES ({', '.join('?' * len(cols))})", [row.get(k) for k in cols])
                     counts[table] += 1
             if self.catalog.exists():
-                self.catalog.replace(self.catalog.with_name(f"catalog.sqlite.damaged-{int(time.time())}"))
+                self.catalog.replace(self.catalog.with_name(f"catalog.sqlite.{old}-{int(time.time())}"))
             for side in ("-wal", "-shm"):
                 self.catalog.with_name(self.catalog.name + side).unlink(missing_ok=True)
             os.replace(tmp, self.catalog)

@@ -12,8 +12,10 @@ import difflib
 import html
 import itertools
 import math
+import os
 import threading
 import time
+from pathlib import Path
 
 import holoviews as hv
 import numpy as np
@@ -262,9 +264,19 @@ class StudyPage(_Follower):
     def values(self) -> dict:
         return {n: w.value for n, w in self.dials.items()}
 
+    def job_values(self) -> dict:
+        """The dials as a job gets them. On a served page a file dial (data_path) names a file of the server's data
+        folder, never any path of its file system (ConfigError otherwise, the same for every refused value)."""
+        values = self.values()
+        if _served():
+            for name in FILE_DIALS:
+                if values.get(name):
+                    values[name] = served_file(name, values[name], self.store)
+        return values
+
     def _on_run(self, event=None):
         try:
-            job = self.jobs.submit_run(self.study, self.values(), force=self.force.value, store=self.store,
+            job = self.jobs.submit_run(self.study, self.job_values(), force=self.force.value, store=self.store,
                                        session=_session_id())
         except ConfigError as e:
             self.alert.object = f"**Cannot run:** {escape(e)}"
@@ -528,6 +540,33 @@ def _in_kernel() -> bool:
     from IPython import get_ipython
 
     return getattr(get_ipython(), "kernel", None) is not None
+
+
+FILE_DIALS = ("data_path",)  # dials naming a file the run reads
+
+
+def user_data(store=None) -> Path:
+    """The folder a served dashboard's file dials read from: $WORKBENCH_USER_DATA, else <data folder>/user_data."""
+    env = os.environ.get("WORKBENCH_USER_DATA")
+    return Path(env).expanduser() if env else (store or Store()).root / "user_data"
+
+
+def served_file(name: str, value: str, store=None) -> str:
+    """A file dial's value on a served page: the name of an .npz file in `user_data()` (a sub-folder path is fine),
+    resolved there. Absolute paths, `~` and `..` are refused with the same message as a missing or wrong file, so
+    the server's file system cannot be probed through it."""
+    folder = user_data(store)
+    root = folder.resolve()
+    text = str(value).strip()
+    path = (root / text).resolve()
+    ok = (text and not text.startswith(("/", "~")) and ".." not in Path(text).parts and root in path.parents
+          and path.suffix == ".npz" and path.is_file())
+    if not ok:
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*.npz")) if root.is_dir() else []
+        shown = ", ".join(files[:10]) + (", ..." if len(files) > 10 else "") if files else "none yet"
+        raise ConfigError(name, value, f"on this server, the name of an .npz file in its data folder {folder} "
+                                       f"(WORKBENCH_USER_DATA): {shown}")
+    return str(path)
 
 
 def _query(location) -> dict:
@@ -1004,7 +1043,11 @@ class SweepPanel(_Follower):
         except ConfigError as e:
             self._alert(str(e))
             return
-        dials = {k: v for k, v in self.page.values().items() if k not in grid and k != "seed"}
+        try:
+            dials = {k: v for k, v in self.page.job_values().items() if k not in grid and k != "seed"}
+        except ConfigError as e:
+            self._alert(str(e))
+            return
         session, jobs, store = _session_id(), self.page.jobs, self.page.store
         self.button.disabled = True
         self.status.object = f"Checking {len(grid[self.x.value])} × {len(grid[self.y.value])} grid × {len(seeds)} " \
