@@ -233,6 +233,9 @@ class StudyPage(_Follower):
     def _show_measured(self) -> None:
         """Only the figures with something to draw: the rest would be blank boxes (and Bokeh warns about them)."""
         shown = self.buffer.shown()
+        if not _served() and self.job is not None and not any(shown):
+            shown = [True] * len(shown)  # a notebook: every figure put in once, before its first point (a figure put
+            # in from the kernel's periodic callback did not always reach the browser)
         for pane, fig, on in zip(self.live_panes, self.buffer.figures, shown):
             if on and not pane.objects:
                 pane.objects = [pn.pane.Bokeh(fig, sizing_mode="stretch_width")]
