@@ -279,8 +279,7 @@ class Store:
                 except OSError as e:
                     target.unlink(missing_ok=True)
                     raise _store_error(e, target) from e
-                self._insert("attempts", {**_flat(old), "size": old.get("size"), "sha256": old.get("sha256"),
-                                          "path": str(target.relative_to(self.root)), "attempt": n})
+                self._insert("attempts", {**_flat(old), "path": str(target.relative_to(self.root)), "attempt": n})
             self._insert("runs", self._commit(staged, path, meta))
         finally:
             staged.unlink(missing_ok=True)
@@ -300,17 +299,12 @@ class Store:
         except OSError as e:
             staged.unlink(missing_ok=True)
             raise _store_error(e, path) from e
-        row = _flat(meta)
-        row["path"] = str(path.relative_to(self.root))
-        row["size"], row["sha256"] = path.stat().st_size, _sha256(path)
-        return row
+        return _file_row(meta, path, self.root)
 
     def _insert(self, table: str, row: dict) -> None:
-        cols = list(_COLUMNS) + (["attempt"] if table == "attempts" else [])
         try:
             with closing(self._connect()) as con, con:
-                con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            [row.get(k) for k in cols])
+                _insert_into(con, table, row)
         except sqlite3.OperationalError as e:
             raise _store_error(e, self.catalog) from e
 
@@ -401,13 +395,12 @@ class Store:
                         counts["unreadable"].append(f"{path}: {type(e).__name__}: {e}")
                         continue
                     m = ATTEMPT_FILE.match(path.name)
-                    row["tags"] = tags.get(row["id"], row["tags"]) if not m else row["tags"]
-                    table = "attempts" if m else "runs"
-                    cols = list(_COLUMNS) + (["attempt"] if m else [])
                     if m:
                         row["attempt"] = int(m.group(2))
-                    con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
-                                f"VALUES ({', '.join('?' * len(cols))})", [row.get(k) for k in cols])
+                    else:
+                        row["tags"] = tags.get(row["id"], row["tags"])
+                    table = "attempts" if m else "runs"
+                    _insert_into(con, table, row)
                     counts[table] += 1
             if self.catalog.exists():
                 self.catalog.replace(self.catalog.with_name(f"catalog.sqlite.{old}-{int(time.time())}"))
@@ -492,10 +485,23 @@ def _row_from_file(path: Path, root: Path) -> dict:
             "code": a.get("code") or "", "data": json.loads(a.get("data") or "{}")}
     if meta["status"] not in STATUSES or not RUN_ID.match(meta["id"]):
         raise ValueError(f"not a run file (status {meta['status']!r}, id {meta['id']!r})")
+    return _file_row(meta, path, root)
+
+
+def _file_row(meta: dict, path: Path, root: Path) -> dict:
+    """The catalog row of `meta` stored at `path`: its columns, the path inside the store, the file's size and
+    SHA-256."""
     row = _flat(meta)
     row["path"] = str(path.relative_to(root))
     row["size"], row["sha256"] = path.stat().st_size, _sha256(path)
     return row
+
+
+def _insert_into(con: sqlite3.Connection, table: str, row: dict) -> None:
+    """One row into `runs` or `attempts` (which adds the attempt number), replacing one of the same key."""
+    cols = list(_COLUMNS) + (["attempt"] if table == "attempts" else [])
+    con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [row.get(k) for k in cols])
 
 
 def _sha256(path: Path) -> str:

@@ -777,20 +777,13 @@ def _card_figure(cls, store: Store) -> tuple[str, str]:
                 _CARD_FIGURES[meta["id"]] = headline_svg(store.load_dataset(meta["id"]))
             except (RunNotFound, OSError, ValueError, KeyError):
                 continue
-        dials = _label_dials(cls, meta["params"])
+        dials = _shorten(", ".join(f"{k}={v}" for k, v in cls.changed(meta["params"]).items()), 80)
         return _CARD_FIGURES[meta["id"]], \
             f"{html.escape(which)}: `{meta['id']}`{' — ' + html.escape(dials) if dials else ''} " \
             f"· [{count} stored run{'s' * (count != 1)}](./runs?study={cls.key})"
     return ('<div class="wb-card-empty" style="height:90px;display:flex;align-items:center;justify-content:center;'
             'background:#fafafa;border:1px dashed #ccc;color:#777;font:12px sans-serif">No stored run yet: open the '
             'study and press Run — its headline curve shows here.</div>'), "no stored runs"
-
-
-def _label_dials(cls, params: dict) -> str:
-    """The dials of a run that differ from the study's defaults, shortened."""
-    defaults = {n: p.default for n, p in cls.dials().items()}
-    changed = [f"{k}={v}" for k, v in params.items() if k in defaults and defaults[k] != v]
-    return _shorten(", ".join(changed), 80)
 
 
 class SweepPanel(_Follower):
