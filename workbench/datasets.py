@@ -167,37 +167,128 @@ def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     raise ConfigError("dataset", name, f"one of {', '.join(POINTS)}")
 
 
+MAX_CLASSES = 10_000
+MAX_RATIO = 200  # uncompressed / compressed size above which a large member is taken for a decompression bomb
+_BOMB_FLOOR = 16 << 20  # members smaller than this decompress harmlessly whatever their ratio
+
+
+def max_data_bytes() -> int:
+    """The most bytes a user's data set may take in memory: $WORKBENCH_MAX_DATA_BYTES, else a quarter of the memory
+    available now."""
+    import os
+
+    from .runs.jobs import available_memory
+
+    env = os.environ.get("WORKBENCH_MAX_DATA_BYTES")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ConfigError("WORKBENCH_MAX_DATA_BYTES", env, "a number of bytes") from None
+    return available_memory() // 4
+
+
+def _array_sizes(p: Path, field: str, shown: str) -> dict[str, tuple[tuple, np.dtype]]:
+    """The shape and dtype of each array of an .npz, read from the archive's headers only (nothing is decompressed
+    beyond each member's .npy header); refuses what is not an .npz archive, a member whose array is larger than its
+    entry says, and archives that would decompress to more than the machine should hold."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise ConfigError(field, shown, "an .npz archive (np.savez) holding arrays X and y: this is an .npy file "
+                                        "holding one array")
+    if not zipfile.is_zipfile(p):
+        raise ConfigError(field, shown, "a readable .npz file (np.savez) holding arrays X and y: this is not a zip "
+                                        "archive")
+    limit, total, out = max_data_bytes(), 0, {}
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-4]
+            if info.file_size > _BOMB_FLOOR and info.file_size > MAX_RATIO * max(1, info.compress_size):
+                raise ConfigError(field, shown, f"an .npz whose arrays are stored, not a decompression bomb: "
+                                                f"{name!r} is {info.compress_size:,} bytes that expand to "
+                                                f"{info.file_size:,} (over {MAX_RATIO}×)")
+            with z.open(info) as m:
+                try:
+                    version = np.lib.format.read_magic(m)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(m) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(m))
+                except ValueError as e:
+                    raise ConfigError(field, shown, f"an .npz of plain arrays ({name!r}: {e})") from None
+            nbytes = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject:
+                raise ConfigError(field, shown, f"arrays of numbers ({name!r} holds Python objects, which are never "
+                                                "loaded)")
+            if nbytes > info.file_size:
+                raise ConfigError(field, shown, f"an .npz whose arrays match their entries ({name!r} says shape "
+                                                f"{shape}, {nbytes:,} bytes, in an entry of {info.file_size:,})")
+            total += nbytes
+            out[name] = (shape, dtype)
+    if total > limit:
+        raise ConfigError(field, shown, f"a data set of at most {limit / 2**20:,.0f} MiB in memory "
+                                        f"(WORKBENCH_MAX_DATA_BYTES; this one is {total / 2**20:,.0f} MiB)")
+    return out
+
+
 def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field: str = "data_path") -> Data:
-    """A user's own .npz holding X (n, ...) and y (n,) with integer labels 0..K-1."""
+    """A user's own .npz holding X (n, ...) and y (n,) with integer labels 0..K-1, every class present. Everything
+    is checked before training, naming what is wrong: the archive (sizes from its headers, before reading), X's
+    shape, type and range (real numbers finite in float32) and the labels."""
     p = Path(str(path)).expanduser()
-    if not str(path) or not p.is_file():
-        raise ConfigError(field, str(path), "a path to an existing .npz file holding arrays X and y")
+    shown = str(path)
+    if not shown or not p.is_file():
+        raise ConfigError(field, shown, "a path to an existing .npz file holding arrays X and y")
     try:
+        arrays = _array_sizes(p, field, shown)
+        if "X" not in arrays or "y" not in arrays:
+            raise ConfigError(field, shown, f"an .npz holding arrays 'X' and 'y' (found {sorted(arrays)})")
+        (xs, xt), (ys, yt) = arrays["X"], arrays["y"]
+        if len(xs) < 2 or len(ys) != 1 or xs[0] != ys[0]:
+            raise ConfigError(field, shown, f"X of shape (n, features...) and y of shape (n,) (got {xs} and {ys})")
+        if math.prod(xs[1:]) == 0:
+            raise ConfigError(field, shown, f"X with at least one feature per example (got shape {xs})")
+        if not (np.issubdtype(xt, np.integer) or np.issubdtype(xt, np.floating) or xt == np.bool_):
+            raise ConfigError(field, shown, f"X of real numbers (got dtype {xt}"
+                                            + (": split complex values into real features)" if xt.kind == "c" else ")"))
+        if not (np.issubdtype(yt, np.integer) or np.issubdtype(yt, np.floating)):
+            raise ConfigError(field, shown, f"y holding integer class labels (got dtype {yt})")
         with np.load(p, allow_pickle=False) as f:
-            if "X" not in f.files or "y" not in f.files:
-                raise ConfigError(field, str(path), f"an .npz holding arrays 'X' and 'y' (found {sorted(f.files)})")
             x, y = np.asarray(f["X"]), np.asarray(f["y"])
     except ConfigError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ConfigError(field, str(path), f"a readable .npz file ({type(e).__name__}: {e})") from None
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-        raise ConfigError(field, str(path), f"X of shape (n, ...) and y of shape (n,) (got {x.shape} and {y.shape})")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x.astype(np.float64)).all():
-        raise ConfigError(field, str(path), "X holding finite numbers")
-    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
-        raise ConfigError(field, str(path), f"y holding integer class labels (got dtype {y.dtype})")
-    y = y.astype(np.int64)
-    if y.min() < 0 or len(np.unique(y)) < 2:
-        raise ConfigError(field, str(path), "y with labels 0..K-1 and at least 2 classes")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise ConfigError(field, shown, f"a readable .npz file ({type(e).__name__}: {e})") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        bad = ~np.isfinite(x32)
+        if np.isfinite(x[bad].astype(np.float64)).all():
+            raise ConfigError(field, shown, f"X within float32's range (±3.4e38; the largest |X| here is "
+                                            f"{np.abs(x.astype(np.float64)).max():.3g})")
+        raise ConfigError(field, shown, f"X holding finite numbers ({int(bad.sum())} NaN or infinite values)")
+    if np.issubdtype(y.dtype, np.floating) and not (np.isfinite(y).all() and np.all(y == np.round(y))):
+        raise ConfigError(field, shown, f"y holding integer class labels (got dtype {y.dtype} with fractions)")
     if len(y) < 4:
-        raise ConfigError(field, str(path), "at least 4 examples")
-    num_classes = int(y.max()) + 1
-    x = x.astype(np.float32)
-    image_shape = tuple(x.shape[1:]) if x.ndim == 3 else None
-    x = x.reshape(len(x), -1)
-    parts = _split(x, y, n_train, seed, p.name)
-    return Data("npz", *parts, num_classes=num_classes, input_shape=(x.shape[1],), image_shape=image_shape)
+        raise ConfigError(field, shown, "at least 4 examples")
+    lo, hi = y.min(), y.max()
+    if lo < 0 or hi >= MAX_CLASSES:
+        raise ConfigError(field, shown, f"y with labels 0..K-1 and at most {MAX_CLASSES:,} classes (got labels from "
+                                        f"{lo:g} to {hi:g})")
+    y = y.astype(np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ConfigError(field, shown, "y with at least 2 classes")
+    if len(present) != int(hi) + 1:
+        missing = sorted(set(range(int(hi) + 1)) - set(present.tolist()))
+        said = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(field, shown, f"y with labels 0..K-1, every class present (labels {said} have no "
+                                        "example: renumber the classes)")
+    image_shape = tuple(x32.shape[1:]) if x32.ndim == 3 else None
+    x32 = x32.reshape(len(x32), -1)
+    parts = _split(x32, y, n_train, seed, p.name)
+    return Data("npz", *parts, num_classes=len(present), input_shape=(x32.shape[1],), image_shape=image_shape)
 
 
 def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "") -> Data:

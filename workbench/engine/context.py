@@ -13,24 +13,37 @@ Record = dict  # {axis: int, "step": int, metric: float, ...}: one shape for eve
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """CUDA, then MPS, then CPU; or the one asked for."""
+    """CUDA, then MPS, then CPU; or the one asked for, which must exist here (refused before any work)."""
+    from ..errors import ConfigError
+
     if device and device != "auto":
+        allowed = "auto, cpu, cuda, cuda:N or mps"
         try:
             dev = torch.device(device)
-        except RuntimeError:
-            from ..errors import ConfigError
-
-            raise ConfigError("device", device, "auto, cpu, cuda, cuda:N or mps") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from ..errors import ConfigError
-
-            raise ConfigError("device", device, "a device this machine has (no CUDA here)")
+        except (RuntimeError, TypeError):
+            raise ConfigError("device", device, allowed) from None
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0:
+                raise ConfigError("device", device, "a device this machine has (no CUDA here: auto or cpu)")
+            if dev.index is not None and dev.index >= n:
+                raise ConfigError("device", device, f"a device this machine has (cuda:0 to cuda:{n - 1})")
+        elif dev.type == "mps":
+            if not _mps_available():
+                raise ConfigError("device", device, "a device this machine has (no MPS here: auto or cpu)")
+        elif dev.type != "cpu":
+            raise ConfigError("device", device, allowed)
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
 
 
 class Context:

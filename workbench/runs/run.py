@@ -155,6 +155,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     """
     cls = get_study(study)
     cfg = cls.configure(**dials)
+    dev = pick_device(device)  # an absent device is refused, like a bad dial, before any work
     tags = check_tags(tags)  # a string is split on commas: tags="baseline" is one tag
     config = cfg.config()
     ident = identity(cfg)
@@ -171,7 +172,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     if progress:
         bar = _tqdm_sink(cls, total)
         sinks.append(bar)
-    ctx = Context(pick_device(device), sinks, cancel, total=total, array_sinks=list(array_sinks))
+    ctx = Context(dev, sinks, cancel, total=total, array_sinks=list(array_sinks))
     created, t0 = now(), time.perf_counter()
     try:
         status, step, error = outcome(lambda: cfg.execute(ctx), ctx, f"run {rid} of {study}")

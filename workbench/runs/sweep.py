@@ -334,13 +334,13 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     if executor not in ("local", "dask"):
         raise ConfigError("executor", executor, "local or dask")
     cls, cells, config, sid = plan(study, grid, seeds, dials)
+    dev = pick_device(device)
     tags = check_tags(tags)
     store = store or Store()
     if not force:
         meta = store.cached(sid, statuses=("done",))
         if meta:
             return Sweep(meta, store=store)
-    dev = pick_device(device)
     jobs = tasks(cls, cells, dev)
     paths = [_part_path(store, study, sid, job) for job in jobs]
     store.clear_temp()  # torn writes of killed writers (stale ones only: a concurrent sweep's are live)
