@@ -133,3 +133,39 @@ def test_the_overlay_names_runs_by_dials_groups_seeds_and_says_what_is_missing(s
     np.testing.assert_allclose(spread.dimension_values(2), np.std([r.ds.test_acc.values for r in runs], 0, ddof=1),
                                rtol=1e-5)
     assert any("flip_rate=0.0" in c.label and c.label.endswith("(mean ± sd, n=1)") for c in layers)
+
+
+def test_on_a_shared_server_a_page_deletes_and_tags_only_its_own_runs(store):
+    from workbench.viz.owners import Visitor
+
+    mine = wb.run("label_noise", **FAST, store=store, owner="session:me")
+    theirs = wb.run("label_noise", **{**FAST, "flip_rate": 0.1}, store=store, owner="user:alice")
+    local = wb.run("label_noise", **{**FAST, "flip_rate": 0.2}, store=store)  # from the CLI or a notebook
+    page = browser.RunBrowser(store)
+    page.visitor = Visitor("session:me", shared=True)
+    page.catalog.describe_owner = page.visitor.describe
+    page.refresh()
+    shown = dict(zip(page.table.value["id"], page.table.value["owner"]))
+    assert shown == {mine.id: "you", theirs.id: "alice", local.id: "this machine"}
+
+    def tick(*ids):
+        page.table.selection = [i for i, rid in enumerate(page.table.value["id"]) if rid in ids]
+
+    tick(mine.id, theirs.id, local.id)
+    page.delete_button.clicks += 1  # refused whole: nothing deleted, the runs not ours named
+    assert page.message.visible and "2 of the ticked runs are not yours" in page.message.object
+    assert theirs.id in page.message.object and local.id in page.message.object
+    assert {r["id"] for r in store.list()} == {mine.id, theirs.id, local.id}
+    page.new_tags.value = "mine"
+    page.tag_button.clicks += 1
+    assert "not yours" in page.message.object and all(not r["tags"] for r in store.list())
+    tick(mine.id)
+    page.tag_button.clicks += 1
+    assert store.get(mine.id)["tags"] == ["mine"]
+    page.delete_button.clicks += 1
+    assert {r["id"] for r in store.list()} == {theirs.id, local.id}
+
+    single = browser.RunBrowser(store)  # single-user mode (a dashboard on one's own machine): anything
+    single.table.selection = list(range(len(single.table.value)))
+    single.delete_button.clicks += 1
+    assert store.list() == []

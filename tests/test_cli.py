@@ -80,3 +80,15 @@ def test_serve_gives_a_page_to_every_study_even_one_without_a_file_in_apps(tmp_p
     written = tmp_path / "new_study.py"
     assert str(written) in files and "study_page('new_study')" in written.read_text()
     compile(written.read_text(), str(written), "exec")
+
+
+def test_serve_is_single_user_on_localhost_and_shared_where_other_machines_reach_it():
+    from workbench import cli
+
+    assert cli.serve_mode("localhost", False, False) is None  # each page decides: local visitors own everything
+    assert cli.serve_mode("127.0.0.1", False, False) is None
+    assert cli.serve_mode("0.0.0.0", False, False) == "1"
+    assert cli.serve_mode("0.0.0.0", False, True) == "0"
+    assert cli.serve_mode("localhost", True, False) == "1"
+    with pytest.raises(wb.ConfigError, match="one of the two"):
+        cli.serve_mode("localhost", True, True)

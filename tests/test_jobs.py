@@ -154,20 +154,20 @@ def test_quotas_refuse_what_a_shared_server_cannot_take_and_say_why(store):
 
     q = JobQueue(quotas=Quotas(per_session=1, total=2, sweep_cells=10, memory_share=0.01))
     long = dict(epochs=100000, width=16, n_train=200)
-    first = q.submit_run("label_noise", long, store=store, session="a")
+    first = q.submit_run("label_noise", long, store=store, owner="a")
     with pytest.raises(wb.ConfigError, match="at most 1 per session"):
-        q.submit_run("label_noise", long, store=store, session="a")
+        q.submit_run("label_noise", long, store=store, owner="a")
     with pytest.raises(wb.ConfigError, match=r"memory=.*GiB for one model.*of the memory available"):
-        q.submit_run("label_noise", dict(epochs=3, width=4096, depth=4), store=store, session="b")
+        q.submit_run("label_noise", dict(epochs=3, width=4096, depth=4), store=store, owner="b")
     with pytest.raises(wb.ConfigError, match="at most 10 cells per sweep"):
-        q.submit_sweep("label_noise", {"width": list(range(8, 200, 8))}, 5, {}, store=store, session="b")
-    second = q.submit_run("label_noise", long, store=store, session="b")
+        q.submit_sweep("label_noise", {"width": list(range(8, 200, 8))}, 5, {}, store=store, owner="b")
+    second = q.submit_run("label_noise", long, store=store, owner="b")
     with pytest.raises(wb.ConfigError, match="at most 2 on this server"):
-        q.submit_run("label_noise", long, store=store, session="c")
+        q.submit_run("label_noise", long, store=store, owner="c")
     for job in (first, second):
         q.cancel(job.id)
         assert q.wait(job, 120)
-    again = q.submit_run("label_noise", dict(epochs=2, width=16, n_train=200), store=store, session="a")  # room
+    again = q.submit_run("label_noise", dict(epochs=2, width=16, n_train=200), store=store, owner="a")  # room
     assert q.wait(again, 120) and again.status == "done"
 
 
@@ -181,3 +181,77 @@ def test_quotas_come_from_the_environment_and_bad_values_are_named(monkeypatch):
     monkeypatch.setenv("WORKBENCH_QUOTA_JOBS", "lots")
     with pytest.raises(wb.ConfigError, match="WORKBENCH_QUOTA_JOBS='lots'"):
         Quotas.from_env()
+
+
+def test_on_a_shared_server_only_a_jobs_owner_may_cancel_it_and_runs_keep_their_owner(store):
+    from workbench.runs.jobs import JobQueue
+
+    q = JobQueue(workers=1)
+    job = q.submit_run("label_noise", dict(epochs=100000, width=16, n_train=200), store=store, owner="session:a")
+    with pytest.raises(wb.NotOwner, match="queued by another session"):
+        q.cancel(job.id, by="session:b")
+    assert not job.cancel.is_set() and not job.final
+    assert q.cancel(job.id, by="session:a") and q.wait(job, 120) and job.status == "cancelled"
+    done = q.submit_run("label_noise", FAST, store=store, owner="user:alice")
+    assert q.wait(done, 120) and done.status == "done"
+    assert store.get(done.run_id)["owner"] == "user:alice"
+    again = q.submit_run("label_noise", FAST, store=store, owner="user:bob", force=True)  # a recompute by another
+    assert q.wait(again, 120) and again.status == "done"
+    assert store.get(done.run_id)["owner"] == "user:alice"  # a run belongs to whoever first stored it
+    store.catalog.unlink()  # the owner is in the file too: a rebuilt catalog keeps it
+    assert store.get(done.run_id)["owner"] == "user:alice"
+    assert q.cancel(q.submit_run("label_noise", FAST, store=store, owner="x").id)  # by=None: the server itself
+
+
+def test_a_shared_servers_pages_cancel_only_their_own_jobs(store):
+    from workbench.viz.owners import Visitor
+    from workbench.viz.page import StudyPage
+
+    q = JobQueue(workers=1)
+    a, b = StudyPage("label_noise", store=store, jobs=q), StudyPage("label_noise", store=store, jobs=q)
+    a.visitor, b.visitor = Visitor("session:a", True), Visitor("session:b", True)
+    b.sweep.visitor = b.visitor
+    a.panel(), b.panel()
+    for k, v in dict(epochs=100000, width=16, n_train=200).items():
+        a.dials[k].value = v
+    a._on_run()
+    job = a.job
+    assert job.owner == "session:a" and not a.cancel_button.disabled
+    b.queue.refresh(force=True)
+    assert b.queue.table.value["owner"][0] == "another session"
+    a.queue.refresh(force=True)
+    assert a.queue.table.value["owner"][0] == "you"
+    assert "of yours (this server is shared)" in b.queue.panel()[0].object
+    b.queue._on_click(type("Click", (), {"column": "cancel", "row": 0})())  # not b's: said, not cancelled
+    assert "queued by another session" in b.queue.summary.object and not job.cancel.is_set()
+    b.queue._on_click(type("Click", (), {"column": "open", "row": 0})())  # b may follow it, not cancel it
+    assert b.job is job and b.cancel_button.disabled
+    b._on_cancel()
+    assert not job.cancel.is_set() and "another session" in b.status.object
+    a._on_cancel()
+    assert q.wait(job, 120) and job.status == "cancelled"
+
+
+def test_who_owns_a_page_and_whether_its_server_is_shared(monkeypatch):
+    import panel as pn
+
+    from workbench.viz import owners
+
+    monkeypatch.delenv("WORKBENCH_SHARED", raising=False)
+    assert owners.Visitor.here() == owners.Visitor("", False)  # a notebook or script: its user owns everything
+    visit = {"ip": "127.0.0.1", "user": None}
+    request = type("Request", (), {"remote_ip": property(lambda s: visit["ip"])})()
+    monkeypatch.setattr(owners, "_context", lambda: type("Ctx", (), {"id": "abc", "request": request})())
+    monkeypatch.setattr(type(pn.state), "user", property(lambda s: visit["user"]))
+    assert owners.Visitor.here() == owners.Visitor("session:abc", False)  # a visitor on this machine
+    visit["ip"] = "192.0.2.7"
+    assert owners.Visitor.here() == owners.Visitor("session:abc", True)  # from another machine: shared
+    visit["ip"], visit["user"] = "127.0.0.1", "alice"
+    assert owners.Visitor.here() == owners.Visitor("user:alice", True)  # signed in: shared, owned by name
+    monkeypatch.setenv("WORKBENCH_SHARED", "0")
+    assert not owners.Visitor.here().shared
+    monkeypatch.setenv("WORKBENCH_SHARED", "1")
+    visit["user"] = None
+    assert owners.Visitor.here() == owners.Visitor("session:abc", True)
+    v = owners.Visitor("", True)  # shared, but no owner known: changes nothing
+    assert not v.may_change("") and not v.may_change("session:x")

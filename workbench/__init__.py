@@ -9,7 +9,7 @@
 __version__ = "0.1.0"
 
 from . import noise  # noqa: E402
-from .errors import Cancelled, ConfigError, Diverged, RunNotFound, StoreError  # noqa: E402
+from .errors import Cancelled, ConfigError, Diverged, NotOwner, RunNotFound, StoreError  # noqa: E402
 from .runs import Run, Store, Sweep, load, run, sweep  # noqa: E402
 
 
@@ -29,5 +29,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["ConfigError", "Cancelled", "Diverged", "Run", "RunNotFound", "Store", "StoreError", "load", "noise", "run", "studies", "sweep", "Sweep",
+__all__ = ["ConfigError", "Cancelled", "Diverged", "NotOwner", "Run", "RunNotFound", "Store", "StoreError", "load", "noise", "run", "studies", "sweep", "Sweep",
            "viz"]

@@ -316,6 +316,25 @@ def app_files(folder) -> list[str]:
     return [str(p) for p in files]
 
 
+def serve_mode(address: str, shared: bool, single_user: bool) -> str | None:
+    """WORKBENCH_SHARED for the server (viz/owners.py): "1" with --shared or on an address other machines reach,
+    "0" with --single-user; None: left to each page (shared for a signed-in visitor or one from another machine)."""
+    if shared and single_user:
+        raise ConfigError("serve", "--shared --single-user", "one of the two")
+    if shared:
+        return "1"
+    if single_user:
+        return "0"
+    import ipaddress
+    import socket
+
+    try:
+        local = all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(address, None))
+    except (OSError, ValueError):
+        local = False
+    return None if local else "1"
+
+
 def cmd_serve(args, extra: list[str]) -> int:
     import tempfile
 
@@ -325,7 +344,10 @@ def cmd_serve(args, extra: list[str]) -> int:
            "--index", "index", *origin, *extra]
     if args.show:
         cmd.append("--show")
-    print(" ".join(cmd), file=sys.stderr)
+    mode = serve_mode(args.address, args.shared, args.single_user)
+    if mode is not None:
+        os.environ["WORKBENCH_SHARED"] = mode
+    print(("WORKBENCH_SHARED=" + mode + " " if mode else "") + " ".join(cmd), file=sys.stderr)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
 
@@ -440,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=5006)
     s.add_argument("--address", default="localhost")
     s.add_argument("--show", action="store_true", help="open a browser")
+    s.add_argument("--shared", action="store_true",
+                   help="a shared server: a page cancels, deletes and tags only its own jobs and runs (the default "
+                        "on an address other machines reach, and for signed-in visitors)")
+    s.add_argument("--single-user", action="store_true",
+                   help="every page may cancel, delete and tag anything (the default on localhost)")
     s.set_defaults(func=cmd_serve)
     return p
 

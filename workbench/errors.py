@@ -21,6 +21,10 @@ class StoreError(OSError):
     outside it): said in words, with nothing stored lost or half-written."""
 
 
+class NotOwner(PermissionError):
+    """On a shared dashboard a session may cancel, delete or tag only its own jobs and runs."""
+
+
 class Cancelled(Exception):
     """A run was asked to stop; what it computed so far is kept as `cancelled`."""
 

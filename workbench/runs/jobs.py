@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotOwner
 from ..engine.events import PartStored, Recorded
 from ..studies import get as get_study
 
@@ -93,7 +93,7 @@ class Job:
     label: str  # what the job table shows: the dials that differ from the defaults, or the sweep's grid
     total: int  # progress units: steps/epochs of a run, cells of a sweep
     options: dict = field(default_factory=dict)  # force, store; grid and seeds of a sweep
-    session: str = ""
+    owner: str = ""  # who queued it: a browser session, or a signed-in user (viz/owners.py)
     status: str = "queued"
     done: int = 0
     created: float = field(default_factory=time.time)
@@ -149,21 +149,21 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
 
     # -- submitting ---------------------------------------------------------------------------------------------
-    def submit_run(self, study: str, dials: dict, *, force: bool = False, store=None, session: str = "") -> Job:
+    def submit_run(self, study: str, dials: dict, *, force: bool = False, store=None, owner: str = "") -> Job:
         """Queue one run. Bad dials raise ConfigError here, before anything is queued."""
         cls = get_study(study)
         cfg = cls.configure(**dials)
-        self._check_quota(session, [cfg])
+        self._check_quota(owner, [cfg])
         total = int(getattr(cfg, cls.axis + "s", 0) or 1)
         return self._add(Job(_new_id(), "run", study, dict(dials), _label(study, dials), total,
-                             dict(force=force, store=store), session))
+                             dict(force=force, store=store), owner))
 
     def submit_sweep(self, study: str, grid: dict, seeds, dials: dict, *, force: bool = False, store=None,
-                     session: str = "") -> Job:
+                     owner: str = "") -> Job:
         """Queue a sweep over grid × seeds; a bad grid or dial raises ConfigError here."""
         from .sweep import plan
 
-        self._check_quota(session)  # before planning: a huge grid is refused without being laid out
+        self._check_quota(owner)  # before planning: a huge grid is refused without being laid out
         n = 1
         for values in (grid.values() if isinstance(grid, dict) else ()):
             n *= len(values) if hasattr(values, "__len__") else 1
@@ -172,18 +172,18 @@ class JobQueue:
             raise ConfigError("sweep", f"{n} cells", f"at most {self.quotas.sweep_cells} cells per sweep on this "
                                                      "server (WORKBENCH_QUOTA_CELLS); fewer values or seeds")
         _, cells, config, _ = plan(study, grid, seeds, dials)
-        self._check_quota(session, cells)
+        self._check_quota(owner, cells)
         seeds = config["seeds"]
         label = " × ".join(f"{k} ({len(v)})" for k, v in config["grid"].items()) + f", {len(config['seeds'])} seeds"
         return self._add(Job(_new_id(), "sweep", study, dict(dials), label, len(cells),
                              dict(force=force, store=store, grid=grid, seeds=seeds, axes=config["grid"]),
-                             session))
+                             owner))
 
-    def _check_quota(self, session: str, cells: list = ()) -> None:
+    def _check_quota(self, owner: str, cells: list = ()) -> None:
         """Refuse a job the server's quotas do not allow, saying which and why (ConfigError, before queueing)."""
         q = self.quotas
         active = [j for j in self.jobs() if not j.final]
-        mine = sum(1 for j in active if j.session == session)
+        mine = sum(1 for j in active if j.owner == owner)
         if mine >= q.per_session:
             raise ConfigError("queue", f"{mine} of your jobs queued or running",
                               f"at most {q.per_session} per session on this server (WORKBENCH_QUOTA_SESSION): "
@@ -239,10 +239,14 @@ class JobQueue:
         return job.ended.wait(timeout)
 
     # -- cancelling ---------------------------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, by: str | None = None) -> bool:
         """Stop a job: a queued one never starts; a running one stops at its next step and is stored as cancelled.
-        False if it had already ended."""
+        False if it had already ended. `by`: who asks, on a shared server (None: the server itself, or single-user
+        mode); NotOwner if the job is someone else's."""
         job = self.get(job_id)
+        if by is not None and job.owner != by:
+            raise NotOwner(f"job {job_id} was queued by another session: on a shared server only its owner may "
+                           "cancel it")
         with self._lock:
             if job.final:
                 return False
@@ -279,9 +283,10 @@ class JobQueue:
         opts = job.options
         if job.kind == "run":
             return run(job.study, sinks=[self._sink(job)], array_sinks=[job.events.append],
-                       cancel=job.cancel, progress=False, force=opts["force"], store=opts["store"], **job.dials)
+                       cancel=job.cancel, progress=False, force=opts["force"], store=opts["store"], owner=job.owner,
+                       **job.dials)
         return sweep(job.study, opts["grid"], opts["seeds"], sinks=[self._sink(job)], cancel=job.cancel,
-                     progress=False, force=opts["force"], store=opts["store"], **job.dials)
+                     progress=False, force=opts["force"], store=opts["store"], owner=job.owner, **job.dials)
 
     def _sink(self, job: Job):
         axis = get_study(job.study).axis

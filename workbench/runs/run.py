@@ -144,11 +144,12 @@ def to_dataset(ctx: Context, axis: str) -> xr.Dataset:
 
 def run(study: str, *, force: bool = False, device: str | None = None, sinks: Iterable[Callable] = (),
         cancel: threading.Event | None = None, progress: bool = True, store: Store | None = None,
-        tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), **dials) -> Run:
+        tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), owner: str = "", **dials) -> Run:
     """Run a study with the given dials (the rest at their defaults); blocks and returns a Run.
 
     sinks get every record (a dict) as it is emitted; array_sinks get an engine.events.ArrayKept for every array
     the run keeps (spectra snapshots, per-example losses), as it is kept, and a Preview for every passing one.
+    owner: who the run is stored for on a shared dashboard (its job queue sets it; '' : the store's own user).
 
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
@@ -180,7 +181,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
         if bar is not None:
             bar.close()
     ds = to_dataset(ctx, cls.axis)
-    meta = record(rid, study, "run", config, ident, status, step, error, created, t0, ctx.device, tags, ds)
+    meta = record(rid, study, "run", config, ident, status, step, error, created, t0, ctx.device, tags, ds, owner)
     saved = store.save(meta, ds)  # a cancelled or failed attempt beside a finished result: kept as an attempt
     if meta["status"] == "failed":
         log.warning("run %s failed: %s", rid, meta["error"])
@@ -205,18 +206,20 @@ def outcome(work: Callable[[], None], ctx: Context, what: str) -> tuple[str, int
 
 
 def record(rid: str, study: str, kind: str, params: dict, ident: dict, status: str, step, error, created: str,
-           t0: float, device, tags, ds: xr.Dataset) -> dict:
+           t0: float, device, tags, ds: xr.Dataset, owner: str = "") -> dict:
     """The metadata of a finished run or sweep (the catalog row), also stamped on its dataset's attributes so
     that the file alone says what made it."""
     meta = {"id": rid, "study": study, "kind": kind, "params": params, "status": status, "step": step,
             "error": error, "created": created, "finished": now(), "wall_s": round(time.perf_counter() - t0, 3),
-            "device": str(device), "tags": list(tags), "code": ident["code"], "data": ident["data"]}
+            "device": str(device), "tags": list(tags), "code": ident["code"], "data": ident["data"],
+            "owner": owner}
     ds.attrs.update({
         "run_id": rid, "study": study, "kind": kind, "status": status, "config": json.dumps(params, sort_keys=True),
         "error": error or "", "step": -1 if step is None else int(step), "device": meta["device"],
         "wall_s": meta["wall_s"], "created": created, "finished": meta["finished"],
         "versions": json.dumps(versions()), "git_commit": git_commit(), "code": ident["code"],
         "data": json.dumps(ident["data"], sort_keys=True), "tags": ",".join(meta["tags"]),
+        "owner": owner,
     })
     return meta
 

@@ -35,7 +35,7 @@ TAG = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 STATUSES = ("done", "diverged", "failed", "cancelled")
 FINISHED = ("done", "diverged")  # results: never replaced by an attempt that ends otherwise
 _COLUMNS = ("id", "study", "kind", "status", "params", "created", "finished", "wall_s", "path", "error", "step",
-            "device", "tags", "code", "data", "size", "sha256")
+            "device", "tags", "code", "data", "size", "sha256", "owner")
 STALE_S = 3600.0  # a temp file untouched this long belongs to a writer that died
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,20 +43,21 @@ CREATE TABLE IF NOT EXISTS runs (
     params TEXT NOT NULL,
     created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL, error TEXT, step INTEGER,
     device TEXT, tags TEXT NOT NULL DEFAULT '', code TEXT NOT NULL DEFAULT '', data TEXT NOT NULL DEFAULT '{}',
-    size INTEGER, sha256 TEXT
+    size INTEGER, sha256 TEXT, owner TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_study ON runs (study, status);
 CREATE TABLE IF NOT EXISTS attempts (
     id TEXT NOT NULL, attempt INTEGER NOT NULL, study TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'run',
     status TEXT NOT NULL, params TEXT NOT NULL, created TEXT, finished TEXT, wall_s REAL, path TEXT NOT NULL,
     error TEXT, step INTEGER, device TEXT, tags TEXT NOT NULL DEFAULT '', code TEXT NOT NULL DEFAULT '',
-    data TEXT NOT NULL DEFAULT '{}', size INTEGER, sha256 TEXT, PRIMARY KEY (id, attempt)
+    data TEXT NOT NULL DEFAULT '{}', size INTEGER, sha256 TEXT, owner TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (id, attempt)
 );
 """
 # columns added after the first release: an older catalog gains them (with these defaults), keeping its rows
 _ADDED = {"kind": "TEXT NOT NULL DEFAULT 'run'", "step": "INTEGER", "device": "TEXT",
           "tags": "TEXT NOT NULL DEFAULT ''", "code": "TEXT NOT NULL DEFAULT ''", "data": "TEXT NOT NULL DEFAULT '{}'",
-          "size": "INTEGER", "sha256": "TEXT"}
+          "size": "INTEGER", "sha256": "TEXT", "owner": "TEXT NOT NULL DEFAULT ''"}
 ATTEMPT_FILE = re.compile(r"^([0-9a-f]{12})\.attempt-(\d+)\.nc$")
 
 
@@ -120,10 +121,11 @@ class Store:
             if wal and con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
-            have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-            for name, decl in _ADDED.items():
-                if name not in have:
-                    con.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            for table in ("runs", "attempts"):
+                have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                for name, decl in _ADDED.items():
+                    if name not in have:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             return con
         except BaseException:
             con.close()
@@ -263,6 +265,9 @@ class Store:
         except sqlite3.Error as e:
             raise _store_error(e, self.catalog) from e
         old = self.get(meta["id"])
+        if old is not None and old.get("owner"):  # a run belongs to whoever first stored it, whoever recomputes it
+            meta = {**meta, "owner": old["owner"]}
+            ds.attrs["owner"] = old["owner"]
         keep_old = old is not None and old["status"] in FINISHED and not self.check(old, full=False)
         if keep_old and meta["status"] not in FINISHED:  # the result stays; this attempt goes beside it
             n = self._next_attempt(meta["id"])
@@ -468,6 +473,7 @@ def _flat(meta: dict) -> dict:
     row["params"] = json.dumps(meta["params"], sort_keys=True)
     row["tags"] = ",".join(meta.get("tags") or [])
     row["kind"] = meta.get("kind") or "run"
+    row["owner"] = meta.get("owner") or ""  # who stored it on a shared server ('' : the store's own user)
     row["code"] = meta.get("code") or ""  # the fingerprint of the code that computed it ('' : unknown)
     row["data"] = json.dumps(meta.get("data") or {}, sort_keys=True)  # {data file: digest}
     return row
@@ -482,7 +488,7 @@ def _row_from_file(path: Path, root: Path) -> dict:
             "params": json.loads(a["config"]), "created": a.get("created"), "finished": a.get("finished"),
             "wall_s": a.get("wall_s"), "error": a.get("error") or None, "step": None if step < 0 else step,
             "device": a.get("device"), "tags": [t for t in str(a.get("tags", "")).split(",") if t],
-            "code": a.get("code") or "", "data": json.loads(a.get("data") or "{}")}
+            "code": a.get("code") or "", "data": json.loads(a.get("data") or "{}"), "owner": a.get("owner") or ""}
     if meta["status"] not in STATUSES or not RUN_ID.match(meta["id"]):
         raise ValueError(f"not a run file (status {meta['status']!r}, id {meta['id']!r})")
     return _file_row(meta, path, root)

@@ -315,7 +315,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
           force: bool = False, device: str | None = None,
           executor: str = "local", scheduler: str | None = None, client=None, progress: bool = True,
           store: Store | None = None, sinks: Iterable[Callable] = (), cancel: threading.Event | None = None,
-          tags: Iterable[str] = (), **dials) -> Sweep:
+          tags: Iterable[str] = (), owner: str = "", **dials) -> Sweep:
     """Train every cell of grid × seeds (the other dials fixed as given) and return a Sweep.
 
     executor: "local" (this process) or "dask" (a LocalCluster, or `scheduler` / DASK_SCHEDULER_ADDRESS, or a
@@ -463,7 +463,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     ok = [parts[j] for j in sorted(parts) if not parts[j].attrs.get("error")]
     ds = _combine(ok, config["grid"], config["seeds"], cls.axis) if ok else xr.Dataset()
     meta = record(sid, study, "sweep", config, sweep_identity(cells), status, None,
-                  "; ".join(sorted(set(errors))) or None, created, t0, dev, tags, ds)
+                  "; ".join(sorted(set(errors))) or None, created, t0, dev, tags, ds, owner)
     saved = store.save(meta, ds)  # a cancelled or failed rerun beside a finished sweep: kept as an attempt
     if status == "done":
         for p in paths:

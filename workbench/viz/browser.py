@@ -17,12 +17,13 @@ import pandas as pd
 import panel as pn
 import xarray as xr
 
-from ..errors import ConfigError, RunNotFound
+from ..errors import ConfigError, NotOwner, RunNotFound
 from ..runs import Store
 from ..runs.run import made_by_current_code
-from ..runs.store import STATUSES
+from ..runs.store import STATUSES, check_tags
 from ..studies import get as get_study, names as study_names
 from .markup import escape
+from .owners import Visitor
 from .plots import PALETTE, label
 
 MAX_ROWS = 500  # newest runs listed
@@ -56,6 +57,7 @@ class Catalog:
     def __init__(self, store: Store | None = None):
         self.store = store or Store()
         self._datasets: dict[str, xr.Dataset] = {}
+        self.describe_owner = Visitor().describe  # a page puts its own visitor's here
 
     def dataset(self, run_id: str) -> xr.Dataset:
         if run_id not in self._datasets:
@@ -89,11 +91,12 @@ class Catalog:
                 except (RunNotFound, KeyError, OSError):
                     pass
             changed = " ".join(f"{k}={v}" for k, v in (cls.changed(r["params"]) if cls else r["params"]).items())
-            out.append({"id": r["id"], "study": r["study"], "status": r["status"], "tags": ",".join(r["tags"]),
+            out.append({"id": r["id"], "study": r["study"], "status": r["status"],
+                        "owner": self.describe_owner(r.get("owner") or ""), "tags": ",".join(r["tags"]),
                         "finished": r["finished"], "wall_s": r["wall_s"],
                         "code": "current" if made_by_current_code(r) else "other", "dials": changed, "metric": metric,
                         "best": best, "last": last})
-        cols = ["id", "study", "status", "tags", "finished", "wall_s", "code", "dials", "metric", "best", "last"]
+        cols = ["id", "study", "status", "owner", "tags", "finished", "wall_s", "code", "dials", "metric", "best", "last"]
         return pd.DataFrame(out, columns=cols)
 
 
@@ -219,6 +222,8 @@ class RunBrowser:
     def __init__(self, store: Store | None = None):
         self.catalog = Catalog(store)
         self.store = self.catalog.store
+        self.visitor = Visitor.here()  # what this page may delete or tag (shared servers: viz/owners.py)
+        self.catalog.describe_owner = self.visitor.describe
         self.study = pn.widgets.Select(label="study", options=["all"] + study_names(), value="all", width=160)
         self.status = pn.widgets.MultiChoice(label="status", options=list(STATUSES), width=220)
         self.tag = pn.widgets.TextInput(label="tag", placeholder="e.g. baseline", width=140)
@@ -311,15 +316,22 @@ class RunBrowser:
     def _act(self, fn) -> None:
         try:
             fn()
-        except (ConfigError, RunNotFound) as e:
+        except (ConfigError, RunNotFound, NotOwner) as e:
             return self._error(str(e))
         self.refresh()
 
+    def _ticked_owners(self) -> dict[str, str]:
+        rows = {rid: self.store.get(rid) for rid in self.selected_ids()}
+        return {rid: (meta or {}).get("owner") or "" for rid, meta in rows.items()}
+
     def _set_tags(self) -> None:
+        check_tags(self.new_tags.value)  # a bad tag is said before anything changes
+        self.visitor.check(self._ticked_owners(), "tag")
         for rid in self.selected_ids():
             self.store.set_tags(rid, self.new_tags.value)
 
     def _delete(self) -> None:
+        self.visitor.check(self._ticked_owners(), "delete")
         for rid in self.selected_ids():
             self.store.delete(rid)
             self.catalog.forget(rid)

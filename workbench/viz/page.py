@@ -26,13 +26,14 @@ import xarray as xr
 from bokeh.document import Document
 
 from ..studies import get as get_study, names as study_names
-from ..errors import ConfigError, RunNotFound
+from ..errors import ConfigError, NotOwner, RunNotFound
 from ..engine.events import ArrayKept, PartStored, Preview, Recorded, TaskStarted
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
 from ..runs.store import Store
 from ..stats import spread
 from ..studies.base import coerce, describe
+from . import owners
 from .markup import escape
 from .plots import (PALETTE, PREVIEWS, LiveCurves, extras, frame, headline_svg, heatmap, label, samples_plot,
                     spectra_views)
@@ -103,7 +104,11 @@ class _Follower:
 
     def _cancel(self, jobs: JobQueue) -> None:
         if self.job is not None:
-            jobs.cancel(self.job.id)
+            try:
+                jobs.cancel(self.job.id, by=self.visitor.acting)
+            except NotOwner as e:
+                self.status.object = escape(str(e))
+                return
             self.status.object = "Cancelling..."
 
 
@@ -114,6 +119,7 @@ class StudyPage(_Follower):
         self.cls = get_study(study)
         self.study, self.store = study, store
         self.jobs = jobs or shared_jobs()
+        self.visitor = owners.Visitor.here()  # whose page: what it may cancel (shared servers, viz/owners.py)
         self.job: Job | None = None  # the job this page follows
         self._cursor = 0  # how many of its events the page has drawn
         self._poller = None
@@ -280,7 +286,7 @@ class StudyPage(_Follower):
     def _on_run(self, event=None):
         try:
             job = self.jobs.submit_run(self.study, self.job_values(), force=self.force.value, store=self.store,
-                                       session=_session_id())
+                                       owner=self.visitor.owner)
         except ConfigError as e:
             self.alert.object = f"**Cannot run:** {escape(e)}"
             self.alert.visible = True
@@ -298,7 +304,7 @@ class StudyPage(_Follower):
         self._arrays, self._coords = {}, {}
         self.progress.max, self.progress.value = max(1, job.total), 0
         self.status.object = "Queued..."
-        self.run_button.disabled, self.cancel_button.disabled = True, False
+        self.run_button.disabled, self.cancel_button.disabled = True, not self.visitor.may_change(job.owner)
         self.start_polling()
 
     def _on_load(self) -> None:
@@ -657,16 +663,12 @@ def panels_view(drawn: tuple[list[list[tuple[str, object]]], int]) -> pn.viewabl
     return pn.GridBox(*views, ncols=min(cols, len(views)), sizing_mode="stretch_width")
 
 
-def _session_id() -> str:
-    ctx = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
-    return getattr(ctx, "id", "") or ""
-
-
 class QueueView:
-    """The server's job queue as a table every session sees: status, progress, the run it stored; open a job of
-    this study to follow it here (another session's too), cancel any job that has not ended."""
+    """The server's job queue as a table every session sees: whose, status, progress, the run it stored; open a
+    job of this study to follow it here (another session's too), cancel a job that has not ended (on a shared
+    server only one's own: viz/owners.py)."""
 
-    COLUMNS = ["job", "study", "kind", "dials", "status", "progress", "seconds", "run", "error"]
+    COLUMNS = ["job", "study", "kind", "owner", "dials", "status", "progress", "seconds", "run", "error"]
 
     def __init__(self, jobs: JobQueue, page: StudyPage):
         self.jobs, self.page = jobs, page
@@ -686,7 +688,8 @@ class QueueView:
     def panel(self) -> pn.viewable.Viewable:
         return pn.Column(pn.pane.Markdown(
             "Every run and sweep on this server, from every browser session, newest first. **open** follows a "
-            f"{html.escape(self.page.study)} job on this page; **cancel** stops a queued or running one."),
+            f"{html.escape(self.page.study)} job on this page; **cancel** stops a queued or running one"
+            + (" of yours (this server is shared)." if self.page.visitor.shared else ".")),
             self.summary, self.table, sizing_mode="stretch_width")
 
     def refresh(self, force: bool = False) -> None:
@@ -697,7 +700,8 @@ class QueueView:
         self._seen, self._drawn_at = version, time.monotonic()
         jobs = self.jobs.jobs()
         self._ids = [j.id for j in jobs]
-        self.table.value = pd.DataFrame([j.row() for j in jobs], columns=self.COLUMNS)
+        self.table.value = pd.DataFrame([{**j.row(), "owner": self.page.visitor.describe(j.owner)} for j in jobs],
+                                        columns=self.COLUMNS)
         counts = {k: v for k, v in self.jobs.counts().items() if v}
         self.summary.object = "Queue: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "empty") + \
             f" · {self.jobs.workers} worker{'s' * (self.jobs.workers != 1)}"
@@ -710,7 +714,11 @@ class QueueView:
         except ConfigError:  # forgotten since the table was drawn
             return
         if event.column == "cancel":
-            self.jobs.cancel(job.id)
+            try:
+                self.jobs.cancel(job.id, by=self.page.visitor.acting)
+            except NotOwner as e:
+                self.summary.object = escape(str(e))
+                return
         elif job.study != self.page.study:
             self.summary.object = f"Job `{job.id}` is a {html.escape(job.study)} job: open it on the " \
                                   f"[{html.escape(job.study)} page](./{job.study})."
@@ -793,6 +801,7 @@ class SweepPanel(_Follower):
 
     def __init__(self, page: StudyPage):
         self.page, cls = page, page.cls
+        self.visitor = page.visitor
         self.grid: dict = {}
         self.curves: dict[tuple, dict[int, float]] = {}  # (x, y, seed) -> {epoch: value} for the chosen metric
         self.tasks: dict[int, list[dict]] = {}  # task -> its cells, in model order
@@ -1044,14 +1053,14 @@ class SweepPanel(_Follower):
         except ConfigError as e:
             self._alert(str(e))
             return
-        session, jobs, store = _session_id(), self.page.jobs, self.page.store
+        owner, jobs, store = self.page.visitor.owner, self.page.jobs, self.page.store
         self.button.disabled = True
         self.status.object = f"Checking {len(grid[self.x.value])} × {len(grid[self.y.value])} grid × {len(seeds)} " \
                              "seeds..."
 
         def submit():
             try:
-                self._submitted = jobs.submit_sweep(self.page.study, grid, seeds, dials, store=store, session=session)
+                self._submitted = jobs.submit_sweep(self.page.study, grid, seeds, dials, store=store, owner=owner)
             except ConfigError as e:
                 self._submitted = e
         if _served():
@@ -1081,7 +1090,7 @@ class SweepPanel(_Follower):
         self._new_diagram()
         self.progress.max, self.progress.value = job.total, 0
         self.status.object = f"Sweeping {self._shape()}: {job.total} runs..."
-        self.button.disabled, self.cancel_button.disabled = True, False
+        self.button.disabled, self.cancel_button.disabled = True, not self.visitor.may_change(job.owner)
         self.page.start_polling()
 
     def _on_cancel(self, event=None):
