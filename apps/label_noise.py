@@ -3,5 +3,5 @@ import panel as pn
 
 from workbench.viz.page import study_page
 
-pn.extension("tabulator", notifications=False)
+pn.extension("tabulator", "filedropper", notifications=False)  # filedropper: the upload box
 study_page("label_noise").servable(title="Noise Workbench · label noise")

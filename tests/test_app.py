@@ -317,6 +317,82 @@ def test_a_served_page_reads_files_only_from_the_servers_data_folder(store, tmp_
     assert len(said) == 1 and "mine.npz" in said.pop()  # one message whatever exists: nothing to probe with
 
 
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_an_uploaded_data_set_is_checked_kept_by_content_and_chosen(store, monkeypatch):
+    import numpy as np
+
+    from workbench.viz.page import StudyPage, served_file, user_data
+    from workbench.viz.upload import DataUpload
+
+    page = StudyPage("label_noise", store=store)
+    up = DataUpload(page, user_data(store))
+    rng = np.random.default_rng(0)
+    good = _npz_bytes(X=rng.normal(size=(120, 5)), y=np.arange(120) % 3)
+    up.receive("my data [v2].npz", good)
+    folder = user_data(store)
+    kept = sorted(p.name for p in folder.iterdir())
+    assert len(kept) == 1 and kept[0].endswith("-my_data_v2.npz"), kept  # content-addressed, a safe name
+    assert page.dials["dataset"].value == "npz" and page.dials["data_path"].value == kept[0]
+    assert "120 examples, 5 features, 3 classes" in up.message.object
+    assert served_file("data_path", kept[0], store) == str((folder / kept[0]).resolve())  # a run finds it
+    up.receive("again.npz", good)  # the same bytes under another name: a second name, no second copy of others
+    assert len(list(folder.iterdir())) == 2 and up.widget.value == {}
+
+    page.dials["data_path"].value = kept[0]
+    crafted = "[x](http://evil.example/a).npz"
+    for name, content, said in [
+        ("gaps.npz", _npz_bytes(X=np.zeros((10, 2)), y=np.array([0, 2] * 5)), "every class present"),
+        ("notes.txt", good, "an .npz file"),
+        ("broken.npz", good[: len(good) // 2], "a readable .npz file"),
+        (crafted, _npz_bytes(X=np.zeros((10, 2))), "arrays 'X' and 'y'"),
+    ]:
+        up.receive(name, content)
+        shown = up.message.object.replace("\\", "")
+        assert "Not uploaded" in shown and said in shown, shown
+        assert page.dials["data_path"].value == kept[0]  # the dials stay where they were
+    assert "](http" not in up.message.object  # a crafted name shows as text (escaped), never as a link
+    assert len(list(folder.iterdir())) == 2  # nothing refused was kept, no temporary file left
+
+    monkeypatch.setenv("WORKBENCH_MAX_UPLOAD_BYTES", "1000")
+    big = DataUpload(page, folder)
+    big.receive("big.npz", good)
+    assert "a file of at most 1,000 bytes" in big.message.object.replace("\\", "")
+    monkeypatch.delenv("WORKBENCH_MAX_UPLOAD_BYTES")
+    monkeypatch.setenv("WORKBENCH_QUOTA_UPLOADS", str(len(good) * 2 + 10))
+    up.receive("third.npz", _npz_bytes(X=rng.normal(size=(120, 5)), y=np.arange(120) % 3))
+    assert "WORKBENCH_QUOTA_UPLOADS" in up.message.object.replace("\\", "") and len(list(folder.iterdir())) == 2
+
+
+def test_the_upload_box_drops_a_transfer_that_grows_past_its_limit_on_the_server():
+    from types import SimpleNamespace
+
+    from workbench.viz.upload import CappedFileDropper
+
+    refused = []
+    w = CappedFileDropper(100, lambda name, size: refused.append((name, size)))
+
+    def chunk(i, n, data, name="f.npz"):
+        w._process_event(SimpleNamespace(event_name="upload_event", data=dict(
+            name=name, chunk=i, total_chunks=n, data=data, type="application/octet-stream")))
+    chunk(1, 3, b"x" * 60)
+    chunk(2, 3, b"x" * 60)  # past 100 bytes: dropped, though the browser said 3 chunks
+    chunk(3, 3, b"x" * 10)  # the rest of a dropped transfer is ignored
+    assert refused == [("f.npz", 120)] and w.value == {} and w._file_buffer == {}
+    chunk(5, 6, b"y")  # a chunk of a transfer that never started
+    chunk(1, 2, b"a" * 40)
+    chunk(2, 2, b"b" * 40)
+    assert w.value == {"f.npz": b"a" * 40 + b"b" * 40}
+
+
 def test_a_served_page_refuses_a_path_outside_its_data_folder(server, browser):
     url, _ = server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -324,6 +400,37 @@ def test_a_served_page_refuses_a_path_outside_its_data_folder(server, browser):
         page.goto(f"{url}/label_noise?dataset=npz&data_path={path}")
         page.get_by_role("button", name="Run").click()
         page.locator(".wb-error").get_by_text("the name of an .npz file in its data folder").wait_for(timeout=30_000)
+    page.close()
+
+
+def test_a_visitor_uploads_a_data_set_and_trains_on_it(server, browser, tmp_path):
+    import numpy as np
+
+    url, data = server
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(240, 6))
+    np.savez(tmp_path / "mine.npz", X=x, y=(x[:, 0] > 0).astype(int) + (x[:, 1] > 0))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "/label_noise?epochs=3&width=16")
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    page.locator(".wb-upload input[type=file]").set_input_files(str(tmp_path / "mine.npz"))
+    said = page.locator(".wb-upload-status")
+    said.get_by_text("Uploaded mine.npz: 240 examples, 6 features, 3 classes").wait_for(timeout=60_000)
+    said.get_by_text("n_train to 160").wait_for(timeout=5_000)  # the default 1,200 is more than the file holds
+    stored = [p.name for p in (data / "user_data").iterdir()]
+    assert len(stored) == 1 and stored[0].endswith("-mine.npz") and dial_value(page, "data_path") == stored[0]
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Done. Run").wait_for(timeout=60_000)
+    run = [r for r in wb.Store(data).list() if r["params"].get("data_path")][0]
+    assert run["status"] == "done" and run["params"]["dataset"] == "npz" and run["params"]["n_train"] == 160
+    assert stored[0] in run["params"]["data_path"]
+
+    (tmp_path / "bad.npz").write_bytes(b"<img src=http://evil.example/i.png> not a zip")
+    page.locator(".wb-upload input[type=file]").set_input_files(str(tmp_path / "bad.npz"))
+    said.get_by_text("Not uploaded").wait_for(timeout=60_000)
+    said.get_by_text("a readable .npz file").wait_for(timeout=5_000)
+    assert page.evaluate(OUTSIDE) == []
+    assert len(list((data / "user_data").iterdir())) == 1  # nothing of the refused file kept
     page.close()
 
 

@@ -298,7 +298,7 @@ import panel as pn
 
 from workbench.viz.page import study_page
 
-pn.extension("tabulator", notifications=False)
+pn.extension("tabulator", "filedropper", notifications=False)  # filedropper: the upload box of a file dial
 study_page({study!r}).servable(title="Noise Workbench · {title}")
 '''
 

@@ -168,6 +168,7 @@ class StudyPage(_Follower):
         self._url_problems: dict[str, str] = {}  # URL values the widgets refused, by dial
         self.sweep = SweepPanel(self)
         self.queue = QueueView(self.jobs, self)
+        self.upload = None  # on a served page with a file dial: its upload box (viz/upload.py)
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def sync_url(self, location) -> None:
@@ -223,7 +224,13 @@ class StudyPage(_Follower):
                                   f"{claims_line(self.cls, self.store)}\n\n"
                                   f"<small>{html.escape(self.cls.paper)}</small>", sizing_mode="stretch_width")
         # Run / Cancel above the dials, in a column that scrolls on its own and stays in view as the page scrolls
-        controls = pn.Column(pn.Row(self.run_button, self.cancel_button), self.force, *self.dials.values(),
+        upload = []
+        if _served() and any(name in self.dials for name in FILE_DIALS):  # a visitor's own data (viz/upload.py)
+            from .upload import DataUpload
+
+            self.upload = DataUpload(self, user_data(self.store))
+            upload = [self.upload.panel()]
+        controls = pn.Column(pn.Row(self.run_button, self.cancel_button), self.force, *self.dials.values(), *upload,
                              width=300, css_classes=["wb-controls"], styles=STICKY)
         run_tab = pn.Column(self.preview, self.compare, self.status, self.progress, self.live, self.samples,
                             self.result, sizing_mode="stretch_width")
