@@ -6,6 +6,14 @@ baseline), then while the jobs run; at the end every job must be stored as done 
 
     python bench/bench_load.py [--sessions 5] [--events 40] [--epochs 60] [--json]
                                [--env NAME=VALUE ...] [--profile server.prof]
+    python bench/bench_load.py --abuse [--sessions 3] [--events 40] [--json]
+
+--abuse: the same server shared (WORKBENCH_SHARED=1, sign-in by password, small quotas, one job worker) and, beside
+the normal visitors, two hostile ones: each opens three tabs and queues a 100,000-epoch job in every one, asks for
+a 17 GB model and a 10,000-cell sweep, and tries to cancel the normal visitors' jobs from its Jobs tab. The quotas
+must hold (the third tab, the model and the sweep refused, with the reason on the page), the cancel must be
+refused, the normal visitors' small jobs must end done (the time limit per job stops the hogs, the round-robin
+puts the others first), and every dial turn of theirs must be answered meanwhile.
 
 --env sets variables for the server (e.g. OMP_NUM_THREADS=1); --profile runs it under cProfile (the event loop's
 thread: what blocks it) and writes the stats there for `python -m pstats`.
@@ -58,18 +66,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path, env: dict, profile: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(data: Path, env: dict, profile: str | None = None, extra: tuple = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
+        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "panel", "serve",
+         *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
          "--address", "127.0.0.1", "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
-         "--index", "index"],
+         "--index", "index", *extra],
         cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
-            urllib.request.urlopen(url + "/label_noise", timeout=2)
+            urllib.request.urlopen(url + "/login" if extra else url + "/label_noise", timeout=2)
             return proc, url
         except OSError:
             time.sleep(0.5)
@@ -115,6 +124,148 @@ async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int
             "jobs_s": jobs_s, "pages_done": sum(f is None for f in finished)}
 
 
+# the shared server of --abuse: sign-in by one password (any user name), small quotas, one job worker
+ABUSE_ENV = {"WORKBENCH_SHARED": "1", "WORKBENCH_QUOTA_SESSION": "2", "WORKBENCH_QUOTA_JOBS": "12",
+             "WORKBENCH_QUOTA_CELLS": "200", "WORKBENCH_QUOTA_MEMORY": "0.05", "WORKBENCH_QUOTA_JOB_S": "15",
+             "WORKBENCH_JOB_WORKERS": "1"}
+PASSWORD = "load-test-password"
+HOG = {"epochs": 100000, "width": 64, "n_train": 1000}
+
+
+async def _signed_in(browser, url: str, user: str, path: str):
+    """A page of a new browser context (its own cookies) signed in as `user`, opened at `path`."""
+    page = await (await browser.new_context(viewport={"width": 1400, "height": 1000})).new_page()
+    await page.goto(f"{url}/login")
+    await page.locator("input[name=username]").fill(user)
+    await page.locator("input[name=password]").fill(PASSWORD)
+    await page.locator("input[name=password]").press("Enter")
+    await page.wait_for_url(lambda u: "/login" not in u, timeout=60_000)
+    await page.goto(f"{url}{path}")
+    await page.get_by_role("button", name="Run").wait_for(timeout=60_000)
+    return page
+
+
+async def _fill(page, label: str, value) -> None:
+    field = page.locator(".bk-input-group", has_text=label).locator("input").first
+    await field.fill(str(value))
+    await field.press("Enter")
+
+
+async def _said(page, text: str, timeout: float = 60_000) -> bool:
+    try:
+        await page.get_by_text(text).first.wait_for(timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001 - a Playwright timeout: not said
+        return False
+
+
+async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100) -> dict:
+    from playwright.async_api import async_playwright
+
+    hog = "&".join(f"{k}={v}" for k, v in HOG.items())
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        normal = []
+        for i in range(sessions):
+            query = "&".join(f"{k}={v}" for k, v in {**job, "seed": 100 + i}.items())
+            normal.append(await _signed_in(browser, url, f"user{i}", f"/label_noise?{query}"))
+        # the hostile visitors: three tabs each (one browser, so one sign-in), a hog queued in every tab
+        tabs = {}
+        for name in ("mallory", "trudy"):
+            first = await _signed_in(browser, url, name, f"/label_noise?{hog}&seed=1")
+            context = first.context
+            more = []
+            for k in (2, 3):
+                tab = await context.new_page()
+                await tab.goto(f"{url}/label_noise?{hog}&seed={k}")
+                await tab.get_by_role("button", name="Run").wait_for(timeout=60_000)
+                more.append(tab)
+            tabs[name] = [first, *more]
+        refused = {"tabs": 0, "model": 0, "sweep": 0, "cancel": 0}
+        for name, pages in tabs.items():
+            for tab in pages:
+                await tab.get_by_role("button", name="Run").click()
+                await tab.wait_for_timeout(300)
+            if await _said(pages[2], "per visitor on this server"):  # the third tab: over the visitor's quota
+                refused["tabs"] += 1
+        idle_turns = await asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(100 + 100 * i, 100 + 100 * i + events)), gap_ms])
+                                            for i, pg in enumerate(normal)))
+        await asyncio.gather(*(pg.get_by_role("button", name="Run").click() for pg in normal))
+        t0 = time.perf_counter()
+        busy_turns = asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(150 + 100 * i, 150 + 100 * i + events)), gap_ms])
+                                      for i, pg in enumerate(normal)))
+        # meanwhile the hostile visitors ask for more than the server allows, and try to cancel the others' jobs
+        tab = tabs["mallory"][2]
+        await tab.goto(f"{url}/label_noise?width=8192&depth=16&epochs=3")
+        await tab.get_by_role("button", name="Run").click()
+        refused["model"] += await _said(tab, "of the memory available")
+        tab = tabs["trudy"][2]
+        await tab.locator(".bk-tab", has_text="Sweep").click()
+        await _fill(tab, "x values", ",".join(f"{v / 100:g}" for v in range(100)))
+        await _fill(tab, "y values", ",".join(str(v) for v in range(8, 808, 8)))
+        await tab.get_by_role("button", name="Sweep").click()
+        refused["sweep"] += await _said(tab, "cells per sweep on this server")
+        tab = tabs["mallory"][0]
+        await tab.locator(".bk-tab", has_text="Jobs").click()
+        rows = tab.locator(".wb-queue .tabulator-row", has_text="another session").or_(
+            tab.locator(".wb-queue .tabulator-row", has_text="user0"))
+        await rows.first.wait_for(timeout=60_000)
+        for _ in range(20):  # the table redraws as jobs progress: click again if it was redrawn under the pointer
+            try:
+                await rows.first.locator(".wb-cancel").click(timeout=2_000, force=True)
+            except Exception:  # noqa: BLE001 - a Playwright timeout: the row was redrawn
+                continue
+            if await _said(tab, "only its owner may cancel it", timeout=5_000):
+                refused["cancel"] += 1
+                break
+        busy = await busy_turns
+        finished = await asyncio.gather(*(pg.get_by_text("Done. Run").wait_for(timeout=600_000) for pg in normal),
+                                        return_exceptions=True)
+        jobs_s = time.perf_counter() - t0
+        hogs_stopped = await _said(tabs["mallory"][0], "limit per job", timeout=120_000)
+        await browser.close()
+    return {"idle": [m for s in idle_turns for m in s], "busy": [m for s in busy for m in s], "jobs_s": jobs_s,
+            "pages_done": sum(f is None for f in finished), "refused": refused, "hog_stopped_at_limit": hogs_stopped}
+
+
+def abuse_main(args) -> dict:
+    import workbench as wb
+
+    data = Path(tempfile.mkdtemp(prefix="wb-abuse-"))
+    env = {**ABUSE_ENV, **dict(pair.split("=", 1) for pair in args.env)}
+    proc, url = start_server(data, env, args.profile, extra=("--basic-auth", PASSWORD, "--cookie-secret",
+                                                             "bench-load-cookie-secret"))
+    try:
+        job = {"epochs": args.epochs, "width": 32, "n_train": 300}
+        raw = asyncio.run(abuse_test(url, args.sessions, args.events, job))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    rows = wb.Store(data).list()
+    normal = [r for r in rows if r["owner"].startswith("user:user")]
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions, "job": job,
+           "quotas": ABUSE_ENV, "idle": summary(raw["idle"]), "while_abused": summary(raw["busy"]),
+           "refused": raw["refused"], "normal_jobs_done": sum(r["status"] == "done" for r in normal),
+           "pages_saw_done": raw["pages_done"], "normal_jobs_s": round(raw["jobs_s"], 1),
+           "hog_stopped_at_limit": raw["hog_stopped_at_limit"],
+           "runs": [{"owner": r["owner"], "status": r["status"], "created": r["created"], "finished": r["finished"],
+                     "wall_s": r["wall_s"]} for r in sorted(rows, key=lambda r: r["created"] or "")]}
+    shutil.rmtree(data, ignore_errors=True)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"abuse: {args.sessions} normal visitors ({job}) and 2 hostile ones, quotas {ABUSE_ENV}")
+        for phase in ("idle", "while_abused"):
+            s = out[phase]
+            print(f"  {phase:13s} p50 {s['p50_ms']:7.1f} ms   p95 {s['p95_ms']:7.1f} ms   max {s['max_ms']:7.1f} ms"
+                  f"   ({s['events']} events, {s['unanswered']} unanswered)")
+        print(f"  refused: {out['refused']}; normal jobs done {out['normal_jobs_done']}/{args.sessions} in "
+              f"{out['normal_jobs_s']} s; a hog stopped at the time limit: {out['hog_stopped_at_limit']}")
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=5)
@@ -123,7 +274,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the server process")
     ap.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
+    ap.add_argument("--abuse", action="store_true", help="a shared server with hostile visitors (see above)")
     args = ap.parse_args(argv)
+    if args.abuse:
+        return abuse_main(args)
     import workbench as wb
 
     data = Path(tempfile.mkdtemp(prefix="wb-load-"))

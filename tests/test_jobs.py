@@ -155,7 +155,7 @@ def test_quotas_refuse_what_a_shared_server_cannot_take_and_say_why(store):
     q = JobQueue(quotas=Quotas(per_session=1, total=2, sweep_cells=10, memory_share=0.01))
     long = dict(epochs=100000, width=16, n_train=200)
     first = q.submit_run("label_noise", long, store=store, owner="a")
-    with pytest.raises(wb.ConfigError, match="at most 1 per session"):
+    with pytest.raises(wb.ConfigError, match="at most 1 per visitor"):
         q.submit_run("label_noise", long, store=store, owner="a")
     with pytest.raises(wb.ConfigError, match=r"memory=.*GiB for one model.*of the memory available"):
         q.submit_run("label_noise", dict(epochs=3, width=4096, depth=4), store=store, owner="b")
@@ -171,13 +171,47 @@ def test_quotas_refuse_what_a_shared_server_cannot_take_and_say_why(store):
     assert q.wait(again, 120) and again.status == "done"
 
 
+def test_a_visitor_cannot_raise_its_quota_by_opening_tabs_and_does_not_starve_another(store):
+    from workbench.runs.jobs import JobQueue, Quotas
+
+    q = JobQueue(workers=1, quotas=Quotas(per_session=2, total=10))
+    long = dict(epochs=100000, width=16, n_train=200)
+    hog = [q.submit_run("label_noise", long, store=store, owner=f"session:tab{i}", client="address:192.0.2.9")
+           for i in range(2)]
+    with pytest.raises(wb.ConfigError, match="at most 2 per visitor"):  # a third tab is the same visitor
+        q.submit_run("label_noise", long, store=store, owner="session:tab3", client="address:192.0.2.9")
+    deadline = time.time() + 60
+    while hog[0].status != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    other = q.submit_run("label_noise", FAST, store=store, owner="session:x", client="address:192.0.2.10")
+    q.cancel(hog[0].id)  # the worker frees: the other visitor's job goes before the hog's second
+    assert q.wait(other, 120) and other.status == "done" and hog[1].status in ("queued", "running")
+    assert hog[1].started is None or hog[1].started >= other.started
+    q.cancel(hog[1].id)
+    assert q.wait(hog[1], 120)
+
+
+def test_a_job_from_a_shared_page_is_stopped_at_the_servers_time_limit_and_kept(store):
+    from workbench.runs.jobs import JobQueue, Quotas
+
+    q = JobQueue(workers=1, quotas=Quotas(job_seconds=2))
+    long = dict(epochs=100000, width=16, n_train=200)
+    job = q.submit_run("label_noise", long, store=store, owner="session:a", client="address:192.0.2.9")
+    assert q.wait(job, 120) and job.status == "cancelled"
+    assert "stopped after 2 s: this server's limit per job (WORKBENCH_QUOTA_JOB_S)" in job.error
+    assert store.get(job.run_id)["status"] == "cancelled" and job.result.step >= 1  # what it computed is kept
+    mine = q.submit_run("label_noise", dict(long, epochs=40), store=store, owner="")  # single-user/CLI: no limit
+    assert q.wait(mine, 300) and mine.status == "done"
+
+
 def test_quotas_come_from_the_environment_and_bad_values_are_named(monkeypatch):
     from workbench.runs.jobs import Quotas
 
     monkeypatch.setenv("WORKBENCH_QUOTA_SESSION", "2")
     monkeypatch.setenv("WORKBENCH_QUOTA_CELLS", "500")
+    monkeypatch.setenv("WORKBENCH_QUOTA_JOB_S", "0")
     q = Quotas.from_env()
-    assert (q.per_session, q.sweep_cells, q.total) == (2, 500, Quotas.total)
+    assert (q.per_session, q.sweep_cells, q.total, q.job_seconds) == (2, 500, Quotas.total, 0)
     monkeypatch.setenv("WORKBENCH_QUOTA_JOBS", "lots")
     with pytest.raises(wb.ConfigError, match="WORKBENCH_QUOTA_JOBS='lots'"):
         Quotas.from_env()
@@ -223,7 +257,7 @@ def test_a_shared_servers_pages_cancel_only_their_own_jobs(store):
     assert a.queue.table.value["owner"][0] == "you"
     assert "of yours (this server is shared)" in b.queue.panel()[0].object
     b.queue._on_click(type("Click", (), {"column": "cancel", "row": 0})())  # not b's: said, not cancelled
-    assert "queued by another session" in b.queue.summary.object and not job.cancel.is_set()
+    assert "queued by another session" in b.alert.object and b.alert.visible and not job.cancel.is_set()
     b.queue._on_click(type("Click", (), {"column": "open", "row": 0})())  # b may follow it, not cancel it
     assert b.job is job and b.cancel_button.disabled
     b._on_cancel()
@@ -244,14 +278,14 @@ def test_who_owns_a_page_and_whether_its_server_is_shared(monkeypatch):
     monkeypatch.setattr(owners, "_context", lambda: type("Ctx", (), {"id": "abc", "request": request})())
     monkeypatch.setattr(type(pn.state), "user", property(lambda s: visit["user"]))
     assert owners.Visitor.here() == owners.Visitor("session:abc", False)  # a visitor on this machine
-    visit["ip"] = "192.0.2.7"
-    assert owners.Visitor.here() == owners.Visitor("session:abc", True)  # from another machine: shared
+    visit["ip"] = "192.0.2.7"  # from another machine: shared; quotas count its address, whatever the session
+    assert owners.Visitor.here() == owners.Visitor("session:abc", True, "address:192.0.2.7")
     visit["ip"], visit["user"] = "127.0.0.1", "alice"
-    assert owners.Visitor.here() == owners.Visitor("user:alice", True)  # signed in: shared, owned by name
+    assert owners.Visitor.here() == owners.Visitor("user:alice", True, "user:alice")  # signed in: owned by name
     monkeypatch.setenv("WORKBENCH_SHARED", "0")
-    assert not owners.Visitor.here().shared
+    assert not owners.Visitor.here().shared and owners.Visitor.here().client == ""
     monkeypatch.setenv("WORKBENCH_SHARED", "1")
     visit["user"] = None
-    assert owners.Visitor.here() == owners.Visitor("session:abc", True)
+    assert owners.Visitor.here() == owners.Visitor("session:abc", True, "address:127.0.0.1")
     v = owners.Visitor("", True)  # shared, but no owner known: changes nothing
     assert not v.may_change("") and not v.may_change("session:x")

@@ -10,7 +10,6 @@ own periodic callbacks (that is the throttle); nothing here touches a widget or 
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 import time
@@ -53,14 +52,17 @@ def _env_number(name: str, default, kind=int, low=1):
 @dataclass
 class Quotas:
     """What one shared server lets its sessions queue (a job outlives the page that started it): queued and
-    running jobs per session and in all, cells per sweep, and one job's estimated memory against what the machine
-    has available. From the environment: WORKBENCH_QUOTA_SESSION, WORKBENCH_QUOTA_JOBS, WORKBENCH_QUOTA_CELLS,
-    WORKBENCH_QUOTA_MEMORY (a share of the available memory, 0-1)."""
+    running jobs per session (and per visitor: a signed-in user, else a browser's address, so opening more tabs
+    does not raise it) and in all, cells per sweep, one job's estimated memory against what the machine has
+    available, and how long a job from a shared page may run. From the environment: WORKBENCH_QUOTA_SESSION,
+    WORKBENCH_QUOTA_JOBS, WORKBENCH_QUOTA_CELLS, WORKBENCH_QUOTA_MEMORY (a share of the available memory, 0-1),
+    WORKBENCH_QUOTA_JOB_S (seconds; 0: no limit)."""
 
     per_session: int = 4
     total: int = 32
     sweep_cells: int = 2000
     memory_share: float = 0.5
+    job_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls) -> "Quotas":
@@ -69,7 +71,8 @@ class Quotas:
             raise ConfigError("WORKBENCH_QUOTA_MEMORY", share, "a share of the available memory, from 0.01 to 1")
         return cls(_env_number("WORKBENCH_QUOTA_SESSION", cls.per_session),
                    _env_number("WORKBENCH_QUOTA_JOBS", cls.total),
-                   _env_number("WORKBENCH_QUOTA_CELLS", cls.sweep_cells), share)
+                   _env_number("WORKBENCH_QUOTA_CELLS", cls.sweep_cells), share,
+                   _env_number("WORKBENCH_QUOTA_JOB_S", cls.job_seconds, float, 0))
 
 
 def available_memory() -> int:
@@ -94,6 +97,7 @@ class Job:
     total: int  # progress units: steps/epochs of a run, cells of a sweep
     options: dict = field(default_factory=dict)  # force, store; grid and seeds of a sweep
     owner: str = ""  # who queued it: a browser session, or a signed-in user (viz/owners.py)
+    client: str = ""  # on a shared server, the visitor behind it (a signed-in user or an address): its quotas
     status: str = "queued"
     done: int = 0
     created: float = field(default_factory=time.time)
@@ -104,6 +108,7 @@ class Job:
     events: list = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    expired: bool = False  # stopped by the server's time limit per job (Quotas.job_seconds)
 
     @property
     def final(self) -> bool:
@@ -144,53 +149,48 @@ class JobQueue:
         self.keep = keep  # finished jobs remembered (the oldest are forgotten first; their runs stay in the store)
         self.version = 0
         self._jobs: dict[str, Job] = {}  # in submission order
-        self._pending: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # a job was queued
+        self._served: dict[str, float] = {}  # when each visitor's last job started (the round-robin's order)
         self._threads: list[threading.Thread] = []
 
     # -- submitting ---------------------------------------------------------------------------------------------
-    def submit_run(self, study: str, dials: dict, *, force: bool = False, store=None, owner: str = "") -> Job:
-        """Queue one run. Bad dials raise ConfigError here, before anything is queued."""
+    def submit_run(self, study: str, dials: dict, *, force: bool = False, store=None, owner: str = "",
+                   client: str = "") -> Job:
+        """Queue one run. Bad dials raise ConfigError here, before anything is queued. owner: who may cancel it;
+        client: the visitor of a shared page (its quotas, its fair share of the workers and the time limit)."""
         cls = get_study(study)
         cfg = cls.configure(**dials)
-        self._check_quota(owner, [cfg])
+        self._check_quota(owner, client, [cfg])
         total = int(getattr(cfg, cls.axis + "s", 0) or 1)
         return self._add(Job(_new_id(), "run", study, dict(dials), _label(study, dials), total,
-                             dict(force=force, store=store), owner))
+                             dict(force=force, store=store), owner, client))
 
     def submit_sweep(self, study: str, grid: dict, seeds, dials: dict, *, force: bool = False, store=None,
-                     owner: str = "") -> Job:
+                     owner: str = "", client: str = "") -> Job:
         """Queue a sweep over grid × seeds; a bad grid or dial raises ConfigError here."""
         from .sweep import plan
 
-        self._check_quota(owner)  # before planning: a huge grid is refused without being laid out
-        n = 1
+        n = 1  # what can never run is said first, then what could run later; both before the grid is laid out
         for values in (grid.values() if isinstance(grid, dict) else ()):
             n *= len(values) if hasattr(values, "__len__") else 1
         n *= seeds if isinstance(seeds, int) else len(seeds) if hasattr(seeds, "__len__") else 1
         if n > self.quotas.sweep_cells:
             raise ConfigError("sweep", f"{n} cells", f"at most {self.quotas.sweep_cells} cells per sweep on this "
                                                      "server (WORKBENCH_QUOTA_CELLS); fewer values or seeds")
+        self._check_quota(owner, client)
         _, cells, config, _ = plan(study, grid, seeds, dials)
-        self._check_quota(owner, cells)
+        self._check_quota(owner, client, cells)
         seeds = config["seeds"]
         label = " × ".join(f"{k} ({len(v)})" for k, v in config["grid"].items()) + f", {len(config['seeds'])} seeds"
         return self._add(Job(_new_id(), "sweep", study, dict(dials), label, len(cells),
                              dict(force=force, store=store, grid=grid, seeds=seeds, axes=config["grid"]),
-                             owner))
+                             owner, client))
 
-    def _check_quota(self, owner: str, cells: list = ()) -> None:
-        """Refuse a job the server's quotas do not allow, saying which and why (ConfigError, before queueing)."""
+    def _check_quota(self, owner: str, client: str = "", cells: list = ()) -> None:
+        """Refuse a job the server's quotas do not allow, saying which and why (ConfigError, before queueing): a model
+        too big for the machine first (it could never run), then the counts of queued and running jobs."""
         q = self.quotas
-        active = [j for j in self.jobs() if not j.final]
-        mine = sum(1 for j in active if j.owner == owner)
-        if mine >= q.per_session:
-            raise ConfigError("queue", f"{mine} of your jobs queued or running",
-                              f"at most {q.per_session} per session on this server (WORKBENCH_QUOTA_SESSION): "
-                              "wait for one to end, or cancel one in the Jobs tab")
-        if len(active) >= q.total:
-            raise ConfigError("queue", f"{len(active)} jobs queued or running",
-                              f"at most {q.total} on this server (WORKBENCH_QUOTA_JOBS): try again when some end")
         if cells:
             need = max(c.model_bytes() for c in cells)
             room = int(available_memory() * q.memory_share)
@@ -198,6 +198,16 @@ class JobQueue:
                 raise ConfigError("memory", f"about {need / 2**30:.1f} GiB for one model",
                                   f"at most {room / 2**30:.1f} GiB ({q.memory_share:.0%} of the memory available "
                                   "now, WORKBENCH_QUOTA_MEMORY): a smaller width, depth or data set")
+        active = [j for j in self.jobs() if not j.final]
+        mine = sum(1 for j in active if j.owner == owner or (client and j.client == client))
+        if mine >= q.per_session:
+            raise ConfigError("queue", f"{mine} of your jobs queued or running",
+                              f"at most {q.per_session} per visitor on this server (a signed-in user, else a "
+                              "browser's address; WORKBENCH_QUOTA_SESSION): wait for one to end, or cancel one in "
+                              "the Jobs tab")
+        if len(active) >= q.total:
+            raise ConfigError("queue", f"{len(active)} jobs queued or running",
+                              f"at most {q.total} on this server (WORKBENCH_QUOTA_JOBS): try again when some end")
 
     def _add(self, job: Job) -> Job:
         with self._lock:
@@ -208,7 +218,17 @@ class JobQueue:
                 t = threading.Thread(target=self._work, daemon=True, name=f"wb-job-worker-{len(self._threads)}")
                 self._threads.append(t)
                 t.start()
-        self._pending.put(job)
+            self._wake.notify()
+        return job
+
+    def _next(self) -> Job | None:
+        """The queued job to start next (under the lock), round-robin over visitors: the oldest job of the visitor
+        served longest ago, so one visitor's long queue does not starve another's single job. None if none waits."""
+        queued = [j for j in self._jobs.values() if j.status == "queued"]
+        if not queued:
+            return None
+        job = min(queued, key=lambda j: (self._served.get(j.client or j.owner, 0.0), j.created))
+        self._served[job.client or job.owner] = time.monotonic()
         return job
 
     def _forget_old(self) -> None:
@@ -260,21 +280,37 @@ class JobQueue:
     def _work(self) -> None:
         lower_priority()
         while True:
-            job = self._pending.get()
-            with self._lock:
-                if job.status != "queued":  # cancelled while it waited
-                    continue
+            with self._wake:
+                job = self._next()
+                while job is None:
+                    self._wake.wait()
+                    job = self._next()
                 job.status, job.started = "running", time.time()
                 self.version += 1
+            limit = self.quotas.job_seconds if job.client else 0  # jobs from shared pages only
+            timer = threading.Timer(limit, self._expire, args=(job,)) if limit else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
             try:
                 result = self._execute(job)
                 status, error = result.status, result.error
             except Exception as e:  # noqa: BLE001 - a job that cannot even start is a failed job, shown in the table
                 result, status, error = None, "failed", f"{type(e).__name__}: {e}"
+            if timer is not None:
+                timer.cancel()
+            if job.expired:
+                error = (f"stopped after {_seconds(limit)}: this server's limit per job (WORKBENCH_QUOTA_JOB_S); "
+                         "what it computed is kept" + (f" ({error})" if error else ""))
             with self._lock:
                 job.result = result
                 self._end(job, status, error)
                 self.version += 1
+
+    def _expire(self, job: Job) -> None:
+        """A job from a shared page ran past the server's time limit: stopped like a cancel, and said so."""
+        job.expired = True
+        job.cancel.set()
 
     def _execute(self, job: Job):
         from .run import run
@@ -307,6 +343,10 @@ class JobQueue:
         if status == "done":
             job.done = job.total
         job.ended.set()
+
+
+def _seconds(s: float) -> str:
+    return f"{s:g} s" if s < 120 else f"{s / 60:g} min" if s < 7200 else f"{s / 3600:g} h"
 
 
 def lower_priority() -> None:

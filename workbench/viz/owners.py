@@ -41,6 +41,23 @@ def current() -> str:
     return f"session:{sid}" if sid else ""
 
 
+def _address() -> str:
+    """The visitor's address as the server sees it (behind a proxy, `panel serve --use-xheaders` makes it the
+    browser's own); '' where unknown."""
+    ctx = _context()
+    request = getattr(ctx, "request", None) if ctx is not None else None
+    return str(getattr(request, "remote_ip", "") or "") if request is not None else ""
+
+
+def client() -> str:
+    """Who a shared server's quotas count: the signed-in user, else the browser's address (a new tab or a reload is
+    a new session, but not a new visitor)."""
+    if pn.state.user:
+        return f"user:{pn.state.user}"
+    address = _address()
+    return f"address:{address}" if address else current()
+
+
 def shared() -> bool:
     """Whether this page is on a shared server (see the module's docstring)."""
     env = os.environ.get("WORKBENCH_SHARED", "").strip().lower()
@@ -48,30 +65,30 @@ def shared() -> bool:
         return True
     if env in ("0", "false", "no", "off"):
         return False
-    ctx = _context()
-    if ctx is None:
+    if _context() is None:
         return False  # a notebook's kernel: its user owns everything it sees
     if pn.state.user:
         return True
-    request = getattr(ctx, "request", None)
-    ip = getattr(request, "remote_ip", None) if request is not None else None
     try:
-        return not ipaddress.ip_address(ip).is_loopback
+        return not ipaddress.ip_address(_address()).is_loopback
     except (TypeError, ValueError):
         return True  # unknown: the careful answer
 
 
 @dataclass(frozen=True)
 class Visitor:
-    """Who a page is for, taken when the page is made (in its session): its owner name and whether the server is
-    shared. Callbacks and threads ask it, not the session state of the moment."""
+    """Who a page is for, taken when the page is made (in its session): its owner name, whether the server is
+    shared and, if it is, the client its quotas count (see client()). Callbacks and threads ask it, not the session
+    state of the moment."""
 
     owner: str = ""
     shared: bool = False
+    client: str = ""  # '' where not shared: a single user's jobs have no per-visitor limits or time limit
 
     @classmethod
     def here(cls) -> "Visitor":
-        return cls(current(), shared())
+        is_shared = shared()
+        return cls(current(), is_shared, client() if is_shared else "")
 
     @property
     def acting(self) -> str | None:

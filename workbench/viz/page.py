@@ -293,7 +293,7 @@ class StudyPage(_Follower):
     def _on_run(self, event=None):
         try:
             job = self.jobs.submit_run(self.study, self.job_values(), force=self.force.value, store=self.store,
-                                       owner=self.visitor.owner)
+                                       owner=self.visitor.owner, client=self.visitor.client)
         except ConfigError as e:
             self.alert.object = f"**Cannot run:** {escape(e)}"
             self.alert.visible = True
@@ -723,8 +723,9 @@ class QueueView:
         if event.column == "cancel":
             try:
                 self.jobs.cancel(job.id, by=self.page.visitor.acting)
-            except NotOwner as e:
-                self.summary.object = escape(str(e))
+            except NotOwner as e:  # said above the tabs, where it stays until the next action
+                self.page.alert.object = f"**Cannot cancel:** {escape(e)}"
+                self.page.alert.visible = True
                 return
         elif job.study != self.page.study:
             self.summary.object = f"Job `{job.id}` is a {html.escape(job.study)} job: open it on the " \
@@ -1060,14 +1061,15 @@ class SweepPanel(_Follower):
         except ConfigError as e:
             self._alert(str(e))
             return
-        owner, jobs, store = self.page.visitor.owner, self.page.jobs, self.page.store
+        visitor, jobs, store = self.page.visitor, self.page.jobs, self.page.store
         self.button.disabled = True
         self.status.object = f"Checking {len(grid[self.x.value])} × {len(grid[self.y.value])} grid × {len(seeds)} " \
                              "seeds..."
 
         def submit():
             try:
-                self._submitted = jobs.submit_sweep(self.page.study, grid, seeds, dials, store=store, owner=owner)
+                self._submitted = jobs.submit_sweep(self.page.study, grid, seeds, dials, store=store,
+                                                    owner=visitor.owner, client=visitor.client)
             except ConfigError as e:
                 self._submitted = e
         if _served():
