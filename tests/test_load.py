@@ -32,12 +32,13 @@ def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_n
         from bench_load import main
     finally:
         sys.path.remove(str(REPO / "bench"))
-    out = main(["--abuse", "--sessions", "3", "--events", "10", "--epochs", "3", "--json"])
+    out = main(["--abuse", "--sessions", "2", "--events", "5", "--epochs", "3", "--env", "WORKBENCH_QUOTA_JOB_S=6",
+                "--json"])
     # every abuse refused, with its reason on the hostile page: a third tab's job (per visitor, not per tab), a
     # 17 GB model, a 10,000-cell sweep, and cancelling another visitor's job
     assert out["refused"] == {"tabs": 2, "model": 1, "sweep": 1, "cancel": 1}
-    assert out["normal_jobs_done"] == out["pages_saw_done"] == 3  # nobody starved: the hogs are stopped and rotated
+    assert out["normal_jobs_done"] == out["pages_saw_done"] == 2  # nobody starved: the hogs are stopped and rotated
     assert out["hog_stopped_at_limit"]
     hogs = [r for r in out["runs"] if not r["owner"].startswith("user:user")]
     assert hogs and all(r["status"] == "cancelled" for r in hogs)  # stopped at the limit, what they computed kept
-    assert out["while_abused"]["unanswered"] == 0 and out["while_abused"]["events"] == 3 * 10
+    assert out["while_abused"]["unanswered"] == 0 and out["while_abused"]["events"] == 2 * 5
