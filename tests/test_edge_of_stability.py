@@ -12,7 +12,7 @@ def _sharpness(lr):
     return ds.sharpness.values, ds  # (seed, measurement)
 
 
-def test_sharpness_rises_to_two_over_eta_and_hovers_there():
+def test_sharpness_rises_to_two_over_eta_and_hovers_there(shared_data):  # the claim's sweep: shared with its check
     sharp, ds = _sharpness(0.2)  # 2/η = 10
     late = sharp[:, sharp.shape[1] // 2:]
     assert (sharp[:, 0] < 0.9 * 10).all(), sharp[:, 0]  # it starts below the edge ...

@@ -9,7 +9,6 @@ from workbench.errors import ConfigError
 from workbench.studies import grokking
 
 SEEDS = [0, 1, 2]
-SMALL = dict(p=31, epochs=1500, eval_every=50, lr=0.03)  # ~10 s per setting on 2 cores, all seeds as one program
 
 
 def test_modular_addition_data():
@@ -46,15 +45,17 @@ def test_fourier_power_finds_a_single_frequency():
     assert int(power[1:].argmax()) + 1 == k and float(power[1:].sum()) == pytest.approx(float(power[k]), rel=1e-9)
 
 
-def _sweep(**dials):
-    return wb.sweep("grokking", grid={"p": [dials.pop("p")]}, seeds=SEEDS, **dials).ds.squeeze("p")
+def _sweep(grid, **dials):
+    """The sweeps of the softmax_collapse and perp_grad claims (workbench/reproduce.py), in the test session's shared
+    store: the quick reproduction profile reads them back instead of training them again."""
+    return wb.sweep("grokking", grid=grid, seeds=SEEDS, progress=False, **dials).ds
 
 
-def test_float32_softmax_collapses_and_does_not_generalize_float64_delays_it():
+def test_float32_softmax_collapses_and_does_not_generalize_float64_delays_it(shared_data):
     """Prieto et al. 2025: without weight decay, float32 softmax CE drives training losses to exactly zero (SC)
-    and test accuracy stays at chance; float64 postpones the collapse."""
-    f32 = _sweep(**SMALL, softmax_precision="float32")
-    f64 = _sweep(**SMALL, softmax_precision="float64")
+    and test accuracy stays at chance; float64 postpones the collapse. p = 31, ~10 s per setting on 2 cores."""
+    ds = _sweep({"softmax_precision": ["float32", "float64"]}, p=31, epochs=1500, eval_every=50)
+    f32, f64 = ds.sel(softmax_precision="float32"), ds.sel(softmax_precision="float64")
     assert (f32.train_acc.isel(epoch=-1) == 1).all()
     assert (f32.sc_fraction.isel(epoch=-1) > 0.5).all()
     assert (f32.test_acc.isel(epoch=-1) < 0.1).all()
@@ -64,9 +65,10 @@ def test_float32_softmax_collapses_and_does_not_generalize_float64_delays_it():
     assert (f64.sc_fraction.isel(epoch=-1) < f32.sc_fraction.isel(epoch=-1)).all()
 
 
-def test_perpendicular_gradient_generalizes_without_weight_decay():
-    plain = _sweep(p=53, epochs=300, eval_every=25)  # the paper's settings (lr 0.01, AdamW, no weight decay)
-    perp = _sweep(p=53, epochs=300, eval_every=25, optimizer="perp_adamw")
+def test_perpendicular_gradient_generalizes_without_weight_decay(shared_data):
+    # the paper's settings (lr 0.01, AdamW, no weight decay)
+    ds = _sweep({"optimizer": ["adamw", "perp_adamw"]}, p=53, epochs=300, eval_every=25)
+    plain, perp = ds.sel(optimizer="adamw"), ds.sel(optimizer="perp_adamw")
     assert (perp.test_acc.isel(epoch=-1) > 0.9).all(), perp.test_acc.isel(epoch=-1).values
     assert (plain.test_acc.isel(epoch=-1) < 0.1).all()
     assert np.isfinite(perp.grok_epoch.values).all() and np.isnan(plain.grok_epoch.values).all()

@@ -27,19 +27,26 @@ def test_bad_claim_or_profile_is_refused():
 
 def test_quick_profile_writes_the_report(shared_data, tmp_path, capsys):
     """The quick profile end to end: each claim's notebook runs (or says it is full-profile only), each check that
-    runs passes with its effect size, and index.html links every executed notebook and figure."""
+    runs gives its verdict with its effect (mean ± sd, 95 % interval, n = its seeds), index.html links every executed
+    notebook and figure, and the README's table of claims says what this run measured."""
     out = tmp_path / "reports"
     code = cli.main(["reproduce", "--profile", "quick", "--output", str(out), "--quiet", "--timeout", "600"])
     printed = capsys.readouterr().out
     results = json.loads((out / "reproduce" / "results.json").read_text())
     assert [r["key"] for r in results] == list(reproduce.CLAIMS)
+    readme = reproduce.readme_rows((cli.REPO / "README.md").read_text())
+    assert set(readme) == set(reproduce.CLAIMS), "README.md: `workbench reproduce --readme` writes its claims table"
     for r in results:
         claim = reproduce.CLAIMS[r["key"]]
+        said = readme[r["key"]]
+        assert said["verdict"] == reproduce.VERDICTS[r["status"]], (r["key"], said, r["status"], r["detail"])
         if claim.quick is None:
             assert r["status"] == "skipped"
             continue
-        assert r["status"] == "pass", r
+        assert r["status"] in ("pass", "fail"), r  # a finding not reproduced here is a result; an error is not
         assert isinstance(r["effect"], float) and r["effect_label"] and r["seeds"] == claim.quick["seeds"]
+        assert r["n"] == len(claim.quick["seeds"]) and r["effect_lo"] <= r["effect"] <= r["effect_hi"]
+        assert said["effect"] == pytest.approx(r["effect"], abs=max(0.01, 0.05 * abs(r["effect"]))), r["key"]
         assert (out / r["figure"]).is_file()
     page = (out / "index.html").read_text()
     for r in results:
@@ -47,3 +54,43 @@ def test_quick_profile_writes_the_report(shared_data, tmp_path, capsys):
         if r["status"] != "skipped":
             assert (out / r["notebook"]).is_file() and r["notebook"] in page
     assert code == 0 and str(out / "index.html") in printed
+
+
+# every claim's check on tiny settings: it trains, measures one effect per seed and says what it saw (the verdicts
+# at the claims' own settings are the quick profile's, above)
+TINY = {
+    "early_learning": {"seeds": [0, 1], "epochs": 3},
+    "sgd_temperature": {"seeds": [0, 1], "steps": 250},
+    "edge_of_stability": {"seeds": [0, 1], "steps": 100},
+    "softmax_collapse": {"seeds": [0, 1], "epochs": 50},
+    "fp8_training": {"seeds": [0, 1], "epochs": 3},
+    "terminal_snr": {"seeds": [0, 1], "steps": 30},
+    "ambient": {"seeds": [0, 1], "steps": 30},
+    "immiscible": {"seeds": [0, 1], "steps": 30},
+    "elr": {"seeds": [0, 1], "epochs": 2},
+    "perp_grad": {"seeds": [0, 1], "epochs": 25},
+    "stablemax": {"seeds": [0, 1], "epochs": 50},
+    "noisyquant": {"seeds": [0, 1], "rows": 256},
+    "fp8_stability": {"seeds": [0, 1], "epochs": 2, "lrs": [0.01, 0.03]},
+    "double_descent": {"seeds": [0, 1], "widths": [4, 8, 16], "epochs": 50},
+}
+
+
+def test_every_claim_has_tiny_settings():
+    assert set(TINY) == set(reproduce.CLAIMS)
+    for key, claim in reproduce.CLAIMS.items():
+        assert set(TINY[key]) <= set(claim.full), key  # the same knobs as its profiles
+
+
+@pytest.mark.parametrize("key", list(reproduce.CLAIMS))
+def test_a_claims_check_on_tiny_settings_measures_an_effect_per_seed(key, store):
+    import holoviews as hv
+    import numpy as np
+
+    out = reproduce.CLAIMS[key].check(TINY[key])
+    assert isinstance(out["passed"], bool)
+    values = np.asarray(out["values"], dtype=float).ravel()
+    assert len(values) == len(TINY[key]["seeds"]) and np.isfinite(values).all(), (key, values)
+    assert out["effect_label"] and out["detail"] and "n=2" in out["detail"]  # the spread over the seeds is said
+    plot = hv.render(out["figure"], backend="bokeh")  # its figure draws
+    assert plot is not None

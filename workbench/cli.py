@@ -271,10 +271,13 @@ def cmd_reproduce(args) -> int:
     results, index = reproduce.run_all(args.profile, out, REPO / "notebooks" / "reproduce", ensure_kernel(args.kernel),
                                        keys, timeout=args.timeout, progress=not args.quiet)
     for r in results:
-        effect = "" if r.get("effect") is None else f"  effect {r['effect']:+.3f} ({r['effect_label']})"
+        effect = "" if r.get("effect") is None else f"  effect {reproduce.effect_text(r)} ({r['effect_label']})"
         print(f"{r['status']:>7}  {r['key']}{effect}")
     print(index)
-    return 0 if all(r["status"] in ("pass", "skipped") for r in results) else 1
+    if args.readme and reproduce.write_readme(REPO / "README.md", results):
+        print(f"{REPO / 'README.md'}: the claims table updated")
+    bad = ("error", "fail") if args.strict else ("error",)  # "not reproduced here" is a result, not an error
+    return 1 if any(r["status"] in bad for r in results) else 0
 
 
 def ensure_kernel(name: str) -> str:
@@ -456,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
     s.add_argument("--timeout", type=int, default=3600, help="seconds a notebook cell may run")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--strict", action="store_true", help="exit 1 when a finding is not reproduced (not only on errors)")
+    s.add_argument("--readme", action="store_true", help="write the claims table of README.md from the results")
     s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
                                      "extra options such as --basic-auth are passed to panel")

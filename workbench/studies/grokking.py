@@ -60,7 +60,7 @@ class Grokking(Study):
                "own loss to zero, and what weight decay, float64, StableMax or ⊥Grad do about it."
     paper = "Prieto et al. 2025 (Grokking at the edge of numerical stability); Power et al. 2022"
     finding = "Without weight decay the share of exactly-zero losses (softmax collapse) climbs and test accuracy stalls; weight decay, float64, StableMax or ⊥Grad let it grok."
-    claims = ('softmax_collapse',)
+    claims = ('softmax_collapse', 'perp_grad', 'stablemax')
     axis = "epoch"
     metrics = (
         Metric("train_acc", "train accuracy", "max", group="Accuracy"),

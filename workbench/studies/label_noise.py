@@ -32,7 +32,7 @@ class LabelNoise(Study):
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
-    claims = ('early_learning',)
+    claims = ('early_learning', 'elr', 'double_descent')
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
