@@ -234,7 +234,7 @@ def _noisyquant(s):
         w = torch.randn(64, 256, generator=g) / 16
         x = qerror.sample("gelu", (s["rows"], 256), g)
         gelu.append(qerror.layer_error(x, w, "int6", 0.5, g) / qerror.layer_error(x, w, "int6", 0.0))
-        t = qerror.sample("student_t", (s["rows"], 256), g, dof=2.0)
+        t = torch.from_numpy(np.random.default_rng(seed).standard_t(2.0, (s["rows"], 256))).float()  # as drawn
         student.append(qerror.layer_error(t, w, "int6", 0.5, g) / qerror.layer_error(t, w, "int6", 0.0))
     gelu, student = np.array(gelu), np.array(student)
     bars = hv.Bars([("GELU activations", float(gelu.mean())), ("Student-t (2 dof)", float(student.mean()))],
