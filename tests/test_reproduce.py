@@ -69,6 +69,7 @@ TINY = {
     "immiscible": {"seeds": [0, 1], "steps": 30},
     "elr": {"seeds": [0, 1], "epochs": 2},
     "perp_grad": {"seeds": [0, 1], "epochs": 25},
+    "regret": {"seeds": [0, 1], "epochs": 2, "flip_rate": 0.2},
     "stablemax": {"seeds": [0, 1], "epochs": 50},
     "noisyquant": {"seeds": [0, 1], "rows": 256},
     "fp8_stability": {"seeds": [0, 1], "epochs": 2, "lrs": [0.01, 0.03]},

@@ -286,6 +286,41 @@ def _double_descent(s):
                 figure=curves_by(ds.sel(width=mid), "test_acc", "flip_rate"))
 
 
+def _regret(s):
+    """One split, one init, one batch order; only the draw of the flipped labels changes between the models: the
+    claim's "seeds" are the noise draws (noise_seed), every other stream from seed 0."""
+    import holoviews as hv
+
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    draws = list(s["seeds"])
+    kw = dict(dataset="digits", width=256, depth=2, lr=1e-3, batch_size=128, epochs=s["epochs"], data_seed=0,
+              init_seed=0, order_seed=0)
+    ds = _sweep("label_noise", {"flip_rate": [0.0, s["flip_rate"]], "noise_seed": draws}, [0], **kw)
+    right = ds.test_correct.squeeze("seed").astype(bool)  # (flip_rate, noise_seed, test_example)
+    acc = ds.test_acc.isel(epoch=-1).squeeze("seed")  # (flip_rate, noise_seed)
+    out = {}
+    for rate in (0.0, s["flip_rate"]):
+        r = right.sel(flip_rate=rate).values  # (draws, test points)
+        others = (r.sum(0, keepdims=True) - r) / (len(draws) - 1)  # the share of the other draws right, per point
+        out[rate] = dict(regret=(r != (others > 0.5)).mean(1),  # per draw: points it decides unlike the others
+                         lottery=float((r.any(0) & ~r.all(0)).mean()),  # points some draws get right, some wrong
+                         acc=acc.sel(flip_rate=rate).values)
+    noisy, clean = out[s["flip_rate"]], out[0.0]
+    spread_acc = float(noisy["acc"].max() - noisy["acc"].min())
+    bars = hv.Bars([(f"{rate:.0%} flips", out[rate]["lottery"]) for rate in out], "labels",
+                   "share of test points right in some draws, wrong in others").opts(
+        title=f"Regret: {len(draws)} draws of the flips, one split, init and order")
+    return dict(passed=bool(noisy["lottery"] > 3 * spread_acc and noisy["regret"].mean() > 2 * noisy["acc"].std(ddof=1)
+                            and clean["lottery"] == 0), values=noisy["regret"],
+                effect_label=f"share of test points a model decides unlike most other draws, {s['flip_rate']:.0%} flips",
+                detail=f"{len(draws)} draws of {s['flip_rate']:.0%} symmetric flips (split, init and batch order fixed): "
+                       f"test accuracy {_fmt(noisy['acc'])} (range {spread_acc:.3f}); points right in some draws and "
+                       f"wrong in others {noisy['lottery']:.3f}; per draw, points decided unlike most others "
+                       f"{_fmt(noisy['regret'])}; without flips the draws are one model (lottery {clean['lottery']:.3f})",
+                figure=bars)
+
+
 CLAIMS = {c.key: c for c in [
     Claim("early_learning", "Arpit et al. 2017; Liu et al. 2020 (ELR)",
           "Networks trained on noisy labels first fit the clean labels (early learning), then memorize the wrong ones.",
@@ -331,6 +366,15 @@ CLAIMS = {c.key: c for c in [
           "accuracy above CE's on every seed (by 0.05 on average) and ELR fitting under half the flipped labels CE "
           "fits, for both kinds of flips.", _elr, {"seeds": [0, 1, 2], "epochs": 60},
           {"seeds": [0, 1, 2, 3, 4], "epochs": 100}),
+    Claim("regret", "Nagaraj et al. 2025 (regretful decisions under label noise)",
+          "Models trained on different plausible draws of the label noise reach the same population accuracy but "
+          "make different individual mistakes: each person faces a lottery of mistakes the accuracy does not show.",
+          "Digits, 20 % symmetric flips, MLP 256 × 2; the split, the init and the batch order fixed, only the draw "
+          "of the flips changes: the share of test points some draws get right and others wrong is more than three "
+          "times the range of the draws' accuracies, each draw decides more points unlike the majority than twice "
+          "the accuracies' sd, and without flips every draw is the same model.", _regret,
+          {"seeds": list(range(8)), "epochs": 20, "flip_rate": 0.2},
+          {"seeds": list(range(20)), "epochs": 60, "flip_rate": 0.2}),
     Claim("perp_grad", "Prieto et al. 2025 (grokking at the edge of numerical stability)",
           "Removing the gradient's component along the weights (⊥Grad), which only scales the logits, makes "
           "modular arithmetic generalize quickly without any regularization.",

@@ -32,7 +32,7 @@ class LabelNoise(Study):
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
-    claims = ('early_learning', 'elr', 'double_descent')
+    claims = ('early_learning', 'elr', 'regret', 'double_descent')
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
@@ -222,6 +222,8 @@ class LabelNoise(Study):
             "test_loss": losses.cross_entropy(z_te, s.y_te).mean(1),
             "ece": torch.tensor([metrics.ece(z_te[i], s.y_te[i]) for i in range(s.k)]),
         }
+        if epoch == plan.total:  # which test points each model gets right at the end (regret under label noise)
+            plan.ctx.put("test_correct", ("model", "test_example"), (pred_te == s.y_te).cpu().numpy())
         if epoch in s.snap_at:
             s.snaps.append(per_example.cpu().numpy())
             s.snap_epochs.append(epoch)
