@@ -190,12 +190,14 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
                 await tab.wait_for_timeout(300)
             if await _said(pages[2], "per visitor on this server"):  # the third tab: over the visitor's quota
                 refused["tabs"] += 1
-        idle_turns = await asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(100 + 100 * i, 100 + 100 * i + events)), gap_ms])
-                                            for i, pg in enumerate(normal)))
+        def turns(first):  # every normal visitor turns its width dial `events` times, from its own values
+            return asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(first + 100 * i, first + 100 * i
+                                                                                 + events)), gap_ms])
+                                    for i, pg in enumerate(normal)))
+        idle_turns = await turns(100)
         await asyncio.gather(*(pg.get_by_role("button", name="Run").click() for pg in normal))
         t0 = time.perf_counter()
-        busy_turns = asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(150 + 100 * i, 150 + 100 * i + events)), gap_ms])
-                                      for i, pg in enumerate(normal)))
+        busy_turns = turns(150)
         # meanwhile the hostile visitors ask for more than the server allows, and try to cancel the others' jobs
         tab = tabs["mallory"][2]
         await tab.goto(f"{url}/label_noise?width=8192&depth=16&epochs=3")
@@ -253,17 +255,24 @@ def abuse_main(args) -> dict:
            "runs": [{"owner": r["owner"], "status": r["status"], "created": r["created"], "finished": r["finished"],
                      "wall_s": r["wall_s"]} for r in sorted(rows, key=lambda r: r["created"] or "")]}
     shutil.rmtree(data, ignore_errors=True)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"abuse: {args.sessions} normal visitors ({job}) and 2 hostile ones, quotas {ABUSE_ENV}")
-        for phase in ("idle", "while_abused"):
-            s = out[phase]
-            print(f"  {phase:13s} p50 {s['p50_ms']:7.1f} ms   p95 {s['p95_ms']:7.1f} ms   max {s['max_ms']:7.1f} ms"
-                  f"   ({s['events']} events, {s['unanswered']} unanswered)")
-        print(f"  refused: {out['refused']}; normal jobs done {out['normal_jobs_done']}/{args.sessions} in "
-              f"{out['normal_jobs_s']} s; a hog stopped at the time limit: {out['hog_stopped_at_limit']}")
+    show(out, args.json, f"abuse: {args.sessions} normal visitors ({job}) and 2 hostile ones, quotas {ABUSE_ENV}",
+         ("idle", "while_abused"),
+         f"refused: {out['refused']}; normal jobs done {out['normal_jobs_done']}/{args.sessions} in "
+         f"{out['normal_jobs_s']} s; a hog stopped at the time limit: {out['hog_stopped_at_limit']}")
     return out
+
+
+def show(out: dict, as_json: bool, title: str, phases: tuple, last: str) -> None:
+    """Print a run's numbers: one JSON line, or a title, a line per phase and a summary line."""
+    if as_json:
+        print(json.dumps(out))
+        return
+    print(title)
+    for phase in phases:
+        s = out[phase]
+        print(f"  {phase:15s} p50 {s['p50_ms']:7.1f} ms   p95 {s['p95_ms']:7.1f} ms   max {s['max_ms']:7.1f} ms"
+              f"   ({s['events']} events, {s['unanswered']} unanswered)")
+    print(f"  {last}")
 
 
 def main(argv=None) -> dict:
@@ -297,17 +306,11 @@ def main(argv=None) -> dict:
            "pages_saw_done": raw["pages_done"]}
     out["p95_ratio_busy_vs_idle"] = round(out["while_jobs_run"]["p95_ms"] / out["idle"]["p95_ms"], 2)
     shutil.rmtree(data, ignore_errors=True)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"{args.sessions} sessions, {args.events} dial turns each per phase, jobs: label noise {job}")
-        for phase in ("idle", "while_jobs_run"):
-            s = out[phase]
-            print(f"  {phase:15s} p50 {s['p50_ms']:7.1f} ms   p95 {s['p95_ms']:7.1f} ms   max {s['max_ms']:7.1f} ms"
-                  f"   ({s['events']} events, {s['unanswered']} unanswered)")
-        print(f"  p95 while jobs run / idle: {out['p95_ratio_busy_vs_idle']}×; turns took {out['measured_s']} s of "
-              f"the jobs' {out['all_jobs_s']} s; jobs done {out['jobs_done']}/{args.sessions}, "
-              f"pages that showed Done {out['pages_saw_done']}/{args.sessions}")
+    show(out, args.json, f"{args.sessions} sessions, {args.events} dial turns each per phase, jobs: label noise {job}",
+         ("idle", "while_jobs_run"),
+         f"p95 while jobs run / idle: {out['p95_ratio_busy_vs_idle']}×; turns took {out['measured_s']} s of the jobs' "
+         f"{out['all_jobs_s']} s; jobs done {out['jobs_done']}/{args.sessions}, pages that showed Done "
+         f"{out['pages_saw_done']}/{args.sessions}")
     return out
 
 

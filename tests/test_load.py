@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_five_sessions_start_jobs_at_once_and_none_is_lost():
+def bench(*args) -> dict:
+    """bench/bench_load.py's main with these arguments (and --json): what it measured."""
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("Debian's chromium is not installed (make browser installs it)")
     sys.path.insert(0, str(REPO / "bench"))
@@ -18,22 +19,18 @@ def test_five_sessions_start_jobs_at_once_and_none_is_lost():
         from bench_load import main
     finally:
         sys.path.remove(str(REPO / "bench"))
-    out = main(["--sessions", "5", "--events", "5", "--epochs", "3", "--json"])
+    return main([*args, "--json"])
+
+
+def test_five_sessions_start_jobs_at_once_and_none_is_lost():
+    out = bench("--sessions", "5", "--events", "5", "--epochs", "3")
     assert out["jobs_done"] == out["jobs_stored"] == 5 and out["pages_saw_done"] == 5
     assert out["idle"]["unanswered"] == out["while_jobs_run"]["unanswered"] == 0
     assert out["while_jobs_run"]["events"] == 5 * 5
 
 
 def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_nobody():
-    if not os.path.exists("/usr/bin/chromium"):
-        pytest.skip("Debian's chromium is not installed (make browser installs it)")
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from bench_load import main
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    out = main(["--abuse", "--sessions", "2", "--events", "5", "--epochs", "3", "--env", "WORKBENCH_QUOTA_JOB_S=6",
-                "--json"])
+    out = bench("--abuse", "--sessions", "2", "--events", "5", "--epochs", "3", "--env", "WORKBENCH_QUOTA_JOB_S=6")
     # every abuse refused, with its reason on the hostile page: a third tab's job (per visitor, not per tab), a
     # 17 GB model, a 10,000-cell sweep, and cancelling another visitor's job
     assert out["refused"] == {"tabs": 2, "model": 1, "sweep": 1, "cancel": 1}

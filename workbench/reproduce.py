@@ -311,13 +311,16 @@ def _regret(s):
     bars = hv.Bars([(f"{rate:.0%} flips", out[rate]["lottery"]) for rate in out], "labels",
                    "share of test points right in some draws, wrong in others").opts(
         title=f"Regret: {len(draws)} draws of the flips, one split, init and order")
-    return dict(passed=bool(noisy["lottery"] > 3 * spread_acc and noisy["regret"].mean() > 2 * noisy["acc"].std(ddof=1)
-                            and clean["lottery"] == 0), values=noisy["regret"],
-                effect_label=f"share of test points a model decides unlike most other draws, {s['flip_rate']:.0%} flips",
-                detail=f"{len(draws)} draws of {s['flip_rate']:.0%} symmetric flips (split, init and batch order fixed): "
-                       f"test accuracy {_fmt(noisy['acc'])} (range {spread_acc:.3f}); points right in some draws and "
+    passed = (noisy["lottery"] > 3 * spread_acc and noisy["regret"].mean() > 2 * noisy["acc"].std(ddof=1)
+              and clean["lottery"] == 0)
+    rate = f"{s['flip_rate']:.0%}"
+    return dict(passed=bool(passed), values=noisy["regret"],
+                effect_label=f"share of test points a model decides unlike most other draws, {rate} flips",
+                detail=f"{len(draws)} draws of {rate} symmetric flips (split, init and batch order fixed): test "
+                       f"accuracy {_fmt(noisy['acc'])} (range {spread_acc:.3f}); points right in some draws and "
                        f"wrong in others {noisy['lottery']:.3f}; per draw, points decided unlike most others "
-                       f"{_fmt(noisy['regret'])}; without flips the draws are one model (lottery {clean['lottery']:.3f})",
+                       f"{_fmt(noisy['regret'])}; without flips the draws are one model (lottery "
+                       f"{clean['lottery']:.3f})",
                 figure=bars)
 
 

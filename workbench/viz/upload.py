@@ -152,7 +152,8 @@ class DataUpload:
         self.page, self.folder = page, Path(folder)
         limit = max_upload()
         self.limit = limit
-        self.widget = CappedFileDropper(limit, self._too_big, multiple=False,  # type: checked here (browsers give .npz none)
+        # no accepted_filetypes: browsers give .npz no type, so FilePond would refuse it; checked here instead
+        self.widget = CappedFileDropper(limit, self._too_big, multiple=False,
                                         max_file_size=f"{max(1, limit // 2**10)}KB", chunk_size=4 * 2**20,
                                         label="your data (.npz)", layout="compact", width=280,
                                         css_classes=["wb-upload"])
