@@ -24,31 +24,19 @@ import panel as pn
 
 from .. import datasets
 from ..errors import ConfigError
+from ..runs.jobs import _env_number
 from .markup import escape
 
 MAX_UPLOAD = 64 * 2**20
 FOLDER_QUOTA = 2**30
 
 
-def _env_bytes(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise ConfigError(name, raw, "a number of bytes, e.g. 67108864") from None
-    if value < 1:
-        raise ConfigError(name, raw, "a positive number of bytes")
-    return value
-
-
 def max_upload() -> int:
-    return _env_bytes("WORKBENCH_MAX_UPLOAD_BYTES", MAX_UPLOAD)
+    return _env_number("WORKBENCH_MAX_UPLOAD_BYTES", MAX_UPLOAD)
 
 
 def folder_quota() -> int:
-    return _env_bytes("WORKBENCH_QUOTA_UPLOADS", FOLDER_QUOTA)
+    return _env_number("WORKBENCH_QUOTA_UPLOADS", FOLDER_QUOTA)
 
 
 def _mib(n: int) -> str:
@@ -150,8 +138,7 @@ class DataUpload:
 
     def __init__(self, page, folder: Path):
         self.page, self.folder = page, Path(folder)
-        limit = max_upload()
-        self.limit = limit
+        self.limit = limit = max_upload()
         # no accepted_filetypes: browsers give .npz no type, so FilePond would refuse it; checked here instead
         self.widget = CappedFileDropper(limit, self._too_big, multiple=False,
                                         max_file_size=f"{max(1, limit // 2**10)}KB", chunk_size=4 * 2**20,
