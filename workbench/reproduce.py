@@ -451,7 +451,7 @@ def save(result: dict, path: str | Path, figure_path: str | Path | None = None) 
 
     fig = result.get("figure")
     if fig is not None and figure_path:
-        hv.save(fig, str(figure_path), backend="bokeh")
+        hv.save(fig, str(figure_path), backend="bokeh", resources="inline")  # opens offline too
     data = {k: v for k, v in result.items() if k != "figure"}
     data["figure"] = Path(figure_path).name if fig is not None and figure_path else None
     Path(path).write_text(json.dumps(data, indent=2, default=float))

@@ -349,7 +349,7 @@ class RunBrowser:
 
     def _html(self):
         buf = io.StringIO()
-        hv.save(self.plot.object, buf, backend="bokeh", fmt="html")
+        hv.save(self.plot.object, buf, backend="bokeh", fmt="html", resources="inline")  # opens offline too
         buf.seek(0)
         return buf
 
