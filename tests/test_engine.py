@@ -37,6 +37,32 @@ def test_manual_backward_equals_autograd(act, depth, loss):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_dropout_backward_equals_autograd_through_the_same_masks(act):
+    k, b, widths = 3, 64, [24, 24, 24]  # depth 3: the inputs of layers 1-3
+    rates = torch.tensor([0.0, 0.3, 0.6])
+    draw = lambda: ensemble.Dropout(rates, [torch.Generator().manual_seed(i) for i in range(k)])  # noqa: E731
+    net = ensemble.stack(modules(k, act, depth=3), "cpu")
+    net.dropout = draw()
+    x, y = torch.randn(k, b, 12), torch.randint(0, 10, (k, b))
+    loss = lambda z: losses.cross_entropy(z, y).mean(1)  # noqa: E731
+    got_loss, got = net.gradients(x, loss)
+    masks = draw().masks(b, widths)  # what the step drew, drawn again from the same streams
+    per_model = loss(net._layers(net.params, x, masks=masks)[-1][..., :10])
+    want = torch.autograd.grad(per_model.sum(), net.tensors())
+    torch.testing.assert_close(got_loss, per_model.detach())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    # each model drops its own share and scales the rest; a rate of 0 keeps every unit as it is
+    for m, rate in enumerate(rates.tolist()):
+        dropped = float((masks[0][m] == 0).float().mean())
+        assert abs(dropped - rate) < 0.05 and torch.allclose(masks[0][m][masks[0][m] > 0], torch.tensor(1 / (1 - rate)))
+    plain = ensemble.stack(modules(k, act, depth=3), "cpu")
+    _, plain_grads = plain.gradients(x, loss)
+    for g, w in zip(got, plain_grads):
+        torch.testing.assert_close(g[0], w[0].clone(), rtol=1e-5, atol=1e-6)
+
+
 def test_stacked_models_match_each_module():
     mods = modules(4)
     net = ensemble.stack(mods, "cpu")

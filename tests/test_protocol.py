@@ -312,3 +312,19 @@ def test_stochastic_rounding_in_a_group_equals_rounding_alone(dials):
         alone, _ = _train(cls, [cfg])
         for v in ("train_loss", "test_acc", "underflow_gradients"):
             assert _same(group[v].isel(model=m).values, alone[v].isel(model=0).values), (dials, m, v)
+
+
+@pytest.mark.parametrize("dials, other", [
+    (dict(dropout=0.3), dict(dropout=0.0)),  # a model without dropout beside one with it draws nothing
+    (dict(selection="fixed_k", keep_fraction=0.5), dict(selection="fixed_k", keep_fraction=0.8)),
+    (dict(selection="adaptive_k"), dict(selection="adaptive_k", flip_rate=0.1)),
+])
+def test_dropout_and_sample_selection_in_a_group_equal_them_alone(dials, other):
+    """Dropout masks and the selection's running threshold are each model's own: per-model rates, streams and state."""
+    cls = get_study("label_noise")
+    configs = [cls.configure(**cls.tiny, seed=1, **dials), cls.configure(**cls.tiny, seed=2, **other)]
+    group, _ = _train(cls, configs)
+    for m, cfg in enumerate(configs):
+        alone, _ = _train(cls, [cfg])
+        for v in ("train_loss", "test_acc", "selected", "selected_flipped", "memorized"):
+            assert _same(group[v].isel(model=m).values, alone[v].isel(model=0).values), (dials, m, v)

@@ -74,6 +74,8 @@ TINY = {
     "noisyquant": {"seeds": [0, 1], "rows": 256},
     "fp8_stability": {"seeds": [0, 1], "epochs": 2, "lrs": [0.01, 0.03]},
     "double_descent": {"seeds": [0, 1], "widths": [4, 8, 16], "epochs": 50},
+    "small_loss": {"seeds": [0, 1], "epochs": 6, "keeps": [0.6]},
+    "dropout": {"seeds": [0, 1], "epochs": 2, "rates": [0.0, 0.5], "rate": 0.5},
 }
 
 

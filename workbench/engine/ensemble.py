@@ -51,6 +51,7 @@ class StackedMLP(Stack):
     """
 
     ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+    dropout: "Dropout | None" = None  # dropout of the hidden units in training steps (never in evaluation)
 
     def __init__(self, modules: list[MLP], device):
         linears = [[layer for layer in m.modules() if isinstance(layer, nn.Linear)] for m in modules]
@@ -95,14 +96,17 @@ class StackedMLP(Stack):
                 h = torch.relu(h) if self.act == "relu" else torch.tanh(h)
         return h[:, :self.classes]
 
-    def _layers(self, p, x, prec=None, ws=None):
+    def _layers(self, p, x, prec=None, ws=None, masks=None):
         """The input of each layer (K, B, in) as the matmul reads it, the weights as read, the activations before
-        rounding (for the activation's derivative), and the padded logits. `ws` (a dict) holds buffers reused from
-        step to step: a fresh multi-megabyte tensor per op costs its page faults on the CPU (a third of a step)."""
+        rounding and dropout (for the activation's derivative), and the padded logits. `ws` (a dict) holds buffers
+        reused from step to step: a fresh multi-megabyte tensor per op costs its page faults on the CPU (a third of
+        a step). `masks[j]` (training with dropout) scales the hidden units entering layer j ≥ 1."""
         h = x.reshape(x.shape[0], x.shape[1], -1)
         inputs, weights, raw = [], [], []
         for j in range(self.n_layers):
             raw.append(h)
+            if masks is not None and j > 0:
+                h = h * masks[j - 1]
             w = p[f"w{j}"]
             if prec is not None:
                 h, w = prec.act(h), prec.weight(w)
@@ -122,8 +126,10 @@ class StackedMLP(Stack):
         """Per-model losses and gradients by the hand-written backward. The gradient tensors are buffers of this
         object, overwritten by its next call: use them (an optimizer step) before calling again."""
         p, prec, ws = self.params, self.precision, self.ws
+        masks = self.dropout.masks(x.shape[1], [p[f"w{j}"].shape[1] for j in range(1, self.n_layers)]) \
+            if self.dropout is not None else None
         with torch.no_grad():
-            inputs, weights, raw, logits = self._layers(p, x, prec, ws)
+            inputs, weights, raw, logits = self._layers(p, x, prec, ws, masks)
         z = logits[..., :self.classes].detach().requires_grad_()
         per_model = loss_fn(z)
         (g,) = torch.autograd.grad(per_model.sum(), z)  # dL/dlogits (K, B, C), through the loss's own autograd
@@ -141,6 +147,8 @@ class StackedMLP(Stack):
                     shape = (g.shape[0], g.shape[1], w.shape[1])
                     # back through layer j, then the activation's derivative from its output (before rounding)
                     g = torch.bmm(g, weights[j].transpose(1, 2), out=_buffer(ws, f"g{j}", shape, g))
+                    if masks is not None:
+                        g.mul_(masks[j - 1])
                     if self.act == "relu":  # g where h > 0, else 0
                         g = torch.ops.aten.threshold_backward.grad_input(g, raw[j], 0.0, grad_input=g)
                     else:
@@ -182,6 +190,25 @@ class StackedMLP(Stack):
                     g = torch.ops.aten.threshold_backward(g, h, 0.0) if self.act == "relu" else g * (1 - h * h)
             trace = per_example.mean(1) - mean_sq  # tr Σ over the m examples
         return trace / mean_sq
+
+
+class Dropout:
+    """Dropout of a stacked MLP's hidden units in training: model k drops each unit with its own rate `rates[k]` and
+    scales the rest by 1 / (1 - rate) (inverted dropout), with masks drawn from its own generator, so a model's
+    masks do not depend on the models trained beside it."""
+
+    def __init__(self, rates: torch.Tensor, generators: list[torch.Generator]):
+        self.rates, self.generators = rates, generators
+
+    def masks(self, batch: int, widths: list[int]) -> list[torch.Tensor]:
+        """One mask (K, batch, width) per hidden layer's output, each model's drawn from its generator."""
+        dev = self.rates.device
+        keep = (1 - self.rates).view(-1, 1, 1)
+        out = []
+        for w in widths:
+            u = torch.stack([torch.rand(batch, w, generator=g) for g in self.generators]).to(dev)
+            out.append((u < keep).float() / keep)
+        return out
 
 
 def _buffer(ws: dict | None, name: str, shape, like: torch.Tensor) -> torch.Tensor | None:

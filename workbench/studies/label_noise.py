@@ -43,13 +43,17 @@ class LabelNoise(Study):
         Metric("train_loss", "train loss", "min", group="Loss"),
         Metric("test_loss", "test loss", "min", group="Loss"),
         Metric("ece", "test ECE", "min", group="Calibration (test ECE)"),
+        Metric("selected", "share of batch examples the selection keeps", group="Sample selection"),
+        Metric("selected_flipped", "flipped share of the examples kept"),
         *PRECISION_METRICS, *SPECTRA_METRICS, *DIVERGENCE_METRICS,
     )
     headline = "test_acc"
     tiny = {"epochs": 2, "n_train": 200, "width": 16, "loss_snapshots": 2, "spectra_every": 1}
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
-                           "gce_q", "elr_lambda", "elr_beta"})
+                           "gce_q", "elr_lambda", "elr_beta", "keep_fraction", "dropout"})
     applies = {"gce_q": ("loss", ("gce",)), "elr_lambda": ("loss", ("elr",)), "elr_beta": ("loss", ("elr",)),
+               "keep_fraction": ("selection", ("fixed_k",)), "dropout": ("model", ("mlp",)),
+               "selection_warmup": ("selection", ("fixed_k", "adaptive_k")),
                "momentum": ("optimizer", ("sgd",)), "transition_matrix": ("noise_kind", ("matrix",))}
     presets = {
         "double_descent": {
@@ -105,6 +109,19 @@ class LabelNoise(Study):
     gce_q = param.Number(0.7, bounds=(0.01, 1.0), doc="GCE exponent q (q→0: CE, q=1: MAE).")
     elr_lambda = param.Number(3.0, bounds=(0.0, 100.0), doc="ELR strength λ.")
     elr_beta = param.Number(0.7, bounds=(0.0, 0.999), doc="ELR target momentum β.")
+    selection = param.Selector(default="all", objects=list(losses.SELECTIONS),
+                               doc="Which examples of each batch a step learns from: all; fixed_k: the keep_fraction "
+                                   "lowest-loss ones; adaptive_k: those below a running mean of the loss (Adaptive-k, "
+                                   "no noise rate needed); oracle: those whose labels were not flipped.")
+    keep_fraction = param.Number(0.6, bounds=(0.01, 1.0), step=0.05,
+                                 doc="Share of each batch kept by selection='fixed_k' (1 − the noise rate is its "
+                                     "best value, which a user rarely knows).")
+    selection_warmup = param.Integer(5, bounds=(0, 100_000),
+                                     doc="Epochs that learn from every example before fixed_k / adaptive_k select "
+                                         "(the early-learning phase, when losses start to tell clean from flipped).")
+    dropout = param.Number(0.0, bounds=(0.0, 0.95), step=0.05,
+                           doc="Dropout rate of the MLP's hidden units in training (a compression of the features "
+                               "against memorizing noisy labels); 0: none.")
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
     precision = precision_dial()
@@ -122,6 +139,8 @@ class LabelNoise(Study):
             raise ConfigError("model", "cnn", f"'mlp' for data set {self.dataset!r}, which has no image shape")
         if self.model == "cnn" and self.precision != "fp32":
             raise ConfigError("precision", self.precision, "fp32 with model='cnn' (low precision runs on the MLP)")
+        if self.model == "cnn" and self.dropout:
+            raise ConfigError("dropout", self.dropout, "0 with model='cnn' (dropout is a dial of the MLP)")
         prec = self.make_precision()
         if prec is not None:
             prec.check_dims({"the input dimension": data.input_dim, "width": self.width})
@@ -162,10 +181,14 @@ class LabelNoise(Study):
                                 num_classes=num_classes, generator=g, image_shape=d.image_shape)
                    for c, d, g in zip(configs, data, group.generators("init"))]
         net = ensemble.stack(modules, dev, c0.make_precision(k, dev, group.generators("rounding")))
-        hyper = {name: group.per_model(name)
-                 for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda", "elr_beta")}
+        hyper = {name: group.per_model(name) for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda",
+                                                          "elr_beta", "keep_fraction", "dropout")}
+        if hyper["dropout"].any():  # masks from a stream of their own (salt 1 of `order`): a rate of 0 draws nothing
+            net.dropout = ensemble.Dropout(hyper["dropout"], [torch.Generator().manual_seed(sd)
+                                                              for sd in group.seeds("order", 1)])
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
         y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask (K, n)
+        selection = losses.Selection(c0.selection, k, keep=hyper["keep_fraction"], flipped=flipped, device=dev)
         n = y_tr.shape[1]
         epochs = c0.epochs
         snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
@@ -174,7 +197,8 @@ class LabelNoise(Study):
             k=k, n=n, batch_size=c0.batch_size, order=group.generators("order"),
             opt=ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"]),
             loss_fn=losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
-                                lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev),
+                                lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev, selection=selection),
+            selection=selection, warmup=c0.selection_warmup,
             x_tr=stackd([d.x_train for d in data]), x_te=stackd([d.x_test for d in data]),  # (K, n, ...)
             y_true=stackd([d.y_train for d in data]), y_te=stackd([d.y_test for d in data]), y_tr=y_tr,
             flipped=flipped, running=torch.zeros(k, device=dev),
@@ -195,6 +219,7 @@ class LabelNoise(Study):
     def batches(cls, plan, epoch):
         s = plan.state
         s.running.zero_()
+        s.selection.active = epoch > s.warmup
         perms = torch.stack([torch.randperm(s.n, generator=g) for g in s.order]).to(s.x_tr.device)  # (K, n)
         return ensemble.batches(perms, s.batch_size)  # per-model minibatch indices (K, B)
 
@@ -221,6 +246,7 @@ class LabelNoise(Study):
             "test_acc": _mean(pred_te == s.y_te),
             "test_loss": losses.cross_entropy(z_te, s.y_te).mean(1),
             "ece": torch.tensor([metrics.ece(z_te[i], s.y_te[i]) for i in range(s.k)]),
+            **s.selection.take_kept(),  # over the steps since the last measurement (nan before the first step)
         }
         if epoch == plan.total:  # which test points each model gets right at the end (regret under label noise)
             plan.ctx.put("test_correct", ("model", "test_example"), (pred_te == s.y_te).cpu().numpy())
