@@ -76,6 +76,8 @@ TINY = {
     "double_descent": {"seeds": [0, 1], "widths": [4, 8, 16], "epochs": 50},
     "small_loss": {"seeds": [0, 1], "epochs": 6, "keeps": [0.6]},
     "dropout": {"seeds": [0, 1], "epochs": 2, "rates": [0.0, 0.5], "rate": 0.5},
+    "data_diet": {"seeds": [0, 1], "at": 1},
+    "dsmi": {"seeds": [0, 1], "epochs": 2, "every": 1},
 }
 
 

@@ -163,10 +163,19 @@ class StackedMLP(Stack):
     def gradient_noise_scale(self, x, loss_sum_fn) -> torch.Tensor:
         """B_simple = tr Σ / |G|² (McCandlish et al. 2018) of each model on the m examples x (K, m, ...), exactly.
 
-        G is the mean gradient over the m examples and Σ the covariance of the per-example gradients; a weight
-        gradient is an outer product h gᵀ per example, so its squared norm is |h|²|g|² and no per-example
-        gradient is ever formed. `loss_sum_fn(logits)` returns the summed per-example losses, shape (K,).
+        G is the mean gradient over the m examples and Σ the covariance of the per-example gradients.
+        `loss_sum_fn(logits)` returns the summed per-example losses, shape (K,).
         """
+        per_example, mean_sq = self._per_example_gradients(x, loss_sum_fn)
+        return (per_example.mean(1) - mean_sq) / mean_sq  # tr Σ over the m examples, over |G|²
+
+    def example_gradient_norms(self, x, loss_sum_fn) -> torch.Tensor:
+        """|∇ℓ_i| over all parameters, per model and example (K, m): the GraNd score (Paul et al. 2021)."""
+        return self._per_example_gradients(x, loss_sum_fn)[0].clamp_min(0).sqrt()
+
+    def _per_example_gradients(self, x, loss_sum_fn) -> tuple[torch.Tensor, torch.Tensor]:
+        """(|∇ℓ_i|² per model and example (K, m), |G|² of their mean (K,)), without forming any per-example
+        gradient: a weight gradient is an outer product h gᵀ per example, so its squared norm is |h|²|g|²."""
         p = self.params
         with torch.no_grad():
             inputs, _, _, logits = self._layers(p, x)
@@ -188,8 +197,7 @@ class StackedMLP(Stack):
                 if j > 0:
                     g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))
                     g = torch.ops.aten.threshold_backward(g, h, 0.0) if self.act == "relu" else g * (1 - h * h)
-            trace = per_example.mean(1) - mean_sq  # tr Σ over the m examples
-        return trace / mean_sq
+        return per_example, mean_sq
 
 
 class Dropout:

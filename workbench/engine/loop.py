@@ -26,6 +26,7 @@ class Plan:
     net: Any = None  # the stacked models (engine.ensemble.Stack): their precision is watched, their spectra taken
     spectra_every: int = 0  # units between spectra snapshots (0: none; stacked MLPs only)
     spectra_x: Any = None  # the inputs the features' spectrum is taken on
+    spectra_y: Any = None  # their class labels (K, n), for the features' DSMI (None: no DSMI)
     state: Any = None
     ctx: Context | None = None
     diverged: DivergenceLog | None = None
@@ -47,7 +48,7 @@ def train(cls, ctx: Context, group: Group) -> None:
         if watch_precision:
             rec.update(precision_metrics(prec, k))
         if spectra is not None:
-            rec.update(spectra.record(plan.net, plan.spectra_x, i, last=i == plan.total, k=k))
+            rec.update(spectra.record(plan.net, plan.spectra_x, i, last=i == plan.total, k=k, labels=plan.spectra_y))
         ctx.emit(rec)
         cls.judge(plan, rec, step)  # a study's own signs of divergence (a loss spike, non-finite outputs)
 

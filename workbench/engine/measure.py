@@ -75,6 +75,8 @@ SPECTRA_METRICS = (
     Metric("weight_alpha", "weight spectrum tail exponent α", group="Spectra (spectra_every)"),
     Metric("weight_stable_rank", "weight stable rank"),
     Metric("feature_effective_rank", "features' effective rank", group="Spectra (spectra_every)"),
+    Metric("feature_dse", "features' diffusion spectral entropy", group="Diffusion spectral entropy"),
+    Metric("feature_dsmi", "features' DSMI with the class", group="Diffusion spectral entropy"),
 )
 
 
@@ -88,11 +90,12 @@ def precision_metrics(prec, k: int) -> dict:
     return out
 
 
-def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
+def layer_spectra(net, x, layer: int | None = None, labels=None) -> tuple[list, list, dict]:
     """For a stacked MLP (engine.ensemble.StackedMLP), per model: the eigenvalues of a hidden layer's WᵀW/N (default
     the first hidden-to-hidden layer, the input layer for a one-hidden-layer net) and of the last hidden features'
     covariance on x (K, n, ...), with the tail exponent, stable rank and effective rank (nan for a non-finite model)
-    and the layer's aspect ratio q."""
+    and the layer's aspect ratio q; the features' diffusion spectral entropy, and their diffusion spectral mutual
+    information with `labels` (K, n) (nan without labels; Liao et al. 2023)."""
     j = (1 if net.n_layers > 2 else 0) if layer is None else layer
     with torch.no_grad():
         features = net._layers(net.params, x)[0][-1]  # the input of the output layer: (K, n, width)
@@ -111,6 +114,10 @@ def layer_spectra(net, x, layer: int | None = None) -> tuple[list, list, dict]:
         out["weight_alpha"].append(spectra.power_law_fit(w_ev[-1], min_tail=5)["alpha"])
         out["weight_stable_rank"].append(spectra.stable_rank(w))
         out["feature_effective_rank"].append(spectra.effective_rank(f_ev[-1], of="eigen"))  # of the features
+        sigma = spectra.bandwidth(features[m])  # one kernel for the entropy and the mutual information
+        out["feature_dse"].append(spectra.diffusion_spectral_entropy(features[m], sigma=sigma))
+        out["feature_dsmi"].append(np.nan if labels is None else spectra.diffusion_spectral_mi(
+            features[m], labels[m], sigma=sigma, total=out["feature_dse"][-1]))
     out = {name: np.array(v, dtype=float) for name, v in out.items()}
     out["weight_q"] = np.full(net.k, w.shape[1] / w.shape[0])
     return w_ev, f_ev, out
@@ -125,10 +132,10 @@ class SpectraLog:
         self.ctx, self.every = ctx, every
         self.steps, self.weights, self.features = [], [], []
 
-    def record(self, net, x, step: int, last: bool = False, k: int | None = None) -> dict:
+    def record(self, net, x, step: int, last: bool = False, k: int | None = None, labels=None) -> dict:
         if not self.every or (step % self.every and not last) or not hasattr(net, "n_layers"):
             return {m.name: np.full(k or net.k, np.nan) for m in SPECTRA_METRICS}
-        w_ev, f_ev, out = layer_spectra(net, x)
+        w_ev, f_ev, out = layer_spectra(net, x, labels=labels)
         self.steps.append(step)
         self.weights.append(np.stack(w_ev))
         self.features.append(np.stack(f_ev))

@@ -139,11 +139,13 @@ def diffusion_spectral_entropy(h: torch.Tensor, t: int = 1, sigma: float | None 
     return float(-(p * p.log()).sum())
 
 
-def diffusion_spectral_mi(h: torch.Tensor, labels: torch.Tensor, t: int = 1, sigma: float | None = None) -> float:
-    """DSMI: DSE of all examples minus the label-weighted DSE within each class (high when classes separate)."""
+def diffusion_spectral_mi(h: torch.Tensor, labels: torch.Tensor, t: int = 1, sigma: float | None = None,
+                          total: float | None = None) -> float:
+    """DSMI: DSE of all examples minus the label-weighted DSE within each class (high when classes separate);
+    `total`: the DSE of all examples when already computed with this `sigma`."""
     h = h.double().reshape(h.shape[0], -1)
-    sigma = sigma or _bandwidth(torch.cdist(h, h).pow(2))  # one kernel for the whole set and its classes
-    total = diffusion_spectral_entropy(h, t, sigma)
+    sigma = sigma or bandwidth(h)  # one kernel for the whole set and its classes
+    total = diffusion_spectral_entropy(h, t, sigma) if total is None else total
     labels = torch.as_tensor(labels)
     within = 0.0
     for c in labels.unique():
@@ -151,6 +153,12 @@ def diffusion_spectral_mi(h: torch.Tensor, labels: torch.Tensor, t: int = 1, sig
         if mask.sum() > 1:
             within += float(mask.float().mean()) * diffusion_spectral_entropy(h[mask], t, sigma)
     return total - within
+
+
+def bandwidth(h: torch.Tensor) -> float:
+    """The DSE kernel's default σ: the median squared distance between distinct examples of h (n, ...)."""
+    h = h.double().reshape(h.shape[0], -1)
+    return _bandwidth(torch.cdist(h, h).pow(2))
 
 
 def _bandwidth(d2: torch.Tensor) -> float:

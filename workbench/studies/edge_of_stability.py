@@ -134,10 +134,10 @@ class EdgeOfStability(Study):
     @classmethod
     def finish(cls, plan):
         s = plan.state
-        cls._final_spectra(plan.ctx, plan.net, lambda m: cls._loss_of(plan, m), s.x_te, s.probes, s.k)
+        cls._final_spectra(plan.ctx, plan.net, lambda m: cls._loss_of(plan, m), s.x_te, s.y_te, s.probes, s.k)
 
     @classmethod
-    def _final_spectra(cls, ctx, net, loss_of, x_te, probes, k):
+    def _final_spectra(cls, ctx, net, loss_of, x_te, y_te, probes, k):
         """At the end: the Hessian's top eigenvalues and density (SLQ), the middle layer's weight spectrum with its
         Marchenko–Pastur edge, power-law tail and stable rank, the last hidden layer's covariance spectrum."""
         top, grids, dens = np.full((k, 5), np.nan), np.full((k, 400), np.nan), np.full((k, 400), np.nan)
@@ -150,7 +150,7 @@ class EdgeOfStability(Study):
             g, d = hessian.density(loss_of(m), params, iters=30, probes=2, generator=probes[m])
             grids[m], dens[m] = g.numpy(), d.numpy()
         j = net.n_layers // 2 if net.n_layers > 2 else 0
-        w_ev, h_ev, summary = layer_spectra(net, x_te, layer=j)
+        w_ev, h_ev, summary = layer_spectra(net, x_te, layer=j, labels=y_te)
         summary["weight_beyond_mp"] = np.array([spectra.mp_fit(net.params[f"w{j}"][m].detach())["beyond_edge"]
                                                 if finite[m] else np.nan for m in range(k)])
         ctx.put("hessian_top", ("model", "eigen_index"), top, eigen_index=np.arange(5))

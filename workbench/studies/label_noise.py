@@ -32,7 +32,7 @@ class LabelNoise(Study):
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
-    claims = ('early_learning', 'elr', 'regret', 'double_descent')
+    claims = ('early_learning', 'elr', 'regret', 'double_descent', 'small_loss', 'dropout', 'data_diet', 'dsmi')
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
@@ -122,7 +122,8 @@ class LabelNoise(Study):
     dropout = param.Number(0.0, bounds=(0.0, 0.95), step=0.05,
                            doc="Dropout rate of the MLP's hidden units in training (a compression of the features "
                                "against memorizing noisy labels); 0: none.")
-    loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses are kept.")
+    loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses and "
+                                   "data-diet scores (EL2N, GraNd) are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
     precision = precision_dial()
     spectra_every = param.Integer(0, bounds=(0, 100_000), doc="Epochs between spectra snapshots (a hidden layer's "
@@ -203,7 +204,7 @@ class LabelNoise(Study):
             y_true=stackd([d.y_train for d in data]), y_te=stackd([d.y_test for d in data]), y_tr=y_tr,
             flipped=flipped, running=torch.zeros(k, device=dev),
             # per-example loss snapshots fall on measured epochs
-            snap_at={e - e % c0.eval_every if e < epochs else e for e in snap_at}, snaps=[], snap_epochs=[],
+            snap_at={e - e % c0.eval_every if e < epochs else e for e in snap_at}, snaps={}, snap_epochs=[],
             # a measured loss far above chance level counts as a divergence (the precision study's dial)
             spike_limit=getattr(c0, "divergence_factor", 0.0) * math.log(num_classes))
         ctx.put("flipped", ("model", "example"), flipped.cpu().numpy())
@@ -213,6 +214,7 @@ class LabelNoise(Study):
         ctx.put("transition_matrix", ("model", "true_class", "noisy_class"), np.stack([t.numpy() for t in matrices]),
                 true_class=classes, noisy_class=classes)
         return Plan(total=epochs, every=c0.eval_every, net=net, spectra_every=c0.spectra_every, spectra_x=s.x_te,
+                    spectra_y=s.y_te,
                     state=s)
 
     @classmethod
@@ -250,11 +252,19 @@ class LabelNoise(Study):
         }
         if epoch == plan.total:  # which test points each model gets right at the end (regret under label noise)
             plan.ctx.put("test_correct", ("model", "test_example"), (pred_te == s.y_te).cpu().numpy())
-        if epoch in s.snap_at:
-            s.snaps.append(per_example.cpu().numpy())
+        if epoch in s.snap_at:  # per training example: the loss, and the data-diet scores (Paul et al. 2021)
             s.snap_epochs.append(epoch)
-            plan.ctx.put("example_loss", ("model", "snapshot", "example"), np.stack(s.snaps, axis=1),
-                         snapshot=np.array(s.snap_epochs))
+            scores = {"example_loss": per_example, "example_el2n": _el2n(z_tr, s.y_tr)}
+            if hasattr(net, "example_gradient_norms"):  # stacked MLPs (nan for the CNN)
+                scores["example_grand"] = torch.cat([net.example_gradient_norms(
+                    s.x_tr[:, i:i + 2048], lambda z, i=i: losses.cross_entropy(z, s.y_tr[:, i:i + 2048]).sum(1))
+                    for i in range(0, s.n, 2048)], dim=1)
+            else:
+                scores["example_grand"] = torch.full_like(per_example, float("nan"))
+            for name, v in scores.items():
+                s.snaps.setdefault(name, []).append(v.cpu().numpy())
+                plan.ctx.put(name, ("model", "snapshot", "example"), np.stack(s.snaps[name], axis=1),
+                             snapshot=np.array(s.snap_epochs))
         return {key: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for key, v in rec.items()}
 
     @classmethod
@@ -270,6 +280,12 @@ def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return hit.mean(1)
     m = mask.float()
     return (hit * m).sum(1) / m.sum(1)  # 0/0 -> nan for a model with no such examples
+
+
+def _el2n(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """EL2N (Paul et al. 2021): |softmax(z) − onehot(y)|₂ per example (K, n)."""
+    p = torch.softmax(logits, -1)
+    return (p - torch.nn.functional.one_hot(y, p.shape[-1]).to(p.dtype)).norm(dim=-1)
 
 
 def _logits(net, x, chunk: int = 8192):

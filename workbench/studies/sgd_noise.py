@@ -164,7 +164,7 @@ class SGDNoise(Study):
             bad=np.zeros(k, dtype=bool))  # models whose outputs went non-finite
         ctx.put("fit_step", ("model",), s.fit_step.copy())
         return Plan(total=c0.steps, every=c0.eval_every, net=net, spectra_every=c0.spectra_every, spectra_x=x_te,
-                    state=s)
+                    spectra_y=y_te, state=s)
 
     @classmethod
     def batches(cls, plan, step):
