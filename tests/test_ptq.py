@@ -57,6 +57,23 @@ def test_quantized_copy_rounds_weights_per_channel_and_leaves_the_original():
         ptq.quantized(m, "int8", {"0": 1.0})  # a layer without a range
 
 
+def test_weights_and_activations_take_separate_formats():
+    m = net()
+    x = torch.randn(16, 8)
+    ranges = ptq.calibrate(m, [(x,)])
+    w4a8 = ptq.quantized(m, "int4", ranges, act_fmt="int8")
+    assert torch.equal(w4a8[0].weight, ptq.quantized(m, "int4", None)[0].weight)  # weights in int4
+    seen = []
+    w4a8[0].register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].clone()))  # after the rounding hook
+    w4a8(x)
+    amax = ranges["0"]
+    assert torch.equal(seen[0], ptq.round_static(x, formats.get("int8"), amax))  # its input in int8, not int4
+    a_only = ptq.quantized(m, None, ranges, act_fmt="fp8_e4m3")
+    assert all(torch.equal(a, b) for a, b in zip(a_only.parameters(), m.parameters()))  # weights left in fp32
+    with pytest.raises(ConfigError, match="act_fmt"):
+        ptq.quantized(m, None, ranges)
+
+
 def test_timestep_calibration_covers_the_ranges_of_every_time():
     """A denoiser's input range moves with t: the range at t = 0.5 is narrower than over all times."""
     sch = schedules.get("linear")

@@ -78,6 +78,8 @@ TINY = {
     "dropout": {"seeds": [0, 1], "epochs": 2, "rates": [0.0, 0.5], "rate": 0.5},
     "data_diet": {"seeds": [0, 1], "at": 1},
     "dsmi": {"seeds": [0, 1], "epochs": 2, "every": 1},
+    "zeroquant_fp": {"seeds": [0, 1], "epochs": 1, "width": 32},
+    "quant_outliers": {"seeds": [0, 1], "epochs": 1, "width": 32, "weight_decay": 0.1, "clip": 1.0},
 }
 
 
@@ -99,3 +101,19 @@ def test_a_claims_check_on_tiny_settings_measures_an_effect_per_seed(key, store)
     assert out["effect_label"] and out["detail"] and "n=2" in out["detail"]  # the spread over the seeds is said
     plot = hv.render(out["figure"], backend="bokeh")  # its figure draws
     assert plot is not None
+
+
+def test_the_readme_table_updates_only_the_claims_rerun(tmp_path):
+    keep = "| `elr` | Liu et al. 2020 | **reproduced** | +0.205: kept as it was |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{reproduce.TABLE_START}\n| claim | paper | verdict | effect as measured |\n|---|---|---|---|\n"
+                      f"| `retired_claim` | Someone | **reproduced** | +1 |\n{keep}\n{reproduce.TABLE_END}\noutro\n")
+    rerun = {"key": "early_learning", "paper": "Arpit", "status": "fail", "effect": 0.01, "effect_sd": 0.002, "n": 3,
+             "effect_lo": 0.005, "effect_hi": 0.015, "effect_label": "peak − final"}
+    assert reproduce.write_readme(readme, [rerun])
+    text = readme.read_text()
+    rows = reproduce.readme_rows(text)
+    assert list(rows) == ["early_learning", "elr"]  # the registry's order; a claim no longer registered goes
+    assert rows["early_learning"] == {"verdict": "not reproduced here", "effect": 0.01} and keep in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert not reproduce.write_readme(readme, [rerun])  # nothing new: unchanged

@@ -460,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=int, default=3600, help="seconds a notebook cell may run")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--strict", action="store_true", help="exit 1 when a finding is not reproduced (not only on errors)")
-    s.add_argument("--readme", action="store_true", help="write the claims table of README.md from the results")
+    s.add_argument("--readme", action="store_true",
+                   help="write the results' rows of the claims table in README.md (the other rows are kept)")
     s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
                                      "extra options such as --basic-auth are passed to panel")

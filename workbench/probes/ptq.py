@@ -61,24 +61,28 @@ def _block(fmt, x) -> int:
     return next(b for b in (fmt.block, 16, 8, 4, 2, 1) if x.shape[-1] % b == 0)
 
 
-def quantized(model: nn.Module, fmt, ranges: dict[str, float] | None) -> nn.Module:
-    """A copy of `model` with weights rounded per output channel to `fmt` and, where `ranges` are given (from
-    `calibrate`), every Linear/Conv2d input rounded with its static scale. The original is left as it was."""
-    f = formats.get(fmt)
+def quantized(model: nn.Module, fmt, ranges: dict[str, float] | None, act_fmt=None) -> nn.Module:
+    """A copy of `model` with weights rounded per output channel to `fmt` (None: left in fp32) and, where `ranges`
+    are given (from `calibrate`), every Linear/Conv2d input rounded with its static scale to `act_fmt` (default:
+    `fmt`) — weights and activations in separate formats, W4A8 say. The original is left as it was."""
+    f = None if fmt is None else formats.get(fmt)
+    fa = formats.get(act_fmt) if act_fmt is not None else f
+    if ranges is not None and fa is None:
+        raise ConfigError("act_fmt", act_fmt, "a format for the activations when ranges are given")
     q = copy.deepcopy(model)
     with torch.no_grad():
         for name, layer in _layers(q):
             w = layer.weight
             rows = w.reshape(w.shape[0], -1)
-            if f.kind == "mx":
+            if f is not None and f.kind == "mx":
                 w.copy_(formats.quantize(rows, f, block=_block(f, rows)).reshape(w.shape))
-            else:
+            elif f is not None:
                 w.copy_(formats.quantize(rows, f, scale="channel").reshape(w.shape))
             if ranges is not None:
                 if name not in ranges:
                     raise ConfigError("ranges", name, f"a calibrated range for every layer: {', '.join(ranges)}")
                 layer.register_forward_pre_hook(
-                    lambda _, inputs, amax=ranges[name]: (round_static(inputs[0], f, amax), *inputs[1:]))
+                    lambda _, inputs, amax=ranges[name]: (round_static(inputs[0], fa, amax), *inputs[1:]))
     return q
 
 

@@ -120,19 +120,30 @@ def lab(formats_: tuple = LAB_FORMATS, distributions: tuple = DISTRIBUTIONS[:4],
                       attrs={"units": "dB", "n": n, "seed": seed})
 
 
-def model_tensors(seed: int = 0, epochs: int = 5, width: int = 128) -> dict[str, torch.Tensor]:
-    """Weights and hidden activations of a small MLP trained on digits for a few epochs (fp32, plain PyTorch)."""
+def digits_mlp(seed: int = 0, epochs: int = 5, width: int = 128, weight_decay: float = 0.0,
+               clip: float | None = None):
+    """A small MLP (64-width-width-10) trained on digits in fp32, plain PyTorch (AdamW lr 1e-3, batches of 128):
+    `weight_decay` AdamW's decoupled decay, `clip` the gradients' global norm (None: not clipped). Returns the net
+    and the data (datasets.Data); the split and init follow `seed`."""
     from .. import datasets, models
 
     d = datasets.digits(1200, seed)
     g = torch.Generator().manual_seed(seed)
     net = models.build("mlp", input_dim=64, width=width, depth=2, num_classes=10, generator=g)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=weight_decay)
     for _ in range(epochs):
         for idx in torch.randperm(len(d.y_train), generator=g).split(128):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(d.x_train[idx]), d.y_train[idx]).backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             opt.step()
+    return net, d
+
+
+def model_tensors(seed: int = 0, epochs: int = 5, width: int = 128) -> dict[str, torch.Tensor]:
+    """Weights and hidden activations of a small MLP trained on digits for a few epochs (`digits_mlp`)."""
+    net, d = digits_mlp(seed, epochs, width)
     with torch.no_grad():
         hidden = net.features[:3](d.x_test)  # after the first ReLU
         pre = net.features[:2](d.x_test)  # before it
