@@ -117,3 +117,27 @@ def test_the_readme_table_updates_only_the_claims_rerun(tmp_path):
     assert rows["early_learning"] == {"verdict": "not reproduced here", "effect": 0.01} and keep in text
     assert text.startswith("intro\n") and text.endswith("outro\n")
     assert not reproduce.write_readme(readme, [rerun])  # nothing new: unchanged
+
+
+def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data, tmp_path):
+    """The notebooks share one kernel: a cell's exception is that claim's error, and the next notebook runs."""
+    import shutil
+
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for key, code in (("early_learning", "raise ValueError('a broken check')"),):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
+                                                               "display_name": "workbench"}})
+        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
+                                              metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+        nbformat.write(nb, folder / f"{key}.ipynb")
+    shutil.copy(cli.REPO / "notebooks" / "reproduce" / "noisyquant.ipynb", folder)
+    results, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
+                                       keys=["early_learning", "noisyquant"], timeout=300,
+                                       progress=False)
+    broken, fine = results
+    assert broken["status"] == "error" and "ValueError: a broken check" in broken["detail"]
+    assert fine["status"] in ("pass", "fail") and fine["n"] == len(reproduce.CLAIMS["noisyquant"].quick["seeds"])
+    assert "a broken check" in index.read_text()

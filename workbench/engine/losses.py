@@ -77,7 +77,7 @@ class Selection:
         self.seen, self.kept, self.kept_flipped = (torch.zeros(num_models, device=device) for _ in range(3))
 
     def __call__(self, per_example: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if self.kind == "all" and self.flipped is None:
+        if self.kind == "all":
             return per_example.mean(1)
         with torch.no_grad():
             loss = per_example.detach()
@@ -88,7 +88,7 @@ class Selection:
                 self.mean.mul_(self.beta).add_(loss.mean(1), alpha=1 - self.beta)
             if self.kind == "oracle":
                 mask = ~flipped
-            elif self.kind == "all" or not self.active:
+            elif not self.active:
                 mask = torch.ones_like(loss, dtype=torch.bool)
             elif self.kind == "fixed_k":
                 b = loss.shape[1]
@@ -103,16 +103,16 @@ class Selection:
             self.kept += w.sum(1)
             if flipped is not None:
                 self.kept_flipped += (w * flipped).sum(1)
-        if self.kind == "all" or (not self.active and self.kind != "oracle"):
+        if not self.active and self.kind != "oracle":
             return per_example.mean(1)
         return (per_example * w).sum(1) / w.sum(1).clamp_min(1.0)  # no example kept: a zero step
 
     def take_kept(self) -> dict[str, torch.Tensor]:
         """Since the last call, per model: `selected`, the share of the examples seen that were kept, and
-        `selected_flipped`, the share of the kept ones whose labels were flipped (nan without a flipped mask, or
-        before any step); resets the counts."""
+        `selected_flipped`, the share of the kept ones whose labels were flipped (nan without a flipped mask, before
+        any step, and for `all`, which selects nothing); resets the counts."""
         nan = torch.full_like(self.seen, float("nan"))
-        seen = torch.where(self.seen > 0, self.seen, nan)
+        seen = torch.where(self.seen > 0, self.seen, nan)  # `all` counts nothing: nan
         out = {"selected": self.kept / seen,
                "selected_flipped": nan if self.flipped is None else self.kept_flipped / torch.where(
                    self.kept > 0, self.kept, nan)}
