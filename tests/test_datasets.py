@@ -29,6 +29,39 @@ def test_xor_is_not_linearly_separable():
     assert acc < 0.65
 
 
+def test_xor_dimension_and_separation_are_dials():
+    d = datasets.load("xor", 100, seed=0, dim=400, separation=12.0)
+    assert d.x_train.shape == (100, 400) and d.x_test.shape == (1900, 400)
+    # each point is ±μ1 or ±μ2 plus N(0, I): its projection on its own cluster axis has magnitude ≈ ‖μ‖
+    axis = d.x_train[torch.arange(100), d.y_train].abs()
+    assert abs(float(axis.mean()) - 12.0) < 0.5
+    import workbench as wb
+
+    with pytest.raises(ConfigError) as e:
+        wb.run("label_noise", dataset="xor", input_dim=1, progress=False)
+    assert e.value.field == "input_dim"
+
+
+def test_a_long_tailed_training_set_falls_exponentially_and_keeps_its_size_over_seeds():
+    sizes = []
+    for seed in (0, 1, 2):
+        d = datasets.digits(1200, seed)
+        lt = datasets.long_tailed(d, 20.0)
+        counts = np.bincount(lt.y_train.numpy(), minlength=10)
+        sizes.append(counts)
+        assert counts[0] / counts[-1] == pytest.approx(20, rel=0.1) and (np.diff(counts) <= 0).all()
+        assert torch.equal(lt.x_test, d.x_test) and torch.equal(lt.y_test, d.y_test)  # the test set as it was
+        rows = {tuple(r) for r in d.x_train.numpy().round(4).tolist()}
+        assert all(tuple(r) in rows for r in lt.x_train.numpy().round(4).tolist())  # a subset of the split
+    assert all((s == sizes[0]).all() for s in sizes)  # the same shapes whatever the split's seed
+    assert datasets.long_tailed(d, 1.0) is d
+    with pytest.raises(ConfigError) as e:  # a split too small to hold the profile is said, naming the dial
+        skewed = torch.tensor([0] + [1] * 11)  # class 0 nearly all in the test set
+        datasets.long_tailed(datasets.Data("tiny", d.x_train[:12], skewed, d.x_test[:8], torch.tensor([0] * 7 + [1]),
+                                           2, (64,)), 3.0)
+    assert e.value.field == "imbalance"
+
+
 def test_user_npz(tmp_path):
     rng = np.random.default_rng(0)
     p = tmp_path / "mine.npz"

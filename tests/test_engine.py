@@ -172,3 +172,23 @@ def test_a_bias_free_stack_equals_its_modules_and_autograd(pad):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     gns = net.gradient_noise_scale(x, lambda z: losses.cross_entropy(z, y).sum(1))
     assert gns.shape == (k,) and torch.isfinite(gns).all()
+
+
+def test_anti_correlated_gradient_noise_telescopes_and_is_each_models_own():
+    """σ(ξ_t − βξ_(t−1)): with β = 1 the noise summed over steps is σ·ξ_T alone; with β = 0 it is a random walk.
+    Model k's draws come from its own generator whatever the models beside it."""
+    k, shape = 3, (k_shape := (4, 5))
+    zeros = [torch.zeros(k, *shape)]
+    noise = ensemble.GradientNoise(torch.full((k,), 0.5), torch.ones(k), [torch.Generator().manual_seed(s)
+                                                                          for s in range(k)])
+    total = sum(noise(zeros)[0] for _ in range(50))
+    last = noise.previous[0]
+    assert torch.allclose(total, 0.5 * last, atol=1e-5)  # everything but the last draw cancelled
+    walk = ensemble.GradientNoise(torch.full((k,), 0.5), torch.zeros(k), [torch.Generator().manual_seed(s)
+                                                                          for s in range(k)])
+    assert float(sum(walk(zeros)[0] for _ in range(50)).std()) > 5 * float((0.5 * last).std()) / 2
+    alone = ensemble.GradientNoise(torch.full((1,), 0.5), torch.ones(1), [torch.Generator().manual_seed(1)])
+    first_alone = alone([torch.zeros(1, *k_shape)])[0][0]
+    again = ensemble.GradientNoise(torch.full((k,), 0.5), torch.ones(k), [torch.Generator().manual_seed(s)
+                                                                          for s in range(k)])
+    assert torch.equal(again(zeros)[0][1], first_alone)

@@ -316,11 +316,14 @@ def test_stochastic_rounding_in_a_group_equals_rounding_alone(dials):
 
 @pytest.mark.parametrize("dials, other", [
     (dict(dropout=0.3), dict(dropout=0.0)),  # a model without dropout beside one with it draws nothing
+    (dict(grad_noise=0.3, noise_correlation=1.0), dict(grad_noise=0.0)),  # nor one without gradient noise
+    (dict(grad_noise=0.3), dict(grad_noise=0.1, noise_correlation=0.5)),
     (dict(selection="fixed_k", keep_fraction=0.5), dict(selection="fixed_k", keep_fraction=0.8)),
     (dict(selection="adaptive_k"), dict(selection="adaptive_k", flip_rate=0.1)),
 ])
 def test_dropout_and_sample_selection_in_a_group_equal_them_alone(dials, other):
-    """Dropout masks and the selection's running threshold are each model's own: per-model rates, streams and state."""
+    """Dropout masks, gradient noise and the selection's running threshold are each model's own: per-model rates,
+    streams and state."""
     cls = get_study("label_noise")
     configs = [cls.configure(**cls.tiny, seed=1, **dials), cls.configure(**cls.tiny, seed=2, **other)]
     group, _ = _train(cls, configs)

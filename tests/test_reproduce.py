@@ -80,6 +80,10 @@ TINY = {
     "dsmi": {"seeds": [0, 1], "epochs": 2, "every": 1},
     "zeroquant_fp": {"seeds": [0, 1], "epochs": 1, "width": 32},
     "quant_outliers": {"seeds": [0, 1], "epochs": 1, "width": 32, "weight_decay": 0.1, "clip": 1.0},
+    "long_tail": {"seeds": [0, 1], "at": 1, "ratio": 5.0, "flip_rate": 0.3},
+    "xor_grokking": {"seeds": [0, 1], "dim": 100, "n": 50, "lr": 0.05, "epochs": 5, "separations": [5.0, 10.0]},
+    "dp_noise": {"seeds": [0, 1], "epochs": 1, "sigmas": [0.3], "sigma": 0.3, "reg_sigma": 0.1, "reg_steps": 50},
+    "fp_scaling": {"seeds": [0, 1], "epochs": 1, "formats": [(2, 3), (3, 2), (3, 4), (4, 3)]},
 }
 
 

@@ -81,6 +81,30 @@ def xor(n_train: int | None = 1200, seed: int = 0, n: int = 2000, dim: int = 50,
     return Data("xor", *_split(x, y, n_train, seed, "xor"), num_classes=2, input_shape=(dim,))
 
 
+def long_tailed(data: Data, ratio: float) -> Data:
+    """The training set made long-tailed (the exponential profile of Cao et al. 2019): class c keeps the first
+    round(m · ratio^(−c/(C−1))) of its training examples, so class 0 is the head and class C−1 holds `ratio` times
+    fewer; the test set stays as it was. m is three quarters of what the smallest class would hold in a
+    training split of this size, so the sizes (and the models' tensor shapes) do not depend on the split's seed."""
+    if ratio == 1:
+        return data
+    c = data.num_classes
+    y = data.y_train.numpy()
+    total = np.bincount(y, minlength=c) + np.bincount(data.y_test.numpy(), minlength=c)
+    m = int(0.75 * total.min() * len(y) / total.sum())
+    want = [max(1, int(round(m * ratio ** (-k / max(c - 1, 1))))) for k in range(c)]
+    keep = []
+    for k in range(c):
+        where = np.flatnonzero(y == k)  # in the split's random order
+        if len(where) < want[k]:
+            raise ConfigError("imbalance", ratio, f"a split where class {k} has {want[k]} training examples (it "
+                                                  f"has {len(where)}): a larger n_train")
+        keep.append(where[:want[k]])
+    idx = torch.as_tensor(np.sort(np.concatenate(keep)))
+    return Data(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes,
+                data.input_shape, data.image_shape)
+
+
 def modular_addition(p: int = 113, train_fraction: float = 0.4, seed: int = 0) -> Data:
     """All pairs (a, b) of residues mod p, label (a + b) mod p; inputs are the two one-hot vectors concatenated
     (2p dims), as in "Grokking at the edge of numerical stability" (Prieto et al. 2025)."""
@@ -291,23 +315,24 @@ def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field:
     return Data("npz", *parts, num_classes=len(present), input_shape=(x32.shape[1],), image_shape=image_shape)
 
 
-def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "") -> Data:
-    """Load a data set by name; see NAMES. Results are cached (a sweep asks for the same split many times)."""
+def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "", **options) -> Data:
+    """Load a data set by name; see NAMES. `options` go to a generated set's loader (xor: dim, separation).
+    Results are cached (a sweep asks for the same split many times)."""
     stamp = None
     if name == "npz" and path and Path(path).expanduser().is_file():
         st = Path(path).expanduser().stat()
         stamp = (st.st_mtime_ns, st.st_size)  # a changed file is read again
-    return _load(name, n_train, seed, path, stamp)
+    return _load(name, n_train, seed, path, stamp, tuple(sorted(options.items())))
 
 
 @functools.lru_cache(maxsize=64)
-def _load(name: str, n_train: int | None, seed: int, path: str, stamp) -> Data:
+def _load(name: str, n_train: int | None, seed: int, path: str, stamp, options: tuple = ()) -> Data:
     if name == "digits":
         return digits(n_train, seed)
     if name == "blobs":
         return blobs(n_train, seed)
     if name == "xor":
-        return xor(n_train, seed)
+        return xor(n_train, seed, **dict(options))
     if name == "npz":
         return from_npz(path, n_train, seed)
     raise ConfigError("dataset", name, f"one of {', '.join(NAMES)}")

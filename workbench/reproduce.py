@@ -472,7 +472,8 @@ def _quant_outliers(s):
                 out[name][fmt].append(base - _ptq_accuracy(net, d, fmt, fmt))
     out = {n: {k: np.array(v) for k, v in o.items()} for n, o in out.items()}
     plain, wd = out["plain"], out[f"weight decay {s['weight_decay']:g}"]
-    passed = (wd["kurtosis"] < plain["kurtosis"]).all() and wd["int4"].mean() < plain["int4"].mean()
+    # a cliff, not a rounding of the test set: smaller by a point of accuracy (one test point is 0.0017)
+    passed = (wd["kurtosis"] < plain["kurtosis"]).all() and wd["int4"].mean() < plain["int4"].mean() - 0.01
     bars = hv.Bars([(n, fmt, float(o[fmt].mean())) for n, o in out.items() for fmt in ("int6", "int4")],
                    ["recipe", "format"], "test-accuracy drop (W and A)").opts(
         title="Quantization cliffs follow the training recipe", multi_level=False)
@@ -520,6 +521,170 @@ def _regret(s):
                        f"wrong in others {noisy['lottery']:.3f}; per draw, points decided unlike most others "
                        f"{_fmt(noisy['regret'])}; without flips the draws are one model (lottery "
                        f"{clean['lottery']:.3f})",
+                figure=bars)
+
+
+def _class_aucs(loss, flipped, label, classes: int) -> np.ndarray:
+    """Per observed class: the AUC with which the per-example loss ranks that class's flipped examples above its
+    clean ones (nan where a class holds only one kind)."""
+    out = np.full(classes, np.nan)
+    for c in range(classes):
+        m = (label == c) & np.isfinite(loss)
+        if 0 < flipped[m].sum() < m.sum():
+            out[c] = _auc(loss[m], flipped[m])
+    return out
+
+
+def _long_tail(s):
+    import holoviews as hv
+
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    at, ratio = s["at"], s["ratio"]
+    kw = dict(_NOISY_DIGITS, flip_rate=s["flip_rate"], epochs=at, loss_snapshots=2)
+    gaps, said, bars = {}, [], []
+    for imb in (1.0, ratio):  # the balanced set is the control: its classes 5-9 need not be harder than 0-4
+        ds = _sweep("label_noise", {"imbalance": [imb]}, s["seeds"], **kw).squeeze("imbalance")
+        head, tail = [], []
+        for seed in ds.seed.values:
+            one = ds.sel(seed=seed)
+            a = _class_aucs(one.example_loss.sel(snapshot=at).values, one.flipped.values.astype(bool),
+                            one.noisy_label.values, 10)
+            head.append(np.nanmean(a[:5]))
+            tail.append(np.nanmean(a[5:]))
+        head, tail = np.array(head), np.array(tail)
+        gaps[imb] = head - tail
+        name = "balanced" if imb == 1 else f"long-tailed ({ratio:g}:1)"
+        said.append(f"{name}: AUC on the head classes 0–4 {_fmt(head)}, on the tail classes 5–9 {_fmt(tail)}")
+        bars += [(name, "head (classes 0–4)", float(head.mean())), (name, "tail (classes 5–9)", float(tail.mean()))]
+    effect = gaps[ratio] - gaps[1.0]
+    fig = hv.Bars(bars, ["training set", "classes"], "AUC: the loss ranks flipped above clean").opts(
+        title=f"Small-loss separation after {at} epochs, {s['flip_rate']:.0%} flips", ylim=(0, 1), multi_level=False)
+    return dict(passed=bool((effect > 0.05).all()), values=effect,
+                effect_label="AUC gap head − tail classes, long-tailed minus balanced",
+                detail=f"digits, {s['flip_rate']:.0%} symmetric flips, MLP 512 × 2, the per-example loss after {at} "
+                       "epochs, AUC against the flipped mask within each observed class: " + "; ".join(said)
+                       + f"; the gap's rise from balanced to long-tailed {_fmt(effect)}", figure=fig)
+
+
+def _xor_grokking(s):
+    """Two separations of the XOR clusters, the same net and steps: where the net fits the flipped labels, and what
+    its test accuracy does before and after."""
+    from .viz.plots import curves_by
+
+    kw = dict(dataset="xor", input_dim=s["dim"], n_train=s["n"], flip_rate=0.15, width=512, depth=1,
+              optimizer="sgd", momentum=0.0, lr=s["lr"], batch_size=s["n"], epochs=s["epochs"], loss_snapshots=0,
+              eval_every=max(1, s["epochs"] // 500))
+    ds = _sweep("label_noise", {"separation": s["separations"]}, s["seeds"], **kw)
+    rows, gains, benign, harmful = [], {}, {}, {}
+    for sep in s["separations"]:
+        one = ds.sel(separation=sep)
+        fit = (one.train_acc == 1).argmax("epoch")  # the first measured epoch fitting every (noisy) label
+        fitted = bool((one.train_acc == 1).any("epoch").all())
+        at_fit = one.test_acc.isel(epoch=fit).values
+        final, mem = one.test_acc.isel(epoch=-1).values, one.memorized.isel(epoch=-1).values
+        gains[sep] = final - at_fit
+        harmful[sep] = fitted and bool((at_fit < 0.6).all())
+        benign[sep] = fitted and bool((final > 0.9).all() and (mem == 1).all())
+        rows.append(f"‖μ‖ = {sep:g}: training accuracy 1 at epoch {_fmt(one.epoch.values[fit.values])}, test "
+                    f"accuracy then {_fmt(at_fit)}, at the end {_fmt(final)} with {_fmt(mem)} of the flipped labels "
+                    "still fit")
+    grok = [sep for sep in s["separations"] if harmful[sep] and benign[sep]]
+    top = s["separations"][0]
+    return dict(passed=bool(grok), values=gains[top],
+                effect_label=f"test accuracy, final − when the training set is first fit (‖μ‖ = {top:g})",
+                detail=f"XOR clusters, d = {s['dim']}, n = {s['n']}, 15 % flips, ReLU net 512 wide, full-batch GD "
+                       f"lr {s['lr']:g}, {s['epochs']} steps: " + "; ".join(rows) + ". Benign overfitting (test "
+                       "> 0.9 while every flipped label is fit) at ‖μ‖ = "
+                       + (", ".join(f"{x:g}" for x in s["separations"] if benign[x]) or "none")
+                       + "; a harmful phase first (test < 0.6 when the training set is fit) at ‖μ‖ = "
+                       + (", ".join(f"{x:g}" for x in s["separations"] if harmful[x]) or "none")
+                       + "; both in one run (grokking) at ‖μ‖ = " + (", ".join(f"{x:g}" for x in grok) or "none"),
+                figure=curves_by(ds, "test_acc", "separation"))
+
+
+def _noisy_gd_regression(seed: int, beta: float, sigma: float, steps: int, dim: int = 50, n: int = 500,
+                         lr: float = 0.5) -> float:
+    """Excess risk of gradient descent on least squares with injected gradient noise σ(ξ_t − βξ_{t−1}), averaged
+    over the last half of the steps: features with a decaying spectrum λ_i = 1/i (many poorly conditioned
+    directions), y = x·w* + N(0, 0.1²)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.arange(1, dim + 1, dtype=torch.float64) ** -0.5
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64) * scale
+    w_star = torch.randn(dim, generator=g, dtype=torch.float64)
+    y = x @ w_star + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    h = x.T @ x / n
+    w_hat = torch.linalg.solve(h, x.T @ y / n)  # the empirical risk minimizer: excess risk over it
+    cov = torch.diag(scale ** 2)  # the population covariance
+    noise = torch.Generator().manual_seed(seed + 1)
+    w, prev, risk = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64), []
+    for t in range(steps):
+        xi = torch.randn(dim, generator=noise, dtype=torch.float64)
+        w = w - lr * (h @ (w - w_hat) + sigma * (xi - beta * prev))
+        prev = xi
+        if t >= steps // 2:
+            e = w - w_hat
+            risk.append(float(e @ cov @ e))
+    return float(np.mean(risk))
+
+
+def _dp_noise(s):
+    import holoviews as hv
+
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    sigma = s["sigma"]
+    reg = {b: np.array([_noisy_gd_regression(seed, b, s["reg_sigma"], s["reg_steps"]) for seed in s["seeds"]])
+           for b in (0.0, 1.0)}
+    ds = _sweep("label_noise", {"grad_noise": s["sigmas"], "noise_correlation": [0.0, 1.0]}, s["seeds"],
+                dataset="digits", width=256, depth=2, optimizer="sgd", momentum=0.0, lr=0.1, batch_size=128,
+                flip_rate=0.0, epochs=s["epochs"], loss_snapshots=0)
+    end = ds.isel(epoch=-1)
+    ind, cor = (end.sel(grad_noise=sigma, noise_correlation=b) for b in (0.0, 1.0))
+    ratio = np.log(ind.test_loss.values / cor.test_loss.values)
+    reg_ratio = np.log(reg[0.0] / reg[1.0])
+    rows = "; ".join(f"σ = {x:g}: test loss independent {_fmt(end.test_loss.sel(grad_noise=x, noise_correlation=0.0).values)}, "
+                     f"anti-correlated {_fmt(end.test_loss.sel(grad_noise=x, noise_correlation=1.0).values)}; test "
+                     f"accuracy {_fmt(end.test_acc.sel(grad_noise=x, noise_correlation=0.0).values)} against "
+                     f"{_fmt(end.test_acc.sel(grad_noise=x, noise_correlation=1.0).values)}" for x in s["sigmas"])
+    bars = hv.Bars([(f"σ = {x:g}", kind, float(end.test_loss.sel(grad_noise=x, noise_correlation=b).mean()))
+                    for x in s["sigmas"] for kind, b in (("independent", 0.0), ("anti-correlated", 1.0))],
+                   ["noise multiplier", "noise"], "final test loss (digits)").opts(
+        title="Gradient noise: independent against anti-correlated across steps", logy=True, multi_level=False)
+    return dict(passed=bool((reg_ratio > 0).all() and (ratio > 0).all()), values=ratio,
+                effect_label=f"log test-loss ratio, independent / anti-correlated noise, σ = {sigma:g} (digits)",
+                detail=f"linear regression (d = 50, spectrum 1/i, GD lr 0.5, σ = {s['reg_sigma']:g}, "
+                       f"{s['reg_steps']} steps): excess risk over the last half, independent {_fmt(reg[0.0])}, "
+                       f"anti-correlated (β = 1) {_fmt(reg[1.0])}, log ratio {_fmt(reg_ratio)}. Digits, MLP 256 × 2, "
+                       f"SGD lr 0.1, {s['epochs']} epochs, noise σ(ξ_t − βξ_(t−1)) on every gradient coordinate: "
+                       + rows, figure=bars)
+
+
+_FORMAT_PAIRS = ((2, 3, 3, 2), (3, 4, 4, 3))  # (mantissa-heavier e, m, exponent-heavier e, m) at 6 and 8 bits
+
+
+def _fp_scaling(s):
+    import holoviews as hv
+
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    loss = {}
+    for e, m in s["formats"]:
+        ds = _sweep("precision", {"exp_bits": [e]}, s["seeds"], precision="custom", man_bits=m, epochs=s["epochs"],
+                    eval_every=s["epochs"])
+        loss[(e, m)] = ds.train_loss.isel(epoch=-1).squeeze("exp_bits").values
+    diffs = [loss[(e1, m1)] - loss[(e2, m2)] for e1, m1, e2, m2 in _FORMAT_PAIRS]
+    bars = hv.Bars([(f"{1 + e + m} bits", f"e{e}m{m}", float(v.mean())) for (e, m), v in loss.items()],
+                   ["total bits", "format"], "final training loss").opts(
+        title="Exponent against mantissa bits at equal width (per-tensor scaled)", multi_level=False)
+    return dict(passed=bool(all(d.mean() > 0 for d in diffs)), values=diffs[0],
+                effect_label="final training loss, e2m3 − e3m2 (6 bits)",
+                detail=f"MLP 64-128-128-10 on digits, weights, activations and gradients rounded (per-tensor scales), "
+                       f"{s['epochs']} epochs; final training loss — " + "; ".join(
+                           f"e{e}m{m} {_fmt(v)}" for (e, m), v in loss.items())
+                       + f"; at 6 bits e2m3 − e3m2 {_fmt(diffs[0])}, at 8 bits e3m4 − e4m3 {_fmt(diffs[1])}",
                 figure=bars)
 
 
@@ -647,9 +812,49 @@ CLAIMS = {c.key: c for c in [
           "training recipe: optimization choices such as weight decay suppress them.",
           "MLP on digits, AdamW lr 1e-3, trained plainly, with weight decay 0.1, or with gradients clipped to norm "
           "1: with weight decay the last hidden features' excess kurtosis is lower on every seed and the int4 "
-          "(weights and activations) accuracy drop smaller on average than plain.", _quant_outliers,
+          "(weights and activations) accuracy drop smaller on average than plain, by more than 0.01.",
+          _quant_outliers,
           {"seeds": [0, 1, 2], "epochs": 30, "width": 256, "weight_decay": 0.1, "clip": 1.0},
           {"seeds": [0, 1, 2, 3, 4], "epochs": 200, "width": 256, "weight_decay": 0.1, "clip": 1.0}),
+    Claim("long_tail", "Lu et al. 2023 (label-noise learning with intrinsically long-tailed data)",
+          "On long-tailed data with noisy labels, clean and noisy samples are hard to tell apart on the tail "
+          "classes, so selection criteria that work on balanced data fail there.",
+          "Digits, 30 % symmetric flips, MLP 512 × 2, Adam 1e-3, the training set balanced or long-tailed (20:1, "
+          "sizes falling exponentially with the class): after 2 epochs, the AUC with which the per-example loss "
+          "ranks each observed class's flipped examples above its clean ones; the head (classes 0–4) minus tail "
+          "(5–9) gap is larger on the long-tailed set than on the balanced one by more than 0.05 on every seed.",
+          _long_tail, {"seeds": [0, 1, 2], "at": 2, "ratio": 20.0, "flip_rate": 0.3},
+          {"seeds": list(range(10)), "at": 2, "ratio": 20.0, "flip_rate": 0.3}),
+    Claim("xor_grokking", "Xu et al. 2023 (benign overfitting and grokking in ReLU networks for XOR cluster data)",
+          "A two-layer ReLU net trained by gradient descent on XOR clusters with flipped labels first fits every "
+          "label with near-random test accuracy, then later reaches near-optimal test accuracy while still "
+          "fitting the flipped labels: harmful overfitting, then grokking into benign overfitting.",
+          "XOR clusters in d = 1000 with n = 100 training points, 15 % flips, one hidden ReLU layer of 512, "
+          "full-batch GD lr 0.05, at two cluster distances ‖μ‖: reproduced when at one of them the test accuracy "
+          "is below 0.6 on every seed when the training set is first fit, and above 0.9 at the end with every "
+          "flipped label still fit.", _xor_grokking,
+          {"seeds": [0, 1], "dim": 1000, "n": 100, "lr": 0.05, "epochs": 100, "separations": [12.0, 20.0]},
+          {"seeds": [0, 1, 2, 3, 4], "dim": 1000, "n": 100, "lr": 0.05, "epochs": 3000,
+           "separations": [12.0, 20.0]}),
+    Claim("dp_noise", "Koloskova et al. 2023 (correlated noise provably beats independent noise for differentially "
+          "private learning)",
+          "Noise injected into gradient descent that is anti-correlated across steps (as in matrix-factorization "
+          "DP mechanisms) leaves a better model than DP-SGD's independent noise at the same noise multiplier.",
+          "Gradient noise σ(ξ_t − βξ_(t−1)), β = 1 against β = 0: on linear regression (d = 50, spectrum 1/i) the "
+          "excess risk, and on digits (MLP 256 × 2, SGD lr 0.1) the final test loss at σ = 0.3, lower with the "
+          "anti-correlated noise on every seed (σ = 0.1 and 1 reported beside).", _dp_noise,
+          {"seeds": [0, 1, 2], "epochs": 20, "sigmas": [0.1, 0.3, 1.0], "sigma": 0.3, "reg_sigma": 0.1,
+           "reg_steps": 2000},
+          {"seeds": [0, 1, 2, 3, 4], "epochs": 40, "sigmas": [0.1, 0.3, 1.0], "sigma": 0.3, "reg_sigma": 0.1,
+           "reg_steps": 4000}),
+    Claim("fp_scaling", "Sun et al. 2025 (scaling laws for floating point quantization training)",
+          "In floating-point quantized training, exponent bits contribute slightly more to the model's quality "
+          "than mantissa bits, so at a given width the best split gives the exponent the larger share.",
+          "MLP on digits with weights, activations and gradients rounded to a custom IEEE-style format (per-tensor "
+          "scales): at 6 bits e3m2 ends with a lower training loss than e2m3, and at 8 bits e4m3 lower than e3m4 "
+          "(means over seeds).", _fp_scaling,
+          {"seeds": [0, 1, 2], "epochs": 20, "formats": [(2, 3), (3, 2), (4, 1), (3, 4), (4, 3), (5, 2)]},
+          {"seeds": list(range(8)), "epochs": 40, "formats": [(2, 3), (3, 2), (4, 1), (3, 4), (4, 3), (5, 2)]}),
     Claim("double_descent", "Nakkiran et al. 2019 (deep double descent)",
           "With label noise the test error of a growing model first falls, rises to a peak where the model just "
           "fits the training set, then falls again (model-wise double descent); the peak grows with the noise.",

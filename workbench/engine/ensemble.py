@@ -22,6 +22,7 @@ class Stack:
     """Stacked parameters `params` (name -> (K, ...)) and `forward(params, x) -> logits`, x: (K, B, ...)."""
 
     precision = None  # a Precision rounds weights, activations and gradients (stacked MLPs only)
+    grad_noise: "GradientNoise | None" = None  # Gaussian noise added to every gradient before the optimizer step
 
     def __init__(self, params: dict[str, torch.Tensor], forward: Callable):
         self.params, self._forward = params, forward
@@ -217,6 +218,26 @@ class Dropout:
             u = torch.stack([torch.rand(batch, w, generator=g) for g in self.generators]).to(dev)
             out.append((u < keep).float() / keep)
         return out
+
+
+class GradientNoise:
+    """Gaussian noise injected into every gradient before the optimizer step, as DP-SGD injects it (Abadi et al.
+    2016), independent across steps or anti-correlated (Koloskova et al. 2023, "Correlated noise provably beats
+    independent noise"): model k's step t adds σ_k (ξ_t − β_k ξ_{t−1}), ξ_t ~ N(0, I) drawn from model k's own
+    generator (ξ_0 = 0). β = 0 is DP-SGD's independent noise; with β > 0 consecutive steps' noise partly cancels in
+    the sum the parameters accumulate (β = 1: the sum telescopes to the last draw), at the same multiplier σ."""
+
+    def __init__(self, sigma: torch.Tensor, beta: torch.Tensor, generators: list[torch.Generator]):
+        self.sigma, self.beta, self.generators = sigma, beta, generators  # (K,), (K,), one per model
+        self.previous: list[torch.Tensor] | None = None
+
+    def __call__(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        # per model, every tensor in order: a model's draws never depend on the models beside it
+        draws = [[torch.randn(g.shape[1:], generator=gen) for g in grads] for gen in self.generators]
+        xi = [torch.stack([d[j] for d in draws]).to(g.device) for j, g in enumerate(grads)]  # like grads (K, ...)
+        noise = xi if self.previous is None else [x - _bcast(self.beta, x) * prev for x, prev in zip(xi, self.previous)]
+        self.previous = xi
+        return [g + _bcast(self.sigma, g) * n for g, n in zip(grads, noise)]
 
 
 def _buffer(ws: dict | None, name: str, shape, like: torch.Tensor) -> torch.Tensor | None:
@@ -420,4 +441,6 @@ def apply(net: Stack, opt: Optimizer, grads: list[torch.Tensor]) -> None:
         finite = torch.stack([torch.isfinite(g.sum(tuple(range(1, g.ndim)))) for g in grads]).all(0)
         skip = prec.update_scale(finite)
         prec.grad_finite = finite | skip
+    if net.grad_noise is not None:
+        grads = net.grad_noise(grads)
     opt.step(grads, skip)

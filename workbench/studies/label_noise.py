@@ -32,7 +32,8 @@ class LabelNoise(Study):
     question = "A net trained on partly wrong labels first learns the clean pattern, then memorizes the flips. When, and what stops it?"
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
-    claims = ('early_learning', 'elr', 'regret', 'double_descent', 'small_loss', 'dropout', 'data_diet', 'dsmi')
+    claims = ('early_learning', 'elr', 'regret', 'double_descent', 'small_loss', 'dropout', 'data_diet', 'dsmi',
+              'long_tail', 'xor_grokking', 'dp_noise')
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
@@ -50,11 +51,13 @@ class LabelNoise(Study):
     headline = "test_acc"
     tiny = {"epochs": 2, "n_train": 200, "width": 16, "loss_snapshots": 2, "spectra_every": 1}
     batchable = frozenset({"seed", "flip_rate", "noise_kind", "transition_matrix", "lr", "momentum", "weight_decay",
-                           "gce_q", "elr_lambda", "elr_beta", "keep_fraction", "dropout"})
+                           "gce_q", "elr_lambda", "elr_beta", "keep_fraction", "dropout", "grad_noise",
+                           "noise_correlation"})
     applies = {"gce_q": ("loss", ("gce",)), "elr_lambda": ("loss", ("elr",)), "elr_beta": ("loss", ("elr",)),
                "keep_fraction": ("selection", ("fixed_k",)), "dropout": ("model", ("mlp",)),
                "selection_warmup": ("selection", ("fixed_k", "adaptive_k")),
-               "momentum": ("optimizer", ("sgd",)), "transition_matrix": ("noise_kind", ("matrix",))}
+               "momentum": ("optimizer", ("sgd",)), "transition_matrix": ("noise_kind", ("matrix",)),
+               "input_dim": ("dataset", ("xor",)), "separation": ("dataset", ("xor",))}
     presets = {
         "double_descent": {
             "about": "Model-wise double descent (Nakkiran et al. 2019): with 20% flips the test error peaks where the "
@@ -95,6 +98,13 @@ class LabelNoise(Study):
                              doc="digits (sklearn 8×8), blobs, xor (benign-overfitting clusters) or npz (data_path).")
     data_path = param.String(default="", doc="Path to an .npz with arrays X (n, ...) and y (n,), for dataset='npz'.")
     n_train = param.Integer(1200, bounds=(0, None), doc="Training examples (the rest is the clean test set); 0 = two thirds.")
+    input_dim = param.Integer(50, bounds=(2, 100_000), doc="dataset='xor': the input dimension d (d ≫ n_train is "
+                              "the benign-overfitting setting).")
+    separation = param.Number(3.0, bounds=(0.0, 1000.0), doc="dataset='xor': the clusters' distance ‖μ‖ from the "
+                              "origin (the noise is N(0, I_d)).")
+    imbalance = param.Number(1.0, bounds=(1.0, 1000.0), doc="Long-tailed training set: the largest class holds this "
+                             "many times the examples of the smallest, class sizes falling exponentially with the "
+                             "class index (class 0 the head); 1: as drawn. The test set is left as it is.")
     model = param.Selector(default="mlp", objects=["mlp", "cnn"], doc="MLP, or a small CNN for image data (digits).")
     width = param.Integer(512, bounds=(1, 8192), doc="Hidden units per layer (channels for the CNN).")
     depth = param.Integer(2, bounds=(1, 16), doc="Hidden layers.")
@@ -122,6 +132,12 @@ class LabelNoise(Study):
     dropout = param.Number(0.0, bounds=(0.0, 0.95), step=0.05,
                            doc="Dropout rate of the MLP's hidden units in training (a compression of the features "
                                "against memorizing noisy labels); 0: none.")
+    grad_noise = param.Number(0.0, bounds=(0.0, 1000.0), doc="Gaussian noise of this std added to every gradient "
+                              "coordinate before each step (DP-SGD's noise, without its clipping); 0: none.")
+    noise_correlation = param.Number(0.0, bounds=(0.0, 1.0), step=0.05,
+                                     doc="Anti-correlation β of the gradient noise across steps: step t adds "
+                                         "grad_noise·(ξ_t − β·ξ_{t−1}). 0: independent (DP-SGD); 1: consecutive "
+                                         "draws cancel in the sum (Koloskova et al. 2023).")
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses and "
                                    "data-diet scores (EL2N, GraNd) are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
@@ -157,9 +173,11 @@ class LabelNoise(Study):
 
     def _load(self) -> datasets.Data:
         seed = Streams(self).seed("data")
-        key = (self.dataset, self.data_path, self.n_train, seed)
+        options = dict(dim=self.input_dim, separation=self.separation) if self.dataset == "xor" else {}
+        key = (self.dataset, self.data_path, self.n_train, seed, self.imbalance, tuple(options.values()))
         if getattr(self, "_data_key", None) != key:
-            self._data, self._data_key = datasets.load(self.dataset, self.n_train, seed, self.data_path), key
+            data = datasets.load(self.dataset, self.n_train, seed, self.data_path, **options)
+            self._data, self._data_key = datasets.long_tailed(data, self.imbalance), key
         return self._data
 
     def model_bytes(self) -> int:
@@ -183,10 +201,14 @@ class LabelNoise(Study):
                    for c, d, g in zip(configs, data, group.generators("init"))]
         net = ensemble.stack(modules, dev, c0.make_precision(k, dev, group.generators("rounding")))
         hyper = {name: group.per_model(name) for name in ("lr", "momentum", "weight_decay", "gce_q", "elr_lambda",
-                                                          "elr_beta", "keep_fraction", "dropout")}
+                                                          "elr_beta", "keep_fraction", "dropout", "grad_noise",
+                                                          "noise_correlation")}
         if hyper["dropout"].any():  # masks from a stream of their own (salt 1 of `order`): a rate of 0 draws nothing
             net.dropout = ensemble.Dropout(hyper["dropout"], [torch.Generator().manual_seed(sd)
                                                               for sd in group.seeds("order", 1)])
+        if hyper["grad_noise"].any():  # from a stream of its own (salt 1 of `noise`): σ = 0 draws nothing
+            net.grad_noise = ensemble.GradientNoise(hyper["grad_noise"], hyper["noise_correlation"], [
+                torch.Generator().manual_seed(sd) for sd in group.seeds("noise", 1)])
         stackd = lambda xs: torch.stack(xs).to(dev)  # noqa: E731
         y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask (K, n)
         selection = losses.Selection(c0.selection, k, keep=hyper["keep_fraction"], flipped=flipped, device=dev)

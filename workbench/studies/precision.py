@@ -22,7 +22,7 @@ class PrecisionStudy(LabelNoise):
                "training, and where does it break?"
     paper = "Micikevicius et al. 2018, 2022 (FP8); OCP MX (Rouhani et al. 2023); Sun et al. 2025 (FP scaling laws)"
     finding = "With per-tensor scaling fp8 training tracks fp32; narrower formats underflow (watch the gradients rounded to 0) and diverge."
-    claims = ('fp8_training', 'fp8_stability', 'noisyquant', 'zeroquant_fp', 'quant_outliers')
+    claims = ('fp8_training', 'fp8_stability', 'noisyquant', 'zeroquant_fp', 'quant_outliers', 'fp_scaling')
     metrics = regroup(LabelNoise.metrics, {
         "Loss": ["train_loss", "test_loss"],
         "Accuracy": ["test_acc", "train_acc"],
