@@ -107,7 +107,7 @@ def test_ten_percent_clean_data_beats_the_noisy_data_alone(shared_data):
     """Daras et al. 2024 ("How much is a noisy image worth?"): with the ambient loss on the corrupted 90 %, a 10 %
     clean share gives better samples than training (as usual) on the corrupted data alone. Eight Gaussians, noise
     σ = 1 on the corrupted points, three seeds."""
-    kw = dict(dataset="eight_gaussians", corruption_sigma=1.0, steps=2000, eval_every=2000, progress=False)
+    kw = dict(dataset="eight_gaussians", corruption_sigma=1.0, steps=1000, eval_every=1000, progress=False)
     noisy = wb.sweep("diffusion", grid={"clean_fraction": [0.0]}, seeds=[0, 1, 2], ambient=False, **kw).ds
     mixed = wb.sweep("diffusion", grid={"clean_fraction": [0.1]}, seeds=[0, 1, 2], ambient=True, **kw).ds
     sw_noisy, sw_mixed = (d.sw.isel(step=-1).values.ravel() for d in (noisy, mixed))
@@ -134,7 +134,7 @@ def test_nonzero_terminal_snr_narrows_the_brightness_spread_and_the_fix_restores
     schedule (ᾱ(1) ≈ 0.005, not 0), ε-prediction, leading spacing — sampled from pure noise gives medium-brightness
     images: the spread of per-image brightness narrows below the data's. Zero terminal SNR with v-prediction and
     trailing spacing restores it. Three seeds; x̂₀ clipped to the images' range [-1, 1] as DDPM samplers do."""
-    kw = dict(dataset="bright_dark", schedule="scaled_linear", steps=2000, eval_every=2000, sample_steps=25,
+    kw = dict(dataset="bright_dark", schedule="scaled_linear", steps=1000, eval_every=1000, sample_steps=25,
               n_samples=1000, clip_x0=1.0, progress=False)
     flawed = wb.sweep("diffusion", grid={"prediction": ["epsilon"]}, seeds=[0, 1, 2], spacing="leading", **kw).ds
     fixed = wb.sweep("diffusion", grid={"prediction": ["v"]}, seeds=[0, 1, 2], spacing="trailing",

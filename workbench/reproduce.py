@@ -46,6 +46,18 @@ def _fmt(x) -> str:
     return str(spread(x))
 
 
+def _bars(rows, kdims, vdim: str, title: str, **opts):
+    """A claim's bar chart: wide enough for its title, the legend beside the bars (grouped bars: one colour each)."""
+    import holoviews as hv
+
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    grouped = isinstance(kdims, list) and len(kdims) > 1
+    return hv.Bars(rows, kdims, vdim).opts(title=title, width=780, height=360, show_grid=True,
+                                          **(dict(multi_level=False, legend_position="right") if grouped else {}),
+                                          **opts)
+
+
 def _early_learning(s):
     from .viz.plots import curves_by
 
@@ -222,11 +234,9 @@ def _stablemax(s):
 
 
 def _noisyquant(s):
-    import holoviews as hv
     import torch
 
     from .probes import qerror
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
 
     gelu, student = [], []
     for seed in s["seeds"]:
@@ -237,8 +247,8 @@ def _noisyquant(s):
         t = torch.from_numpy(np.random.default_rng(seed).standard_t(2.0, (s["rows"], 256))).float()  # as drawn
         student.append(qerror.layer_error(t, w, "int6", 0.5, g) / qerror.layer_error(t, w, "int6", 0.0))
     gelu, student = np.array(gelu), np.array(student)
-    bars = hv.Bars([("GELU activations", float(gelu.mean())), ("Student-t (2 dof)", float(student.mean()))],
-                   "tensor", "output error, noisy bias / plain").opts(title="NoisyQuant, int6, layer form")
+    bars = _bars([("GELU activations", float(gelu.mean())), ("Student-t (2 dof)", float(student.mean()))],
+                 "tensor", "output error, noisy bias / plain", "NoisyQuant, int6, layer form")
     return dict(passed=bool((gelu < 0.97).all()), values=1 - gelu,
                 effect_label="relative drop of a linear layer's output error, int6 activations",
                 detail=f"error ratio with / without the noisy bias: post-GELU activations {_fmt(gelu)}; Student-t "
@@ -349,10 +359,6 @@ def _auc(score, positive) -> float:
 def _data_diet(s):
     """One split and one draw of the flips (data_seed, noise_seed 0); the claim's seeds are the inits (and batch
     orders), over which the paper averages its scores."""
-    import holoviews as hv
-
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
-
     at = s["at"]
     dials = dict(_NOISY_DIGITS, epochs=at, loss_snapshots=at + 1, data_seed=0, noise_seed=0)
     ds = _sweep("label_noise", {"flip_rate": [dials.pop("flip_rate")]}, s["seeds"], **dials).squeeze("flip_rate")
@@ -367,10 +373,10 @@ def _data_diet(s):
         out[score] = dict(per_init=per_init, averaged=averaged, at_init=at_init)
         rows += [(score.upper(), f"epoch {e}", _auc(v.sel(snapshot=e).mean("seed").values, flipped))
                  for e in ds.snapshot.values]
-    el2n, grand = out["el2n"], out["grand"]
+    el2n = out["el2n"]
     passed = all(o["averaged"] > 0.9 and o["at_init"] < 0.6 for o in out.values())
-    bars = hv.Bars(rows, ["score", "epoch"], "AUC of the score against the flipped mask").opts(
-        title=f"Data diet: early scores averaged over {len(s['seeds'])} inits find the flipped labels", ylim=(0, 1))
+    bars = _bars(rows, ["score", "epoch"], "AUC of the score against the flipped mask",
+                 f"Data diet: early scores averaged over {len(s['seeds'])} inits find the flipped labels", ylim=(0, 1))
     return dict(passed=bool(passed), values=el2n["per_init"],
                 effect_label=f"AUC of EL2N at epoch {at} against the flipped labels, one init",
                 detail=f"digits, 40 % symmetric flips, one split and one draw of the flips, {len(s['seeds'])} inits: "
@@ -416,10 +422,7 @@ def _ptq_accuracy(net, d, w_fmt, a_fmt) -> float:
 
 
 def _zeroquant_fp(s):
-    import holoviews as hv
-
     from .probes import qerror
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
 
     setups = {"A int8": (None, "int8"), "A fp8 e4m3": (None, "fp8_e4m3"),
               "W int4, A fp8": ("int4", "fp8_e4m3"), "W fp4 e2m1, A fp8": ("fp4_e2m1", "fp8_e4m3"),
@@ -433,8 +436,8 @@ def _zeroquant_fp(s):
     drops = {k: np.array(v) for k, v in drops.items()}
     act_ok = drops["A fp8 e4m3"].mean() <= drops["A int8"].mean()
     w_ok = drops["W fp4 e2m1, A fp8"].mean() <= drops["W int4, A fp8"].mean() + 0.005
-    bars = hv.Bars([(k, float(v.mean())) for k, v in drops.items()], "formats", "test-accuracy drop").opts(
-        title="Post-training quantization: FP against INT at equal bits", xrotation=30)
+    bars = _bars([(k, float(v.mean())) for k, v in drops.items()], "formats", "test-accuracy drop",
+                 "Post-training quantization: FP against INT at equal bits", xrotation=30)
     return dict(passed=bool(act_ok and w_ok), values=drops["W int4, A fp8"] - drops["W fp4 e2m1, A fp8"],
                 effect_label="test-accuracy drop, int4 − fp4 weights (activations fp8)",
                 detail=f"MLP 64-{s['width']}-{s['width']}-10 on digits, {s['epochs']} epochs, then weights per "
@@ -450,11 +453,9 @@ def _kurtosis(x) -> float:
 
 
 def _quant_outliers(s):
-    import holoviews as hv
     import torch
 
     from .probes import qerror
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
 
     recipes = {"plain": {}, f"weight decay {s['weight_decay']:g}": {"weight_decay": s["weight_decay"]},
                f"clip {s['clip']:g}": {"clip": s["clip"]}}
@@ -474,9 +475,8 @@ def _quant_outliers(s):
     plain, wd = out["plain"], out[f"weight decay {s['weight_decay']:g}"]
     # a cliff, not a rounding of the test set: smaller by a point of accuracy (one test point is 0.0017)
     passed = (wd["kurtosis"] < plain["kurtosis"]).all() and wd["int4"].mean() < plain["int4"].mean() - 0.01
-    bars = hv.Bars([(n, fmt, float(o[fmt].mean())) for n, o in out.items() for fmt in ("int6", "int4")],
-                   ["recipe", "format"], "test-accuracy drop (W and A)").opts(
-        title="Quantization cliffs follow the training recipe", multi_level=False)
+    bars = _bars([(n, fmt, float(o[fmt].mean())) for n, o in out.items() for fmt in ("int6", "int4")],
+                 ["recipe", "format"], "test-accuracy drop (W and A)", "Quantization cliffs follow the training recipe")
     return dict(passed=bool(passed), values=plain["int4"] - wd["int4"],
                 effect_label=f"int4 accuracy drop, plain − weight decay {s['weight_decay']:g}",
                 detail=f"MLP 64-{s['width']}-{s['width']}-10 on digits, AdamW lr 1e-3, {s['epochs']} epochs; the last "
@@ -489,10 +489,6 @@ def _quant_outliers(s):
 def _regret(s):
     """One split, one init, one batch order; only the draw of the flipped labels changes between the models: the
     claim's "seeds" are the noise draws (noise_seed), every other stream from seed 0."""
-    import holoviews as hv
-
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
-
     draws = list(s["seeds"])
     kw = dict(dataset="digits", width=256, depth=2, lr=1e-3, batch_size=128, epochs=s["epochs"], data_seed=0,
               init_seed=0, order_seed=0)
@@ -508,9 +504,9 @@ def _regret(s):
                          acc=acc.sel(flip_rate=rate).values)
     noisy, clean = out[s["flip_rate"]], out[0.0]
     spread_acc = float(noisy["acc"].max() - noisy["acc"].min())
-    bars = hv.Bars([(f"{rate:.0%} flips", out[rate]["lottery"]) for rate in out], "labels",
-                   "share of test points right in some draws, wrong in others").opts(
-        title=f"Regret: {len(draws)} draws of the flips, one split, init and order")
+    bars = _bars([(f"{rate:.0%} flips", out[rate]["lottery"]) for rate in out], "labels",
+                 "share of test points right in some draws, wrong in others",
+                 f"Regret: {len(draws)} draws of the flips, one split, init and order")
     passed = (noisy["lottery"] > 3 * spread_acc and noisy["regret"].mean() > 2 * noisy["acc"].std(ddof=1)
               and clean["lottery"] == 0)
     rate = f"{s['flip_rate']:.0%}"
@@ -536,10 +532,6 @@ def _class_aucs(loss, flipped, label, classes: int) -> np.ndarray:
 
 
 def _long_tail(s):
-    import holoviews as hv
-
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
-
     at, ratio = s["at"], s["ratio"]
     kw = dict(_NOISY_DIGITS, flip_rate=s["flip_rate"], epochs=at, loss_snapshots=2)
     gaps, said, bars = {}, [], []
@@ -558,8 +550,8 @@ def _long_tail(s):
         said.append(f"{name}: AUC on the head classes 0–4 {_fmt(head)}, on the tail classes 5–9 {_fmt(tail)}")
         bars += [(name, "head (classes 0–4)", float(head.mean())), (name, "tail (classes 5–9)", float(tail.mean()))]
     effect = gaps[ratio] - gaps[1.0]
-    fig = hv.Bars(bars, ["training set", "classes"], "AUC: the loss ranks flipped above clean").opts(
-        title=f"Small-loss separation after {at} epochs, {s['flip_rate']:.0%} flips", ylim=(0, 1), multi_level=False)
+    fig = _bars(bars, ["training set", "classes"], "AUC: the loss ranks flipped above clean",
+                f"Small-loss separation after {at} epochs, {s['flip_rate']:.0%} flips", ylim=(0, 1))
     return dict(passed=bool((effect > 0.05).all()), values=effect,
                 effect_label="AUC gap head − tail classes, long-tailed minus balanced",
                 detail=f"digits, {s['flip_rate']:.0%} symmetric flips, MLP 512 × 2, the per-example loss after {at} "
@@ -631,10 +623,6 @@ def _noisy_gd_regression(seed: int, beta: float, sigma: float, steps: int, dim: 
 
 
 def _dp_noise(s):
-    import holoviews as hv
-
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
-
     sigma = s["sigma"]
     reg = {b: np.array([_noisy_gd_regression(seed, b, s["reg_sigma"], s["reg_steps"]) for seed in s["seeds"]])
            for b in (0.0, 1.0)}
@@ -649,10 +637,10 @@ def _dp_noise(s):
                      f"anti-correlated {_fmt(end.test_loss.sel(grad_noise=x, noise_correlation=1.0).values)}; test "
                      f"accuracy {_fmt(end.test_acc.sel(grad_noise=x, noise_correlation=0.0).values)} against "
                      f"{_fmt(end.test_acc.sel(grad_noise=x, noise_correlation=1.0).values)}" for x in s["sigmas"])
-    bars = hv.Bars([(f"σ = {x:g}", kind, float(end.test_loss.sel(grad_noise=x, noise_correlation=b).mean()))
-                    for x in s["sigmas"] for kind, b in (("independent", 0.0), ("anti-correlated", 1.0))],
-                   ["noise multiplier", "noise"], "final test loss (digits)").opts(
-        title="Gradient noise: independent against anti-correlated across steps", logy=True, multi_level=False)
+    bars = _bars([(f"σ = {x:g}", kind, float(end.test_loss.sel(grad_noise=x, noise_correlation=b).mean()))
+                  for x in s["sigmas"] for kind, b in (("independent", 0.0), ("anti-correlated", 1.0))],
+                 ["noise multiplier", "noise"], "final test loss (digits)",
+                 "Gradient noise: independent against anti-correlated across steps", logy=True)
     return dict(passed=bool((reg_ratio > 0).all() and (ratio > 0).all()), values=ratio,
                 effect_label=f"log test-loss ratio, independent / anti-correlated noise, σ = {sigma:g} (digits)",
                 detail=f"linear regression (d = 50, spectrum 1/i, GD lr 0.5, σ = {s['reg_sigma']:g}, "
@@ -666,19 +654,15 @@ _FORMAT_PAIRS = ((2, 3, 3, 2), (3, 4, 4, 3))  # (mantissa-heavier e, m, exponent
 
 
 def _fp_scaling(s):
-    import holoviews as hv
-
-    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
-
     loss = {}
     for e, m in s["formats"]:
         ds = _sweep("precision", {"exp_bits": [e]}, s["seeds"], precision="custom", man_bits=m, epochs=s["epochs"],
                     eval_every=s["epochs"])
         loss[(e, m)] = ds.train_loss.isel(epoch=-1).squeeze("exp_bits").values
     diffs = [loss[(e1, m1)] - loss[(e2, m2)] for e1, m1, e2, m2 in _FORMAT_PAIRS]
-    bars = hv.Bars([(f"{1 + e + m} bits", f"e{e}m{m}", float(v.mean())) for (e, m), v in loss.items()],
-                   ["total bits", "format"], "final training loss").opts(
-        title="Exponent against mantissa bits at equal width (per-tensor scaled)", multi_level=False)
+    bars = _bars([(f"{1 + e + m} bits", f"e{e}m{m}", float(v.mean())) for (e, m), v in loss.items()],
+                 ["total bits", "format"], "final training loss",
+                 "Exponent against mantissa bits at equal width (per-tensor scaled)")
     return dict(passed=bool(all(d.mean() > 0 for d in diffs)), values=diffs[0],
                 effect_label="final training loss, e2m3 − e3m2 (6 bits)",
                 detail=f"MLP 64-128-128-10 on digits, weights, activations and gradients rounded (per-tensor scales), "
@@ -716,12 +700,12 @@ CLAIMS = {c.key: c for c in [
           "Schedules with non-zero terminal SNR leak signal at t = T; sampled from pure noise, models cannot make "
           "very bright or dark images. Zero terminal SNR, v-prediction and trailing timesteps fix it.",
           "Bright/dark digits: ε, scaled-linear, leading spacing narrows the brightness spread below the data's; "
-          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1, 2], "steps": 2000},
+          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1, 2], "steps": 1000},
           {"seeds": [0, 1, 2], "steps": 3000}),
     Claim("ambient", "Daras et al. 2024 (how much is a noisy image worth?)",
           "A small set of clean data plus many noisy samples, trained with the ambient loss, beats the noisy "
           "data alone.", "Eight Gaussians, 90 % of points at σ = 1: 10 % clean + ambient loss against noisy alone.",
-          _ambient, {"seeds": [0, 1, 2], "steps": 2000}, {"seeds": [0, 1, 2], "steps": 3000}),
+          _ambient, {"seeds": [0, 1, 2], "steps": 1000}, {"seeds": [0, 1, 2], "steps": 3000}),
     Claim("immiscible", "Li et al. 2024 (immiscible diffusion)",
           "Assigning noise to images by minimum distance within a batch makes the mapping less miscible and "
           "training faster.", "Eight Gaussians: the batch's mean noise-to-data distance falls; the training loss at "
