@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import ConfigError, RunNotFound, StoreError
 from .studies import get as get_study, names as study_names
 from .stats import over as over_seeds
-from .studies.base import describe
+from .studies.base import coerce, describe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,11 +104,62 @@ def cmd_list(args) -> int:
     return 0
 
 
+def read_config(path: str, cls, extra: tuple[str, ...] = ()) -> dict:
+    """A config file's values: a YAML or JSON mapping of dial names to values (and, for a sweep, `grid`, `seeds`,
+    `preset`), each checked as the dial checks it, before any work; an error names the key and the file."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError("config", path, "a YAML or JSON file that exists")
+    try:
+        data = json.loads(p.read_text()) if p.suffix.lower() == ".json" else yaml.safe_load(p.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("config", path, f"a YAML or JSON mapping of dial names to values ({first})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError("config", path, f"a mapping of dial names to values (the file holds a "
+                                          f"{type(data).__name__})")
+    dials = cls.dials()
+    out = {}
+    for key, value in data.items():
+        where = f"{key} (in {p.name})"
+        if key in extra:
+            out[key] = value
+        elif key not in dials:
+            from difflib import get_close_matches
+
+            near = get_close_matches(str(key), list(dials) + list(extra), n=1)
+            raise ConfigError(where, value, (f"did you mean {near[0]}? " if near else "")
+                              + f"a dial of study {cls.key!r}: {', '.join(sorted(dials))}"
+                              + (f"; or {', '.join(extra)}" if extra else ""))
+        else:
+            out[key] = coerce(dials[key], where, value)
+    if "grid" in out:
+        grid = out["grid"]
+        if not isinstance(grid, dict):
+            raise ConfigError(f"grid (in {p.name})", grid, "a mapping of dial names to lists of values")
+        for key, values in grid.items():
+            if key not in dials:
+                raise ConfigError(f"grid.{key} (in {p.name})", values, f"a dial of study {cls.key!r}")
+            for v in values if isinstance(values, list) else [values]:
+                coerce(dials[key], f"grid.{key} (in {p.name})", v)
+    return out
+
+
+def _dials_given(args, cls, config: dict) -> dict:
+    """The config file's dial values, then the command line's on top (the command line wins)."""
+    dials = {n: v for n, v in config.items() if n in cls.dials()}
+    dials.update({n: getattr(args, n) for n in cls.dials() if getattr(args, n, None) is not None})
+    return dials
+
+
 def cmd_run(args) -> int:
     from .runs import run
 
     cls = get_study(args.study)
-    dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
+    dials = _dials_given(args, cls, read_config(args.config, cls) if args.config else {})
     result = run(args.study, force=args.force, device=args.device, progress=not (args.quiet or args.json),
                  tags=args.tag or (), **dials)
     _print_run(result, args.json)
@@ -133,19 +184,28 @@ def cmd_sweep(args) -> int:
     from .runs.sweep import parse_values
 
     cls = get_study(args.study)
-    grid = {}
+    config = read_config(args.config, cls, extra=("grid", "seeds", "preset")) if args.config else {}
+    grid = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in config.get("grid", {}).items()}
+    from_file = set(grid)
     for spec in args.grid or []:
         name, sep, values = spec.partition("=")
         if not sep:
             raise ConfigError("grid", spec, "NAME=START:STOP:COUNT or NAME=V1,V2,...")
         name = name.strip().replace("-", "_")
+        if name in from_file:  # the command line's values replace the file's
+            from_file.discard(name)
+            del grid[name]
         if name in grid:
             raise ConfigError("grid", spec, f"{name} once (it is already --grid {name}=...): give all its values in "
                                             f"one, e.g. --grid {name}=8,16")
         grid[name] = parse_values(values)
-    dials = {n: getattr(args, n, None) for n in cls.dials() if getattr(args, n, None) is not None}
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    result = sweep(args.study, grid or None, seeds, preset=args.preset, force=args.force, device=args.device,
+    dials = _dials_given(args, cls, config)
+    seeds = args.seeds if args.seeds is not None else config.get("seeds")
+    if isinstance(seeds, list):
+        seeds = ",".join(str(v) for v in seeds)
+    seeds = parse_seeds(str(seeds)) if seeds is not None else None
+    result = sweep(args.study, grid or None, seeds, preset=args.preset or config.get("preset"), force=args.force,
+                   device=args.device,
                    executor="dask" if (args.dask or args.scheduler) else "local", scheduler=args.scheduler,
                    progress=not (args.quiet or args.json), tags=args.tag or (), **dials)
     metric = cls.headline
@@ -169,6 +229,22 @@ def cmd_sweep(args) -> int:
                      f"[{r['lo']:.4g}, {r['hi']:.4g}]", int(r["n"])] for idx, r in table.iterrows()]
             print(_table(rows, [*table.index.names, "mean", "sd", "95% CI", "n"]))
     return {"done": 0, "cancelled": 130, "failed": 1}.get(result.status, 1)
+
+
+def cmd_dials(args) -> int:
+    """A study's dials: a table (name, default, what is allowed, meaning), --json, or --schema (JSON Schema)."""
+    cls = get_study(args.study)
+    if args.schema:
+        print(json.dumps(cls.json_schema(), indent=2, ensure_ascii=False))
+        return 0
+    rows = [{"dial": n, "default": p.default, "allowed": describe(p), "doc": p.doc or ""}
+            for n, p in cls.dials().items()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+    else:
+        print(_table([[r["dial"], r["default"], r["allowed"], r["doc"]] for r in rows],
+                     ["dial", "default", "allowed", "meaning"]))
+    return 0
 
 
 def cmd_runs(args) -> int:
@@ -370,6 +446,9 @@ def _add_dials(parser, cls, skip=()) -> None:
 
 
 def _add_run_options(parser, what: str) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="dial values from a YAML or JSON file (a mapping of dial names to values; `workbench "
+                             "dials STUDY --schema` is its JSON Schema; a sweep's may also hold grid, seeds and preset); options given here win")
     parser.add_argument("--force", action="store_true", help=f"recompute {what} even if the same config is stored")
     parser.add_argument("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, ...")
     parser.add_argument("--tag", action="append", help=f"tag {what} (repeatable)")
@@ -419,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS with --dask)")
         _add_run_options(sp, "the sweep")
         sp.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("dials", help="a study's dials: defaults, what is allowed, meaning (or their JSON Schema)")
+    s.add_argument("study", choices=study_names())
+    s.add_argument("--schema", action="store_true", help="the dials as a JSON Schema (for editors and config files)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_dials)
 
     s = sub.add_parser("runs", help="the catalog of stored runs")
     s.add_argument("--study")

@@ -175,6 +175,15 @@ class Study(param.Parameterized):
         study.check()
         return study
 
+    @classmethod
+    def json_schema(cls) -> dict:
+        """The dials as a JSON Schema (draft 2020-12), for editors, config files and other tools: each dial's type,
+        bounds or choices, default and meaning; no other keys."""
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"workbench:{cls.key}",
+                "title": f"{cls.key} dials", "description": f"{cls.title}. {cls.question}", "type": "object",
+                "properties": {name: _dial_schema(par) for name, par in cls.dials().items()},
+                "additionalProperties": False}
+
     def check(self) -> None:
         """Cross-field validation; raise ConfigError. Runs before any work starts."""
 
@@ -298,6 +307,30 @@ def coerce(p: param.Parameter, field: str, value):
     if isinstance(p, param.Selector) and value not in p.objects:
         raise ConfigError(field, value, describe(p))
     return value
+
+
+def _dial_schema(p: param.Parameter) -> dict:
+    """One dial as a JSON Schema property."""
+    out: dict = {"description": p.doc or ""}
+    if isinstance(p, param.Selector):
+        out["enum"] = [_plain(v) for v in p.objects]
+    elif isinstance(p, param.Boolean):
+        out["type"] = "boolean"
+    elif isinstance(p, param.Number):
+        out["type"] = "integer" if isinstance(p, param.Integer) else "number"
+        lo, hi = p.bounds or (None, None)
+        if lo is not None:
+            out["minimum"] = lo
+        if hi is not None:
+            out["maximum"] = hi
+    elif isinstance(p, param.List):
+        out["type"] = "array"
+    else:
+        out["type"] = "string"
+    if p.allow_None and "type" in out:
+        out["type"] = [out["type"], "null"]
+    out["default"] = _plain(p.default)
+    return out
 
 
 def describe(p: param.Parameter) -> str:
