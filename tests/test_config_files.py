@@ -1,5 +1,6 @@
 """Config files for `workbench run|sweep --config`, and the dials' JSON Schema (`workbench dials STUDY --schema`)."""
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -88,3 +89,19 @@ def test_a_bad_config_file_is_refused_before_any_work(tmp_path, data_root, capsy
 def test_a_missing_config_file_is_said(capsys, tmp_path):
     assert cli.main(["run", "label_noise", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "a YAML or JSON file that exists" in capsys.readouterr().err
+
+
+def test_the_data_folder_is_the_checkouts_else_the_users_never_the_working_directory(tmp_path, monkeypatch):
+    import platformdirs
+
+    from workbench.runs import store
+
+    monkeypatch.delenv("WORKBENCH_DATA", raising=False)
+    assert store.default_root() == cli.REPO / "data"  # run from this checkout
+    installed = tmp_path / "site-packages" / "workbench" / "runs" / "store.py"  # a pip-installed copy
+    monkeypatch.chdir(tmp_path)
+    assert store.default_root(installed) == Path(platformdirs.user_data_dir("noise-workbench", appauthor=False))
+    assert tmp_path not in store.default_root(installed).parents
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "elsewhere"))
+    assert store.default_root(installed) == tmp_path / "elsewhere"
+    assert (cli.REPO / "data" / "README.md").is_file()  # the folder ships, saying what lands there

@@ -61,15 +61,18 @@ _ADDED = {"kind": "TEXT NOT NULL DEFAULT 'run'", "step": "INTEGER", "device": "T
 ATTEMPT_FILE = re.compile(r"^([0-9a-f]{12})\.attempt-(\d+)\.nc$")
 
 
-def default_root() -> Path:
-    """$WORKBENCH_DATA, else the source checkout's data/ folder, else ./data."""
+def default_root(source: Path | None = None) -> Path:
+    """$WORKBENCH_DATA, else the source checkout's data/ folder (run from a clone), else the user's data directory
+    (~/.local/share/noise-workbench on Linux): a pip-installed copy keeps one catalog wherever it is run from."""
     env = os.environ.get("WORKBENCH_DATA")
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(source or __file__).resolve().parents[2]
     if (repo / "pyproject.toml").is_file() and (repo / "workbench").is_dir():
         return repo / "data"
-    return Path.cwd() / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("noise-workbench", appauthor=False))
 
 
 def check_run_id(run_id: str) -> str:
