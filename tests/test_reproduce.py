@@ -84,6 +84,7 @@ TINY = {
     "xor_grokking": {"seeds": [0, 1], "dim": 100, "n": 50, "lr": 0.05, "epochs": 5, "separations": [5.0, 10.0]},
     "dp_noise": {"seeds": [0, 1], "epochs": 1, "sigmas": [0.3], "sigma": 0.3, "reg_sigma": 0.1, "reg_steps": 50},
     "fp_scaling": {"seeds": [0, 1], "epochs": 1, "formats": [(2, 3), (3, 2), (3, 4), (4, 3)]},
+    "deep_linear": {"seeds": [0, 1], "depths": [1, 2], "steps": 20},
 }
 
 
