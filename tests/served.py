@@ -38,13 +38,15 @@ def server(tmp_path_factory):
          "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
         cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    # generous: the first page build can take many seconds on a busy machine, and a request given up on early
+    # still costs the server its build (short timeouts then only pile requests up)
+    deadline, ready = time.monotonic() + 300, False
+    while not ready and time.monotonic() < deadline and proc.poll() is None:
         try:
-            urllib.request.urlopen(url + "/label_noise", timeout=2)
-            break
+            ready = urllib.request.urlopen(url + "/label_noise", timeout=60).status == 200
         except OSError:
             time.sleep(0.5)
-    else:
+    if not ready:
         proc.kill()
         raise RuntimeError(proc.stdout.read().decode())
     yield url, data
