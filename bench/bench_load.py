@@ -76,9 +76,12 @@ def start_server(data: Path, env: dict, profile: str | None = None, extra: tuple
         cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
+    # a generous wait per request: a probe given up on after 2 s still costs the server its page build, and on a
+    # busy machine such abandoned builds piled up in front of the sessions' own work
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            urllib.request.urlopen(url + "/login" if extra else url + "/label_noise", timeout=2)
+            urllib.request.urlopen(url + "/login" if extra else url + "/label_noise", timeout=60)
             return proc, url
         except OSError:
             time.sleep(0.5)
