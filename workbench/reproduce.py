@@ -144,21 +144,25 @@ def _terminal_snr(s):
                 figure=curves_by(flawed, "brightness_std", "prediction"))
 
 
-def _ambient(s):
-    from .viz.plots import curves_by
+def _points_2d(s, **dials) -> dict:
+    """A diffusion claim's dials on eight Gaussians: its training steps (measured once, at the end), samples and
+    sampling steps, and any others."""
+    return dict(dataset="eight_gaussians", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"],
+                sample_steps=s["sample_steps"], **dials)
 
-    kw = dict(dataset="eight_gaussians", corruption_sigma=1.0, steps=s["steps"], eval_every=s["steps"],
-              n_samples=s["n_samples"], sample_steps=s["sample_steps"])
-    ratio, beats_noisy, rows, said, shown = [], True, [], [], None
+
+def _ambient(s):
+    kw = _points_2d(s, corruption_sigma=1.0)
+    ratio, beats_noisy, rows, said = [], True, [], []
     for n in s["sizes"]:
         def final(clean_fraction, **d):
             ds = _sweep("diffusion", {"clean_fraction": [clean_fraction]}, s["seeds"], **{**kw, **d})
-            return ds, ds.sw.isel(step=-1).values.ravel()
+            return ds.sw.isel(step=-1).values.ravel()
 
-        _, noisy = final(0.0, n_train=n, ambient=False)  # everything noisy, trained on as if clean
-        mixed_ds, mixed = final(0.1, n_train=n, ambient=True)  # 10 % clean + 90 % noisy through the ambient loss
-        _, share = final(1.0, n_train=max(16, n // 10))  # the clean 10 % alone
-        _, clean = final(1.0, n_train=n)  # as many clean points
+        noisy = final(0.0, n_train=n, ambient=False)  # everything noisy, trained on as if clean
+        mixed = final(0.1, n_train=n, ambient=True)  # 10 % clean + 90 % noisy through the ambient loss
+        share = final(1.0, n_train=max(16, n // 10))  # the clean 10 % alone
+        clean = final(1.0, n_train=n)  # as many clean points
         ratio.append(mixed / clean)
         beats_noisy &= bool((mixed < noisy).all())
         rows += [(f"n = {n}", name, float(v.mean())) for name, v in
@@ -166,7 +170,6 @@ def _ambient(s):
                   ("all clean", clean))]
         said.append(f"n = {n}: noisy alone {_fmt(noisy)}, the clean 10 % alone {_fmt(share)}, 10 % clean + 90 % "
                     f"noisy (ambient loss) {_fmt(mixed)}, all clean {_fmt(clean)}")
-        shown = mixed_ds if shown is None else shown
     ratio = np.array(ratio)  # sizes × seeds
     bars = _bars(rows, ["data set", "training data"], "sliced Wasserstein to held-out data (lower is better)",
                  "Ambient diffusion: 10 % clean + 90 % noisy (σ = 1) against clean and noisy data alone")
@@ -241,11 +244,8 @@ _NC_SAMPLERS = ("ddpm", "ddim", "heun")
 
 
 def _noise_conditioning(s):
-    from .viz.plots import curves_by
-
-    kw = dict(dataset="eight_gaussians", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"],
-              sample_steps=s["sample_steps"])
-    ratio, rows, said, shown = {}, [], [], None
+    kw = _points_2d(s)
+    ratio, rows, said = {}, [], []
     for sampler in _NC_SAMPLERS:
         ds = _sweep("diffusion", {"time_conditioning": [True, False]}, s["seeds"], sampler=sampler, **kw)
         sw = ds.sw.isel(step=-1)
@@ -253,7 +253,6 @@ def _noise_conditioning(s):
         ratio[sampler] = off / on
         rows += [(sampler, "with t", float(on.mean())), (sampler, "without t", float(off.mean()))]
         said.append(f"{sampler}: with t {_fmt(on)}, without {_fmt(off)}, ratio {_fmt(off / on)}")
-        shown = ds if shown is None else shown
     graceful = [k for k, v in ratio.items() if (v < 1.5).all()]
     bars = _bars(rows, ["sampler", "denoiser"], "sliced Wasserstein to held-out data (lower is better)",
                  "Noise conditioning: the denoiser with and without the time input, per sampler")
@@ -338,8 +337,7 @@ def _gumbel_precision(s):
 
 
 def _ptq_calibration(s):
-    kw = dict(dataset="eight_gaussians", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"],
-              sample_steps=s["sample_steps"], sample_precision=s["format"])
+    kw = _points_2d(s, sample_precision=s["format"])
     ds = _sweep("diffusion", {"calibration": ["all", "single"]}, s["seeds"], **kw)
     end = ds.isel(step=-1)
     drift = {c: end.sw_quantized_vs_fp32.sel(calibration=c).values.ravel() for c in ("all", "single")}
@@ -365,8 +363,7 @@ def _ptq_calibration(s):
 
 
 def _fp_vs_int_diffusion(s):
-    kw = dict(dataset="eight_gaussians", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"],
-              sample_steps=s["sample_steps"])
+    kw = _points_2d(s)
     pairs = [tuple(p) for p in s["pairs"]]  # (fp format, int format) of equal bits
     ds = _sweep("diffusion", {"sample_precision": [f for p in pairs for f in p]}, s["seeds"], **kw)
     end = ds.isel(step=-1)
