@@ -287,7 +287,8 @@ def _relay_snr(s):
     gain = np.array([np.log10(snr[hi][1] / snr[lo][1]) for snr in per_seed])
     for side in sides:
         mean = np.mean([snr[side] for snr in per_seed], axis=0)
-        rows += [(f"{k} cycle{'' if k == 1 else 's'}", f"{side}×{side}", float(np.log10(v))) for k, v in enumerate(mean)]
+        rows += [(f"{k} cycle{'' if k == 1 else 's'}", f"{side}×{side}", float(np.log10(v)))
+                 for k, v in enumerate(mean)]
     bars = _bars(rows, ["frequency (cycles per image)", "resolution"], "log10 SNR",
                  f"Per-frequency SNR of digits under the same pixel noise (σ = {sigma}) at growing resolution")
     said = "; ".join(f"{side}×{side}: " + ", ".join(f"{v:.3g}" for v in np.mean([p[side] for p in per_seed], axis=0))
