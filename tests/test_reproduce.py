@@ -76,6 +76,7 @@ TINY = {
     "softmax_collapse": {"seeds": [0, 1], "epochs": 50},
     "fp8_training": {"seeds": [0, 1], "epochs": 3},
     "terminal_snr": {"seeds": [0, 1], "steps": 30},
+    "terminal_snr_fixes": {"seeds": [0, 1], "steps": 30, "n_samples": 200},
     "ambient": {"seeds": [0, 1], "steps": 30, "sizes": [160], "n_samples": 200, "sample_steps": 10},
     "immiscible": {"seeds": [0, 1], "steps": 32, "n_samples": 200, "sample_steps": 10},
     "noise_conditioning": {"seeds": [0, 1], "steps": 30, "n_samples": 200, "sample_steps": 8},
