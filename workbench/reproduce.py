@@ -382,9 +382,8 @@ def _ptq_calibration(s):
     bars = _bars([(c, "low precision vs fp32 samples", float(np.nanmean(drift[c]))) for c in drift]
                  + [(c, "low precision vs held-out data", float(np.nanmean(quality[c]))) for c in quality]
                  + [("fp32", "fp32 vs held-out data", float(fp32.mean()))],
-                 ["calibration", "sliced Wasserstein"], "sliced Wasserstein",
-                 f"Post-training {s['format']} quantization of a denoiser: activation ranges from every sampling "
-                 "time or one")
+                 ["calibration", "distance"], "sliced Wasserstein",
+                 f"Post-training {s['format']} quantization: activation ranges from every sampling time or one")
     passed = bool((drift["all"] < drift["single"]).all() and (quality["all"] <= 1.1 * fp32).all())
     return dict(passed=passed, values=1 - drift["all"] / drift["single"],
                 effect_label=f"relative drop of the {s['format']} samples' distance to the fp32 samples, "
