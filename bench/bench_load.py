@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -100,6 +101,29 @@ def stop_server(proc) -> None:
         proc.wait()
 
 
+# how a page says its job ended (viz/page.py's status line): done, or stopped short in one of three ways
+ENDED = re.compile(r"^(Done|Cancelled|Diverged at step \d+|Failed)\b")
+
+
+async def page_end(page, timeout_ms: float = 600_000) -> str | None:
+    """The status line once the page's job has ended, whichever way it ended (None: no end seen in time). Waiting
+    for "Done" alone would sit out the whole timeout when a job was stopped instead."""
+    status = page.get_by_text(ENDED).first
+    try:
+        await status.wait_for(timeout=timeout_ms)
+        return (await status.inner_text()).strip()
+    except Exception:  # noqa: BLE001 - a Playwright timeout: no end seen
+        return None
+
+
+def saw_done(ends: list) -> int:
+    return sum(bool(e) and e.startswith("Done.") for e in ends)
+
+
+def _rounded(marks: dict) -> dict:
+    return {k: round(v, 1) for k, v in marks.items()}
+
+
 def summary(ms: list) -> dict:
     got = np.array([m for m in ms if m is not None], dtype=float)
     return {"events": len(ms), "unanswered": sum(m is None for m in ms),
@@ -114,6 +138,7 @@ async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
+        marks, start = {}, time.perf_counter()
         pages = []
         for i in range(sessions):  # a context each: separate browsers as far as the server can tell
             page = await (await browser.new_context(viewport={"width": 1400, "height": 1000})).new_page()
@@ -125,17 +150,20 @@ async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int
         async def turn(page, first):
             return await page.evaluate(TURN_DIAL, ["width", list(range(first, first + events)), gap_ms])
 
+        marks["pages_open"] = time.perf_counter() - start
         idle = await asyncio.gather(*(turn(pg, 100 + 100 * i) for i, pg in enumerate(pages)))
+        marks["idle_turns"] = time.perf_counter() - start
         await asyncio.gather(*(pg.get_by_role("button", name="Run").click() for pg in pages))
         t0 = time.perf_counter()
         busy = await asyncio.gather(*(turn(pg, 150 + 100 * i) for i, pg in enumerate(pages)))
         measured_s = time.perf_counter() - t0
-        finished = await asyncio.gather(*(pg.get_by_text("Done. Run").wait_for(timeout=600_000) for pg in pages),
-                                        return_exceptions=True)
+        marks["busy_turns"] = time.perf_counter() - start
+        ends = await asyncio.gather(*(page_end(pg) for pg in pages))
         jobs_s = time.perf_counter() - t0
+        marks["jobs_ended"] = time.perf_counter() - start
         await browser.close()
     return {"idle": [m for s in idle for m in s], "busy": [m for s in busy for m in s], "measured_s": measured_s,
-            "jobs_s": jobs_s, "pages_done": sum(f is None for f in finished)}
+            "jobs_s": jobs_s, "ends": ends, "marks": marks}
 
 
 # the shared server of --abuse: sign-in by one password (any user name), small quotas, one job worker
@@ -181,6 +209,7 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
+        marks, start = {}, time.perf_counter()
         normal = []
         for i in range(sessions):
             query = "&".join(f"{k}={v}" for k, v in {**job, "seed": 100 + i}.items())
@@ -197,6 +226,7 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
                 await tab.get_by_role("button", name="Run").wait_for(timeout=60_000)
                 more.append(tab)
             tabs[name] = [first, *more]
+        marks["pages_open"] = time.perf_counter() - start
         refused = {"tabs": 0, "model": 0, "sweep": 0, "cancel": 0}
         for name, pages in tabs.items():
             for tab in pages:
@@ -208,7 +238,9 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
             return asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(first + 100 * i, first + 100 * i
                                                                                  + events)), gap_ms])
                                     for i, pg in enumerate(normal)))
+        marks["hogs_queued"] = time.perf_counter() - start
         idle_turns = await turns(100)
+        marks["idle_turns"] = time.perf_counter() - start
         await asyncio.gather(*(pg.get_by_role("button", name="Run").click() for pg in normal))
         t0 = time.perf_counter()
         busy_turns = turns(150)
@@ -236,14 +268,17 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
             if await _said(tab, "only its owner may cancel it", timeout=5_000):
                 refused["cancel"] += 1
                 break
+        marks["abuses_tried"] = time.perf_counter() - start
         busy = await busy_turns
-        finished = await asyncio.gather(*(pg.get_by_text("Done. Run").wait_for(timeout=600_000) for pg in normal),
-                                        return_exceptions=True)
+        marks["busy_turns"] = time.perf_counter() - start
+        ends = await asyncio.gather(*(page_end(pg) for pg in normal))
         jobs_s = time.perf_counter() - t0
+        marks["jobs_ended"] = time.perf_counter() - start
         hogs_stopped = await _said(tabs["mallory"][0], "limit per job", timeout=120_000)
+        marks["hog_seen_stopped"] = time.perf_counter() - start
         await browser.close()
     return {"idle": [m for s in idle_turns for m in s], "busy": [m for s in busy for m in s], "jobs_s": jobs_s,
-            "pages_done": sum(f is None for f in finished), "refused": refused, "hog_stopped_at_limit": hogs_stopped}
+            "ends": ends, "marks": marks, "refused": refused, "hog_stopped_at_limit": hogs_stopped}
 
 
 def abuse_main(args) -> dict:
@@ -263,7 +298,8 @@ def abuse_main(args) -> dict:
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions, "job": job,
            "quotas": ABUSE_ENV, "idle": summary(raw["idle"]), "while_abused": summary(raw["busy"]),
            "refused": raw["refused"], "normal_jobs_done": sum(r["status"] == "done" for r in normal),
-           "pages_saw_done": raw["pages_done"], "normal_jobs_s": round(raw["jobs_s"], 1),
+           "pages_saw_done": saw_done(raw["ends"]), "page_ends": raw["ends"], "phases_s": _rounded(raw["marks"]),
+           "normal_jobs_s": round(raw["jobs_s"], 1),
            "hog_stopped_at_limit": raw["hog_stopped_at_limit"],
            "runs": [{"owner": r["owner"], "status": r["status"], "created": r["created"], "finished": r["finished"],
                      "wall_s": r["wall_s"]} for r in sorted(rows, key=lambda r: r["created"] or "")]}
@@ -315,7 +351,7 @@ def main(argv=None) -> dict:
            "job": job, "idle": summary(raw["idle"]), "while_jobs_run": summary(raw["busy"]),
            "measured_s": round(raw["measured_s"], 1), "all_jobs_s": round(raw["jobs_s"], 1),
            "jobs_done": sum(r["status"] == "done" for r in rows), "jobs_stored": len(rows),
-           "pages_saw_done": raw["pages_done"]}
+           "pages_saw_done": saw_done(raw["ends"]), "page_ends": raw["ends"], "phases_s": _rounded(raw["marks"])}
     out["p95_ratio_busy_vs_idle"] = round(out["while_jobs_run"]["p95_ms"] / out["idle"]["p95_ms"], 2)
     shutil.rmtree(data, ignore_errors=True)
     show(out, args.json, f"{args.sessions} sessions, {args.events} dial turns each per phase, jobs: label noise {job}",

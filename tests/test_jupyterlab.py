@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 
 import nbformat
 import pytest
@@ -78,10 +79,18 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
         page.locator(".jp-Notebook").wait_for(timeout=120_000)
         page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator') === null || "
                                "!document.body.innerText.includes('Kernel status: Starting')", timeout=120_000)
-        page.locator(".jp-Notebook").click()
-        page.keyboard.press("Escape")
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        for attempt in range(3):  # as a person would: a menu that did not take (the lab still settling) is used again
+            page.locator(".jp-Notebook").click()
+            page.keyboard.press("Escape")
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            try:  # the first cell ran: its prompt holds a number
+                page.locator(".jp-InputPrompt", has_text="[1]").first.wait_for(timeout=60_000)
+                break
+            except Exception:  # noqa: BLE001 - a Playwright timeout
+                if attempt == 2:
+                    raise
+                warnings.warn("Run All Cells did not take; used the menu again")
         outputs = page.locator(".jp-OutputArea-output")
         run_button = page.locator(".jp-OutputArea-output").get_by_role("button", name="Run", exact=True)
         run_button.wait_for(timeout=300_000)  # the app drew inline: its JavaScript loaded with no network
@@ -92,9 +101,18 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
         assert any(f["title"] == "Accuracy" for f in first)
         before = page.evaluate(POINTS)
         run_button.scroll_into_view_if_needed()
-        run_button.click()
         try:
-            outputs.get_by_text("Running: epoch").first.wait_for(timeout=120_000)
+            # a click made before the widget's comm to the kernel is open is lost (Panel in JupyterLab); a person
+            # clicks again when nothing happens, and so does this test: the run must start within three clicks
+            for attempt in range(3):
+                run_button.click()
+                try:
+                    outputs.get_by_text("Running: epoch").first.wait_for(timeout=60_000 if attempt < 2 else 120_000)
+                    break
+                except Exception:  # noqa: BLE001 - a Playwright timeout
+                    if attempt == 2:
+                        raise
+                    warnings.warn("the app's Run click did not start a run; clicked again")
             try:
                 page.wait_for_function(POINTS.replace("return n;", f"return n > {max(before, 4)};"), timeout=120_000)
             except Exception:  # what the browser holds, for the failure message

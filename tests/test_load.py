@@ -24,7 +24,7 @@ def bench(*args) -> dict:
 
 def test_five_sessions_start_jobs_at_once_and_none_is_lost():
     out = bench("--sessions", "5", "--events", "5", "--epochs", "3")
-    assert out["jobs_done"] == out["jobs_stored"] == 5 and out["pages_saw_done"] == 5
+    assert out["jobs_done"] == out["jobs_stored"] == 5 and out["pages_saw_done"] == 5, out
     assert out["idle"]["unanswered"] == out["while_jobs_run"]["unanswered"] == 0
     assert out["while_jobs_run"]["events"] == 5 * 5
 
@@ -34,7 +34,7 @@ def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_n
     # every abuse refused, with its reason on the hostile page: a third tab's job (per visitor, not per tab), a
     # 17 GB model, a 10,000-cell sweep, and cancelling another visitor's job
     assert out["refused"] == {"tabs": 2, "model": 1, "sweep": 1, "cancel": 1}
-    assert out["normal_jobs_done"] == out["pages_saw_done"] == 2  # nobody starved: the hogs are stopped and rotated
+    assert out["normal_jobs_done"] == out["pages_saw_done"] == 2, out  # nobody starved: the hogs are stopped and rotated
     assert out["hog_stopped_at_limit"]
     hogs = [r for r in out["runs"] if not r["owner"].startswith("user:user")]
     assert hogs and all(r["status"] == "cancelled" for r in hogs)  # stopped at the limit, what they computed kept
