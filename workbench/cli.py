@@ -161,7 +161,7 @@ def cmd_run(args) -> int:
     cls = get_study(args.study)
     dials = _dials_given(args, cls, read_config(args.config, cls) if args.config else {})
     result = run(args.study, force=args.force, device=args.device, progress=not (args.quiet or args.json),
-                 tags=args.tag or (), **dials)
+                 tags=args.tag or (), scheduler=args.scheduler, **dials)
     _print_run(result, args.json)
     return {"done": 0, "diverged": 0, "cancelled": 130, "failed": 1}[result.status]
 
@@ -426,9 +426,35 @@ def cmd_serve(args, extra: list[str]) -> int:
     mode = serve_mode(args.address, args.shared, args.single_user)
     if mode is not None:
         os.environ["WORKBENCH_SHARED"] = mode
+    if args.scheduler and args.dask:
+        raise ConfigError("--dask", "with --scheduler", "one of them: --scheduler ADDRESS for a running cluster, "
+                                                         "--dask for a new one on this machine")
+    if args.scheduler:
+        from .runs.remote import scheduler_address
+
+        os.environ["DASK_SCHEDULER_ADDRESS"] = scheduler_address(args.scheduler)
+    elif args.dask:
+        os.environ["WORKBENCH_DASK"] = "local"
     print(("WORKBENCH_SHARED=" + mode + " " if mode else "") + " ".join(cmd), file=sys.stderr)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
+
+
+def cmd_cluster(args) -> int:
+    from .runs.cluster import LocalProcesses
+
+    with LocalProcesses(workers=args.workers, port=args.port, dashboard_port=args.dashboard_port) as cluster:
+        print(f"Dask scheduler at {cluster.address} ({cluster.describe()}); dashboard "
+              f"http://127.0.0.1:{args.dashboard_port}/status\n"
+              f"  workbench serve --scheduler {cluster.address}\n"
+              f"  workbench sweep STUDY --scheduler {cluster.address} ...\n"
+              f"  DASK_SCHEDULER_ADDRESS={cluster.address} python ...   # wb.run / wb.sweep go there\n"
+              "Ctrl-C stops the scheduler and its workers.", flush=True)
+        try:
+            cluster.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 # -- parser -----------------------------------------------------------------------------------------------------
@@ -478,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
         cls = get_study(key)
         sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
         _add_dials(sp, cls)
+        sp.add_argument("--scheduler", default=None,
+                        help="train it as a task on this Dask scheduler (default: $DASK_SCHEDULER_ADDRESS if set, "
+                             "else here); the records still stream here and only this process writes the store")
         _add_run_options(sp, "the run")
         sp.set_defaults(func=cmd_run)
 
@@ -558,7 +587,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "on an address other machines reach, and for signed-in visitors)")
     s.add_argument("--single-user", action="store_true",
                    help="every page may cancel, delete and tag anything (the default on localhost)")
+    s.add_argument("--scheduler", default=None,
+                   help="run every job as a task on this Dask scheduler (default: $DASK_SCHEDULER_ADDRESS if set, "
+                        "else in threads of the server)")
+    s.add_argument("--dask", action="store_true",
+                   help="run every job on a Dask cluster the server starts on this machine (loopback only)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("cluster", help="a Dask scheduler and workers on this machine (loopback) for jobs, until "
+                                       "Ctrl-C: one worker per GPU where there are GPUs, else --workers")
+    s.add_argument("--workers", type=int, default=None, help="CPU workers (default: 2, or one per GPU)")
+    s.add_argument("--port", type=int, default=8786, help="the scheduler's port")
+    s.add_argument("--dashboard-port", type=int, default=8787, help="the Dask dashboard's port")
+    s.set_defaults(func=cmd_cluster)
     return p
 
 

@@ -21,6 +21,7 @@ from ..engine.events import PartStored, Recorded
 from ..studies import get as get_study
 
 FINAL = ("done", "diverged", "failed", "cancelled")
+DASK_FOLLOWERS = 16  # jobs submitted to a Dask cluster at once (the threads here only wait on them; Dask queues)
 SWITCH_S = 0.001  # the GIL switch interval of a process that serves pages and trains (see shared())
 STATUSES = ("queued", "running", *FINAL)
 
@@ -143,8 +144,13 @@ def _label(study: str, dials: dict) -> str:
 class JobQueue:
     """Submit, follow and cancel jobs; `version` changes whenever a job's status or progress does."""
 
-    def __init__(self, workers: int | None = None, keep: int = 200, quotas: Quotas | None = None):
-        self.workers = workers or default_workers()
+    def __init__(self, workers: int | None = None, keep: int = 200, quotas: Quotas | None = None,
+                 scheduler: str | None = None):
+        # scheduler: a Dask scheduler's address: every job is a task (a sweep, a task per group) on its cluster,
+        # and the threads here only submit, follow and store; None: the jobs train in the threads here
+        self.scheduler = scheduler
+        self.workers = workers or (default_workers() if scheduler is None or os.environ.get("WORKBENCH_JOB_WORKERS")
+                                   else DASK_FOLLOWERS)
         self.quotas = quotas or Quotas.from_env()
         self.keep = keep  # finished jobs remembered (the oldest are forgotten first; their runs stay in the store)
         self.version = 0
@@ -317,12 +323,32 @@ class JobQueue:
         from .sweep import sweep
 
         opts = job.options
+        where = dict(executor="dask", scheduler=self.scheduler) if self.scheduler else dict(executor="local")
         if job.kind == "run":
             return run(job.study, sinks=[self._sink(job)], array_sinks=[job.events.append],
                        cancel=job.cancel, progress=False, force=opts["force"], store=opts["store"], owner=job.owner,
-                       **job.dials)
+                       **where, **job.dials)
         return sweep(job.study, opts["grid"], opts["seeds"], sinks=[self._sink(job)], cancel=job.cancel,
-                     progress=False, force=opts["force"], store=opts["store"], owner=job.owner, **job.dials)
+                     progress=False, force=opts["force"], store=opts["store"], owner=job.owner, **where, **job.dials)
+
+    def where(self) -> dict:
+        """Where the jobs run: {"backend": "threads" or "dask", "workers", "scheduler", "dashboard" (the Dask
+        dashboard's address, "" if it has none)}."""
+        if not self.scheduler:
+            return {"backend": "threads", "workers": self.workers, "scheduler": "", "dashboard": ""}
+        cached = getattr(self, "_where", None)
+        if cached and time.monotonic() - cached[0] < 5:  # every page's table asks: the scheduler is asked once
+            return cached[1]
+        from .remote import client_for
+
+        try:
+            client = client_for(self.scheduler)
+            link, workers = client.dashboard_link or "", len(client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:  # noqa: BLE001 - a scheduler that is gone: said, not raised, on a page
+            link, workers = "", 0
+        out = {"backend": "dask", "workers": workers, "scheduler": self.scheduler, "dashboard": link}
+        self._where = (time.monotonic(), out)
+        return out
 
     def _sink(self, job: Job):
         axis = get_study(job.study).axis
@@ -375,6 +401,17 @@ def shared() -> JobQueue:
     global _shared
     with _shared_lock:
         if _shared is None:
+            from .remote import scheduler_address
+
             sys.setswitchinterval(SWITCH_S)
-            _shared = JobQueue()
+            address = scheduler_address()
+            if address is None and os.environ.get("WORKBENCH_DASK") == "local":  # workbench serve --dask
+                import atexit
+
+                from .cluster import LocalProcesses
+
+                cluster = LocalProcesses().start()
+                atexit.register(cluster.stop)
+                address = cluster.address
+            _shared = JobQueue(scheduler=address)
         return _shared

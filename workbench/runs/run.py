@@ -17,7 +17,8 @@ import xarray as xr
 
 from ..studies import get as get_study
 from ..engine import Context, pick_device
-from ..errors import Cancelled, Diverged
+from ..engine.events import ArrayKept
+from ..errors import Cancelled, ConfigError, Diverged
 from .identity import code_fingerprint, identity, make_id
 from .store import Store, check_run_id, check_tags
 
@@ -144,19 +145,35 @@ def to_dataset(ctx: Context, axis: str) -> xr.Dataset:
 
 def run(study: str, *, force: bool = False, device: str | None = None, sinks: Iterable[Callable] = (),
         cancel: threading.Event | None = None, progress: bool = True, store: Store | None = None,
-        tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), owner: str = "", **dials) -> Run:
+        tags: Iterable[str] = (), array_sinks: Iterable[Callable] = (), owner: str = "",
+        executor: str | None = None, scheduler: str | None = None, client=None, **dials) -> Run:
     """Run a study with the given dials (the rest at their defaults); blocks and returns a Run.
 
     sinks get every record (a dict) as it is emitted; array_sinks get an engine.events.ArrayKept for every array
     the run keeps (spectra snapshots, per-example losses), as it is kept, and a Preview for every passing one.
     owner: who the run is stored for on a shared dashboard (its job queue sets it; '' : the store's own user).
 
+    executor: "local" (this process) or "dask" (one task on the cluster at `scheduler`, else
+    $DASK_SCHEDULER_ADDRESS, or the given `client`); by default "dask" when $DASK_SCHEDULER_ADDRESS is set. On Dask
+    the records still reach `sinks` while it trains (array_sinks get the kept arrays only with the result), cancel
+    stops it at its next step, and this process alone writes the store (runs.remote).
+
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
     """
+    from .remote import client_for, run_remote, scheduler_address
+
     cls = get_study(study)
     cfg = cls.configure(**dials)
-    dev = pick_device(device)  # an absent device is refused, like a bad dial, before any work
+    executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
+    if executor not in ("local", "dask"):
+        raise ConfigError("executor", executor, "local or dask")
+    remote = executor == "dask"
+    if remote and client is None and scheduler_address(scheduler) is None:
+        raise ConfigError("scheduler", None, "a Dask scheduler address (or $DASK_SCHEDULER_ADDRESS) for executor "
+                          "'dask'")
+    # an absent device is refused, like a bad dial, before any work (on Dask: the worker picks "auto")
+    dev = None if remote and device in (None, "auto") else pick_device(device)
     tags = check_tags(tags)  # a string is split on commas: tags="baseline" is one tag
     config = cfg.config()
     ident = identity(cfg)
@@ -173,19 +190,35 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     if progress:
         bar = _tqdm_sink(cls, total)
         sinks.append(bar)
-    ctx = Context(dev, sinks, cancel, total=total, array_sinks=list(array_sinks))
     created, t0 = now(), time.perf_counter()
     try:
-        status, step, error = outcome(lambda: cfg.execute(ctx), ctx, f"run {rid} of {study}")
+        if remote:
+            out = run_remote(client or client_for(scheduler_address(scheduler)), study, config,
+                             None if dev is None else str(dev), ident, cls.axis, sinks, cancel or threading.Event())
+            status, step, error, ds, used = out["status"], out["step"], out["error"], out["ds"], out["device"]
+            for name in ds.data_vars if array_sinks else ():  # the kept arrays, now that they are here
+                if ds[name].dims != (cls.axis,):
+                    event = ArrayKept(name, ds[name].dims, ds[name].values, {})
+                    for sink in array_sinks:
+                        sink(event)
+        else:
+            status, step, error, ds, used = execute(cls, cfg, dev, sinks, cancel, array_sinks, f"run {rid} of {study}",
+                                                    total)
     finally:
         if bar is not None:
             bar.close()
-    ds = to_dataset(ctx, cls.axis)
-    meta = record(rid, study, "run", config, ident, status, step, error, created, t0, ctx.device, tags, ds, owner)
+    meta = record(rid, study, "run", config, ident, status, step, error, created, t0, used, tags, ds, owner)
     saved = store.save(meta, ds)  # a cancelled or failed attempt beside a finished result: kept as an attempt
     if meta["status"] == "failed":
         log.warning("run %s failed: %s", rid, meta["error"])
     return Run(saved, ds=ds, store=store)
+
+
+def execute(cls, cfg, dev, sinks, cancel, array_sinks=(), what: str = "run", total: int | None = None):
+    """Train one configured run here: (status, step, error, dataset, device), whatever the outcome."""
+    ctx = Context(dev, sinks, cancel, total=total, array_sinks=list(array_sinks))
+    status, step, error = outcome(lambda: cfg.execute(ctx), ctx, what)
+    return status, step, error, to_dataset(ctx, cls.axis), str(ctx.device)
 
 
 # -- the run lifecycle: one status mapping and one metadata record, for single runs and sweeps alike -----------------

@@ -29,6 +29,7 @@ from ..studies import get as get_study
 from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
+from .remote import client_for, scheduler_address
 from .run import Run, now, outcome, record, to_dataset
 from .store import STALE_S, Store, check_tags, write_atomic
 
@@ -256,9 +257,9 @@ def _client(executor: str, scheduler: str | None):
     """A Dask client: an existing scheduler (argument or DASK_SCHEDULER_ADDRESS), else a LocalCluster on loopback."""
     from distributed import Client, LocalCluster
 
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    address = scheduler_address(scheduler)
     if address:
-        return Client(address, timeout="30s"), None
+        return client_for(address), None
     cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // 1), threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=None)
     return Client(cluster), cluster
@@ -313,13 +314,13 @@ def estimate(study: str, grid: dict, seeds, dials: dict, store: Store | None = N
 
 def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = None, *, preset: str | None = None,
           force: bool = False, device: str | None = None,
-          executor: str = "local", scheduler: str | None = None, client=None, progress: bool = True,
+          executor: str | None = None, scheduler: str | None = None, client=None, progress: bool = True,
           store: Store | None = None, sinks: Iterable[Callable] = (), cancel: threading.Event | None = None,
           tags: Iterable[str] = (), owner: str = "", **dials) -> Sweep:
     """Train every cell of grid × seeds (the other dials fixed as given) and return a Sweep.
 
     executor: "local" (this process) or "dask" (a LocalCluster, or `scheduler` / DASK_SCHEDULER_ADDRESS, or a
-    given `client`). `preset` names one of the study's presets (grid, seeds and dials; arguments given here win).
+    given `client`); by default "dask" when $DASK_SCHEDULER_ADDRESS is set. `preset` names one of the study's presets (grid, seeds and dials; arguments given here win).
     Sinks receive engine.events.TaskStarted and .Recorded (with its task) while a local task trains, and
     .PartStored when any task is stored. A killed sweep resumes: stored tasks are read back.
     """
@@ -331,6 +332,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     if grid is None:
         raise ConfigError("grid", None, "a dict of at least one dial -> list of values (or a preset)")
     seeds = [0] if seeds is None else seeds
+    executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
     if executor not in ("local", "dask"):
         raise ConfigError("executor", executor, "local or dask")
     cls, cells, config, sid = plan(study, grid, seeds, dials)
@@ -439,7 +441,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
                     mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
                     futures = {client.submit(train_task, study, [c.config() for c in jobs[j]], device, threads=1,
                                              pure=False): j for j in mine}
-                    for fut in as_completed(futures):
+                    for fut in as_completed(futures, loop=client.loop):
                         if cancel.is_set():
                             for f in futures:
                                 f.cancel()

@@ -710,8 +710,15 @@ class QueueView:
         self.table.value = pd.DataFrame([{**j.row(), "owner": self.page.visitor.describe(j.owner)} for j in jobs],
                                         columns=self.COLUMNS)
         counts = {k: v for k, v in self.jobs.counts().items() if v}
-        self.summary.object = "Queue: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "empty") + \
-            f" · {self.jobs.workers} worker{'s' * (self.jobs.workers != 1)}"
+        where = self.jobs.where()
+        if where["backend"] == "dask":
+            n = where["workers"]
+            place = f" · on the Dask cluster at `{where['scheduler']}` ({n} worker{'s' * (n != 1)}" + \
+                (f", [its dashboard]({where['dashboard']})" if where["dashboard"] else "") + ")" if n else \
+                f" · **the Dask scheduler at `{where['scheduler']}` does not answer**"
+        else:
+            place = f" · {self.jobs.workers} worker{'s' * (self.jobs.workers != 1)} in this server"
+        self.summary.object = "Queue: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "empty") + place
 
     def _on_click(self, event) -> None:
         if event.column not in ("open", "cancel") or not 0 <= event.row < len(self._ids):

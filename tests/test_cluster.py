@@ -1,0 +1,116 @@
+"""Jobs on a real Dask cluster: a `dask scheduler` and two `dask worker` processes on 127.0.0.1 (started and stopped
+by these tests, by PID). Runs, sweeps and the dashboard's job queue go through them; records come back while a task
+trains; cancel stops a task at its next step; a worker killed mid-task costs nothing finished; a lost scheduler is a
+failed job with its reason, and the queue goes on. Only this process writes the store."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+import xarray as xr
+
+import workbench as wb
+from workbench.engine.events import ArrayKept, Recorded
+from workbench.runs.cluster import LocalProcesses
+from workbench.runs.jobs import JobQueue
+
+from .conftest import FAST
+
+LONG = dict(epochs=100000, eval_every=20, width=16, n_train=200)  # trains until cancelled
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalProcesses(workers=2, gpus=0) as c:
+        yield c
+
+
+def _worker_pids(address: str) -> dict:
+    from distributed import Client
+
+    with Client(address, timeout="30s", set_as_default=False) as client:
+        return client.run(os.getpid), {w: ks for w, ks in client.processing().items()}
+
+
+def _wait(predicate, timeout: float = 180, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_run_on_the_cluster_streams_its_records_and_equals_the_local_run(cluster, store, tmp_path):
+    local = wb.run("label_noise", store=store, progress=False, **FAST)
+    seen = []
+    remote_store = wb.Store(tmp_path / "remote")
+    remote = wb.run("label_noise", store=remote_store, progress=False, scheduler=cluster.address,
+                    sinks=[lambda r: seen.append((time.monotonic(), r))], **FAST)
+    assert remote.status == "done" and remote.id == local.id  # the same config and code: the same id
+    assert [r["epoch"] for _, r in seen] == list(local.ds["epoch"].values)  # every record once, in order
+    xr.testing.assert_allclose(local.ds.drop_attrs(), remote.ds.drop_attrs(), rtol=1e-5, atol=1e-6)
+    assert remote_store.get(remote.id)["status"] == "done"  # stored here: the worker returned it
+
+
+def test_records_arrive_while_the_task_trains_and_cancel_stops_it_at_its_next_step(cluster, store):
+    cancel, seen = threading.Event(), []
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(run=wb.run(
+        "label_noise", store=store, progress=False, scheduler=cluster.address, cancel=cancel,
+        sinks=[seen.append], **LONG)))
+    thread.start()
+    _wait(lambda: len(seen) >= 5, what="live records from the worker")
+    assert thread.is_alive()  # they came while it trained, not with the result
+    cancel.set()
+    thread.join(120)
+    assert not thread.is_alive(), "the cancelled task did not stop"
+    run = out["run"]
+    assert run.status == "cancelled" and run.step > 0
+    assert store.get(run.id)["status"] == "cancelled"  # what it computed is kept
+    assert len(run.ds["epoch"]) >= len(seen)  # the stored records hold every streamed one
+
+
+def test_a_sweep_through_the_cluster_equals_the_local_one(cluster, store, tmp_path):
+    grid, fixed = {"flip_rate": [0.0, 0.4], "width": [16, 32]}, dict(epochs=3, n_train=300)
+    local = wb.sweep("label_noise", grid=grid, seeds=[0, 1], store=store, progress=False, **fixed)
+    remote = wb.sweep("label_noise", grid=grid, seeds=[0, 1], store=wb.Store(tmp_path / "remote"),
+                      scheduler=cluster.address, progress=False, **fixed)
+    assert remote.status == "done"
+    xr.testing.assert_allclose(local.ds.drop_attrs(), remote.ds.drop_attrs(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_dashboard_job_survives_its_worker_being_killed(cluster, store, tmp_path):
+    queue = JobQueue(scheduler=cluster.address)
+    assert queue.where()["backend"] == "dask" and queue.where()["workers"] == 2
+    dials = dict(FAST, epochs=400, eval_every=10)
+    job = queue.submit_run("label_noise", dials, store=store)
+    _wait(lambda: sum(isinstance(e, Recorded) for e in job.events) >= 3, what="the job's first records")
+    pids, busy = _worker_pids(cluster.address)
+    running = [w for w, keys in busy.items() if keys]
+    assert len(running) == 1
+    os.kill(pids[running[0]], signal.SIGKILL)  # the worker training it dies mid-task
+    assert job.ended.wait(300), "the job did not end after its worker died"
+    assert job.status == "done", job.error
+    steps = [e.record["epoch"] for e in job.events if isinstance(e, Recorded)]
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # the retry's repeats were not shown twice
+    assert any(isinstance(e, ArrayKept) for e in job.events)  # the kept arrays came with the result
+    fresh = wb.run("label_noise", store=wb.Store(tmp_path / "fresh"), progress=False, **dials)
+    xr.testing.assert_allclose(job.result.ds.drop_attrs(), fresh.ds.drop_attrs(), rtol=1e-5, atol=1e-6)
+    cluster.add_worker()  # the cluster back to two workers for the tests after this one
+    cluster.wait_for_workers(2)
+
+
+def test_a_lost_scheduler_fails_the_job_with_its_reason_and_the_queue_goes_on(store, monkeypatch):
+    import workbench.runs.remote as remote
+
+    monkeypatch.setattr(remote, "LOST_S", 3.0)
+    with LocalProcesses(workers=1, gpus=0) as doomed:
+        queue = JobQueue(scheduler=doomed.address)
+        job = queue.submit_run("label_noise", LONG, store=store)
+        _wait(lambda: job.status == "running" and job.events, what="the job to run on the doomed cluster")
+        doomed.scheduler.send_signal(signal.SIGKILL)
+        assert job.ended.wait(180), "the job did not end when its scheduler was lost"
+    assert job.status == "failed" and "lost the Dask scheduler" in job.error
+    assert store.get(job.run_id)["status"] == "failed"  # said in the store too, with the reason
+    again = queue.submit_run("label_noise", FAST, store=store)  # the queue still answers: a clear failure
+    assert again.ended.wait(180) and again.status == "failed" and doomed.address in (again.error or "")
