@@ -67,6 +67,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _interruptible() -> None:
+    """In the server's process before it starts: Ctrl-C (SIGINT) stops it, even when this process ignores SIGINT
+    (as a background job of a non-interactive shell does, and every child inherits): stop_server relies on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(data: Path, env: dict, profile: str | None = None, extra: tuple = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -75,7 +81,7 @@ def start_server(data: Path, env: dict, profile: str | None = None, extra: tuple
          "--address", "127.0.0.1", "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}",
          "--index", "index", *extra],
         cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **env}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        stderr=subprocess.DEVNULL, preexec_fn=_interruptible)
     url = f"http://127.0.0.1:{port}"
     # a generous wait per request: a probe given up on after 2 s still costs the server its page build, and on a
     # busy machine such abandoned builds piled up in front of the sessions' own work

@@ -2,6 +2,7 @@
 drawn figure is audited for glyphs with data, axis ranges that cover the data, and coloured pixels."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -26,36 +27,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def dashboard(data: Path, **env):
+    """`panel serve apps/*.py` on a free loopback port with its store at `data` (and these environment variables),
+    until the block ends: yields its URL. Its output goes to a file beside the store (a pipe nobody reads would
+    stall a server that logs much), shown if it does not start."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (make browser installs it)")
-    data = tmp_path_factory.mktemp("appdata")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
-         "--address", "127.0.0.1",
-         "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
-        cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = data.parent / f"{data.name}-server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", *sorted(str(p) for p in (REPO / "apps").glob("*.py")),
+             "--address", "127.0.0.1",
+             "--port", str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", "--index", "index"],
+            cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data), **env}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    # generous: the first page build can take many seconds on a busy machine, and a request given up on early
-    # still costs the server its build (short timeouts then only pile requests up)
-    deadline, ready = time.monotonic() + 300, False
-    while not ready and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            ready = urllib.request.urlopen(url + "/label_noise", timeout=60).status == 200
-        except OSError:
-            time.sleep(0.5)
-    if not ready:
-        proc.kill()
-        raise RuntimeError(proc.stdout.read().decode())
-    yield url, data
-    proc.terminate()
     try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:  # a busy machine: not what the tests are about
-        proc.kill()
-        proc.wait()
+        # generous: the first page build can take many seconds on a busy machine, and a request given up on early
+        # still costs the server its build (short timeouts then only pile requests up)
+        deadline, ready = time.monotonic() + 300, False
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = urllib.request.urlopen(url + "/label_noise", timeout=60).status == 200
+            except OSError:
+                time.sleep(0.5)
+        if not ready:
+            raise RuntimeError(log.read_text(errors="replace")[-3000:])
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:  # a busy machine: not what the tests are about
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("appdata")
+    with dashboard(data) as url:
+        yield url, data
 
 
 @pytest.fixture(scope="module")

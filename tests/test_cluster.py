@@ -18,6 +18,8 @@ from workbench.runs.jobs import JobQueue
 from .conftest import FAST
 
 LONG = dict(epochs=100000, eval_every=20, width=16, n_train=200)  # trains until cancelled
+POINTS = """() => { let n = 0; for (const m of Bokeh.documents[0].all_models)
+                      if (m.type === 'ColumnDataSource') n = Math.max(n, m.get_length() || 0); return n; }"""
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,35 @@ def test_a_lost_scheduler_fails_the_job_with_its_reason_and_the_queue_goes_on(st
     assert store.get(job.run_id)["status"] == "failed"  # said in the store too, with the reason
     again = queue.submit_run("label_noise", FAST, store=store)  # the queue still answers: a clear failure
     assert again.ended.wait(180) and again.status == "failed" and doomed.address in (again.error or "")
+
+
+def test_the_dashboard_started_against_the_scheduler_runs_its_job_there_with_live_curves(cluster, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from .served import CHROMIUM, SCREENSHOTS, audit, dashboard
+
+    data = tmp_path / "served"
+    with dashboard(data, DASK_SCHEDULER_ADDRESS=cluster.address) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/label_noise?epochs=100000&eval_every=20&width=16&n_train=200")
+        page.get_by_role("button", name="Run").click(timeout=120_000)
+        page.get_by_text("Running: epoch").wait_for(timeout=120_000)
+        page.wait_for_function(POINTS.replace("return n;", "return n >= 5;"), timeout=120_000)
+        first = page.evaluate(POINTS)
+        page.wait_for_function(POINTS.replace("return n;", f"return n > {first};"), timeout=120_000)
+        curves = audit(page, "a job on the Dask cluster", at_least=1, shot="dask-job")  # drawn, with data
+        assert any(f["title"] == "Accuracy" for f in curves)
+        _, busy = _worker_pids(cluster.address)
+        assert any(keys for keys in busy.values()), "the job is not a task on the cluster"
+        page.locator(".bk-tab", has_text="Jobs").click()
+        summary = page.locator(".wb-queue-summary")
+        said = summary.get_by_text("on the Dask cluster")
+        said.wait_for(timeout=60_000)
+        assert cluster.address in said.text_content() and "(2 workers" in said.text_content()
+        page.screenshot(path=str(SCREENSHOTS / "dask-jobs.png"), full_page=True)
+        page.locator(".wb-queue .tabulator-row", has_text="running").locator(".wb-cancel").click()  # its row
+        page.locator(".wb-status").get_by_text("Cancelled").wait_for(timeout=120_000)  # the task stopped
+        browser.close()
+    rows = wb.Store(data).list()
+    assert [r["status"] for r in rows] == ["cancelled"] and rows[0]["step"] > 0  # stored by the server, kept

@@ -47,6 +47,19 @@ def scheduler_address(scheduler: str | None = None) -> str | None:
     return address
 
 
+def remote_device(device: str) -> str:
+    """A device name for a worker: its form is checked here, whether the worker has it there."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError("device", device, "auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
 def client_for(address: str):
     """One Dask client per scheduler address in this process, made on first use and kept (a client costs a
     second to connect: not once per run)."""

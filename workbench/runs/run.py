@@ -161,7 +161,7 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
     """
-    from .remote import client_for, run_remote, scheduler_address
+    from .remote import client_for, remote_device, run_remote, scheduler_address
 
     cls = get_study(study)
     cfg = cls.configure(**dials)
@@ -172,8 +172,9 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     if remote and client is None and scheduler_address(scheduler) is None:
         raise ConfigError("scheduler", None, "a Dask scheduler address (or $DASK_SCHEDULER_ADDRESS) for executor "
                           "'dask'")
-    # an absent device is refused, like a bad dial, before any work (on Dask: the worker picks "auto")
-    dev = None if remote and device in (None, "auto") else pick_device(device)
+    # an absent device is refused, like a bad dial, before any work; on Dask the worker resolves it (its devices,
+    # not this machine's), and one that lacks it fails the run saying so
+    dev = (None if device in (None, "auto") else remote_device(device)) if remote else pick_device(device)
     tags = check_tags(tags)  # a string is split on commas: tags="baseline" is one tag
     config = cfg.config()
     ident = identity(cfg)
