@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import workbench as wb
-from workbench.engine.events import ArrayKept, Recorded
+from workbench.engine.events import ArrayKept, PartStored, Recorded
 from workbench.runs.cluster import LocalProcesses
 from workbench.runs.jobs import JobQueue
 
@@ -75,10 +75,32 @@ def test_records_arrive_while_the_task_trains_and_cancel_stops_it_at_its_next_st
 def test_a_sweep_through_the_cluster_equals_the_local_one(cluster, store, tmp_path):
     grid, fixed = {"flip_rate": [0.0, 0.4], "width": [16, 32]}, dict(epochs=3, n_train=300)
     local = wb.sweep("label_noise", grid=grid, seeds=[0, 1], store=store, progress=False, **fixed)
+    events = []
     remote = wb.sweep("label_noise", grid=grid, seeds=[0, 1], store=wb.Store(tmp_path / "remote"),
-                      scheduler=cluster.address, progress=False, **fixed)
+                      scheduler=cluster.address, progress=False, sinks=[events.append], **fixed)
     assert remote.status == "done"
+    parts = {e.task for e in events if isinstance(e, PartStored)}
+    streamed = {e.task for e in events if isinstance(e, Recorded)}
+    assert streamed == parts and len(parts) >= 2  # every task's records came back while it trained
+    for task in parts:  # each before its part was stored, each step once
+        steps = [e.record["step"] for e in events if isinstance(e, Recorded) and e.task == task]
+        assert steps == sorted(set(steps))
+        assert events.index(next(e for e in events if isinstance(e, Recorded) and e.task == task)) < \
+            events.index(next(e for e in events if isinstance(e, PartStored) and e.task == task))
     xr.testing.assert_allclose(local.ds.drop_attrs(), remote.ds.drop_attrs(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cancelled_sweep_on_the_cluster_stops_its_tasks_and_keeps_what_finished(cluster, store):
+    cancel, events = threading.Event(), []
+
+    def sink(e):
+        events.append(e)
+        if isinstance(e, Recorded) and e.record["step"] > 40:
+            cancel.set()  # part way through
+    out = wb.sweep("label_noise", grid={"width": [16, 24, 32]}, seeds=[0], store=store, scheduler=cluster.address,
+                   progress=False, cancel=cancel, sinks=[sink], epochs=100000, eval_every=20, n_train=200)
+    assert out.status == "cancelled"
+    _wait(lambda: not any(_worker_pids(cluster.address)[1].values()), timeout=60, what="the tasks to stop")
 
 
 def test_a_dashboard_job_survives_its_worker_being_killed(cluster, store, tmp_path):

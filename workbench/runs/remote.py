@@ -157,66 +157,105 @@ def train_remote(study: str, config: dict, device: str | None, ident: dict, topi
     return {"status": status, "step": step, "error": error, "ds": ds, "device": dev, "worker": worker.address}
 
 
+class SchedulerLost(RuntimeError):
+    """The client lost its scheduler for longer than LOST_S."""
+
+
+class Follow:
+    """On the client, around tasks submitted with `topic` and `cancel_name`: their records reach `on_record` (task
+    tag, record) as they arrive, and `wait` mirrors `cancel` to them and notices a lost scheduler."""
+
+    def __init__(self, client, on_record: Callable[[object, dict], None]):
+        key = uuid.uuid4().hex[:12]
+        self.client, self.key = client, key
+        self.topic, self.cancel_name = TOPIC + key, "workbench-cancel-" + key
+        self._on_record = on_record
+        self._cancelled = False
+
+    def _event(self, event) -> None:  # on the client's event loop
+        msg = event[1]
+        try:
+            self._on_record(msg.get("task"), msg["record"])
+        except Exception:  # noqa: BLE001 - a sink's failure must not stop the others or the run
+            log.exception("a record sink failed")
+
+    def __enter__(self) -> "Follow":
+        self.client.subscribe_topic(self.topic, self._event)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:  # noqa: BLE001 - a client cut off from its scheduler
+            pass
+
+    def cancel_tasks(self) -> None:
+        from distributed import Event
+
+        if not self._cancelled:
+            try:
+                Event(self.cancel_name, client=self.client).set()
+                self._cancelled = True
+            except Exception:  # noqa: BLE001 - scheduler unreachable: wait() decides whether it is lost
+                pass
+
+    def wait(self, futures: list, cancel: threading.Event, on_done: Callable | None = None) -> None:
+        """Until every future has finished (on_done(future) as each does), setting the tasks' cancel when `cancel`
+        is set. Raises SchedulerLost after LOST_S without a connection."""
+        pending, cut_off = list(futures), None
+        while pending:
+            if cancel.is_set():
+                self.cancel_tasks()
+            if self.client.status != "running":
+                cut_off = cut_off or time.monotonic()
+                if time.monotonic() - cut_off > LOST_S:
+                    for f in pending:
+                        f.release()
+                    raise SchedulerLost(f"lost the Dask scheduler at {self.client.scheduler.address} "
+                                        f"(no connection for {LOST_S:g} s)")
+            else:
+                cut_off = None
+            for f in [f for f in pending if f.done()]:
+                pending.remove(f)
+                if on_done is not None:
+                    on_done(f)
+            time.sleep(0.1)
+
+    def lost(self, e: BaseException) -> str:
+        """What a task's failure says: its error, or that the scheduler was lost."""
+        if self.client.status == "running" and not isinstance(e, SchedulerLost):
+            return f"{type(e).__name__}: {e}"
+        return str(e) if isinstance(e, SchedulerLost) else \
+            f"lost the Dask scheduler at {self.client.scheduler.address} ({type(e).__name__})"
+
+
 def run_remote(client, study: str, config: dict, device: str | None, ident: dict, axis: str,
                sinks: list[Callable], cancel: threading.Event) -> dict:
     """On the client: submit the task, pass its records to `sinks` as they arrive, mirror `cancel` to the task, and
     wait. Returns train_remote's dict; a lost scheduler or a task that could not run: status "failed" with why."""
-    from distributed import Event
-
-    key = uuid.uuid4().hex[:12]
-    topic, cancel_name = TOPIC + key, "workbench-cancel-" + key
     last, lock = [None], threading.Lock()
 
-    def hand_on(record: dict) -> None:  # each step once, in order
+    def hand_on(_task, record: dict) -> None:  # each step once, in order
         with lock:
             step = record.get(axis)
             if step is not None and last[0] is not None and step <= last[0]:
                 return  # a retried attempt repeating steps already shown, or a late copy of one
             last[0] = step
             for sink in sinks:
-                try:
-                    sink(record)
-                except Exception:  # noqa: BLE001 - a sink's failure must not stop the others or the run
-                    log.exception("a record sink failed")
-
-    def on_event(event) -> None:  # on the client's event loop
-        hand_on(event[1]["record"])
+                sink(record)
 
     resources = {"GPU": 1} if device and str(device).startswith("cuda") else None
-    client.subscribe_topic(topic, on_event)
-    try:
-        future = client.submit(train_remote, study, config, device, ident, topic, cancel_name, key=f"run-{study}-{key}",
-                               pure=False, resources=resources)
-        cancelled, cut_off = False, None
-        while not future.done():
-            if cancel.is_set() and not cancelled:
-                try:
-                    Event(cancel_name, client=client).set()
-                    cancelled = True
-                except Exception:  # noqa: BLE001 - scheduler unreachable: the check below decides
-                    pass
-            if client.status != "running":
-                cut_off = cut_off or time.monotonic()
-                if time.monotonic() - cut_off > LOST_S:
-                    future.release()
-                    return _failed(f"lost the Dask scheduler at {client.scheduler.address} "
-                                   f"(no connection for {LOST_S:g} s)")
-            else:
-                cut_off = None
-            time.sleep(0.1)
+    with Follow(client, hand_on) as follow:
+        future = client.submit(train_remote, study, config, device, ident, follow.topic, follow.cancel_name,
+                               key=f"run-{study}-{follow.key}", pure=False, resources=resources)
         try:
+            follow.wait([future], cancel)
             out = future.result()
         except Exception as e:  # noqa: BLE001 - the task failed on its worker, or the cluster lost it
-            return _failed(f"{type(e).__name__}: {e}" if client.status == "running" else
-                           f"lost the Dask scheduler at {client.scheduler.address} ({type(e).__name__})")
+            return _failed(follow.lost(e))
         for record in records_of(out["ds"], axis):  # those still on their way when the result came: from it
-            hand_on(record)
+            hand_on(None, record)
         return out
-    finally:
-        try:
-            client.unsubscribe_topic(topic)
-        except Exception:  # noqa: BLE001 - a client cut off from its scheduler
-            pass
 
 
 def records_of(ds, axis: str) -> list[dict]:

@@ -29,7 +29,7 @@ from ..studies import get as get_study
 from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
-from .remote import client_for, scheduler_address
+from .remote import Follow, RemoteCancel, SchedulerLost, client_for, plain, scheduler_address
 from .run import Run, now, outcome, record, to_dataset
 from .store import STALE_S, Store, check_tags, write_atomic
 
@@ -172,6 +172,20 @@ def train_task(study: str, configs: list[dict], device: str | None = None, sinks
     ds.attrs["error"] = error if status == "failed" else ""
     ds.attrs["device"] = str(ctx.device)
     return ds
+
+
+def train_task_remote(study: str, configs: list[dict], device: str | None, topic: str, cancel_name: str,
+                      task: int) -> xr.Dataset:
+    """train_task on a Dask worker: its records logged under `topic` as they come (tagged with the task), its
+    cancel read from the cluster-wide event `cancel_name` (runs.remote)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def send(record: dict) -> None:
+        worker.log_event(topic, {"task": task, "record": plain(record)})
+
+    return train_task(study, configs, device, [send], RemoteCancel(cancel_name), threads=1)
 
 
 def _label(ds: xr.Dataset, cells: list, grid: dict) -> xr.Dataset:
@@ -431,23 +445,40 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         else:
             from contextlib import ExitStack
 
-            from distributed import as_completed
-
             own = None
             if client is None:
                 client, own = _client(executor, scheduler)
+            last: dict[int, int] = {}
+
+            def on_record(j: int, rec: dict) -> None:  # a task's records as they arrive, each step once
+                step = rec.get("step", rec.get(cls.axis))
+                if j in last and step is not None and step <= last[j]:
+                    return  # a retried task (its worker died) repeating steps already passed on
+                if j not in last:
+                    cells_j = [{k: getattr(c, k) for k in [*config["grid"], "seed"]} for c in jobs[j]]
+                    for sink in sinks:
+                        sink(TaskStarted(j, cells_j))
+                last[j] = step if step is not None else last.get(j, -1)
+                for sink in sinks:
+                    sink(Recorded(rec, j))
+
             try:
-                with ExitStack() as claims:
+                with ExitStack() as claims, Follow(client, on_record if sinks else lambda j, r: None) as follow:
                     mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
-                    futures = {client.submit(train_task, study, [c.config() for c in jobs[j]], device, threads=1,
-                                             pure=False): j for j in mine}
-                    for fut in as_completed(futures, loop=client.loop):
-                        if cancel.is_set():
-                            for f in futures:
-                                f.cancel()
-                            raise Cancelled()
+                    futures = {client.submit(train_task_remote, study, [c.config() for c in jobs[j]], device,
+                                             follow.topic, follow.cancel_name, j, pure=False): j for j in mine}
+
+                    def done(fut) -> None:
                         j = futures[fut]
-                        finish(j, _label(fut.result(), jobs[j], config["grid"]))
+                        finish(j, _label(fut.result(), jobs[j], config["grid"]))  # Cancelled: the sweep stops
+
+                    try:
+                        follow.wait(list(futures), cancel, done)
+                    except SchedulerLost as e:
+                        errors.append(str(e))
+                    except Cancelled:
+                        follow.cancel_tasks()  # the others stop at their next step too
+                        raise
             finally:
                 if own is not None:
                     client.close()
