@@ -124,18 +124,29 @@ def sweep_identity(cells: list) -> dict:
     return {"code": code_fingerprint(type(cells[0])), "data": data}
 
 
-def tasks(cls, cells: list, device) -> list[list]:
-    """Group cells by their shape-changing dials; split groups into chunks that fit in memory."""
+def tasks(cls, cells: list, device, budget: int | None = None) -> list[list]:
+    """Group cells by their shape-changing dials; split groups into chunks that fit in memory (`budget` bytes, else
+    what `device` has here)."""
     groups: dict[tuple, list] = {}
     for cell in cells:
         groups.setdefault(cell.group_key(), []).append(cell)
-    budget = _memory_budget(device)
+    budget = budget or _memory_budget(device)
     out = []
     for members in groups.values():
         per_model = max(1, members[0].model_bytes())
         size = int(max(1, min(MAX_MODELS, budget // per_model)))
         out += [members[i:i + size] for i in range(0, len(members), size)]
     return out
+
+
+def worker_budget(client, device: str | None) -> int | None:
+    """The memory budget of a task on the cluster's smallest worker (its own device: a GPU worker's free GPU memory,
+    not this machine's RAM); None if no worker answers."""
+    try:
+        budgets = client.run(_memory_budget, None if device in (None, "auto") else device)
+    except Exception:  # noqa: BLE001 - no workers yet, or one lacks the device: sized here instead
+        return None
+    return min(budgets.values()) if budgets else None
 
 
 def _memory_budget(device) -> int:
@@ -357,7 +368,11 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         meta = store.cached(sid, statuses=("done",))
         if meta:
             return Sweep(meta, store=store)
-    jobs = tasks(cls, cells, dev)
+    own = None
+    if executor == "dask" and client is None:
+        client, own = _client(executor, scheduler)
+    # task sizes from the memory of the device that trains them: the smallest worker's, on Dask
+    jobs = tasks(cls, cells, dev, budget=worker_budget(client, device) if executor == "dask" else None)
     paths = [_part_path(store, study, sid, job) for job in jobs]
     store.clear_temp()  # torn writes of killed writers (stale ones only: a concurrent sweep's are live)
     if force:
@@ -445,9 +460,6 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
         else:
             from contextlib import ExitStack
 
-            own = None
-            if client is None:
-                client, own = _client(executor, scheduler)
             last: dict[int, int] = {}
 
             def on_record(j: int, rec: dict) -> None:  # a task's records as they arrive, each step once
@@ -462,35 +474,36 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
                 for sink in sinks:
                     sink(Recorded(rec, j))
 
-            try:
-                with ExitStack() as claims, Follow(client, on_record if sinks else lambda j, r: None) as follow:
-                    mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
-                    futures = {client.submit(train_task_remote, study, [c.config() for c in jobs[j]], device,
-                                             follow.topic, follow.cancel_name, j, pure=False): j for j in mine}
+            lost = False
+            with ExitStack() as claims, Follow(client, on_record if sinks else lambda j, r: None) as follow:
+                mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
+                futures = {client.submit(train_task_remote, study, [c.config() for c in jobs[j]], device,
+                                         follow.topic, follow.cancel_name, j, pure=False): j for j in mine}
 
-                    def done(fut) -> None:
-                        j = futures[fut]
-                        finish(j, _label(fut.result(), jobs[j], config["grid"]))  # Cancelled: the sweep stops
+                def done(fut) -> None:
+                    j = futures[fut]
+                    finish(j, _label(fut.result(), jobs[j], config["grid"]))  # Cancelled: the sweep stops
 
-                    try:
-                        follow.wait(list(futures), cancel, done)
-                    except SchedulerLost as e:
-                        errors.append(str(e))
-                    except Cancelled:
-                        follow.cancel_tasks()  # the others stop at their next step too
-                        raise
-            finally:
-                if own is not None:
-                    client.close()
-                    own.close()
-            other = share([j for j in todo if j not in parts])  # those a concurrent sweep had claimed
-            if other is not None:
-                return Sweep(other, store=store)
+                try:
+                    follow.wait(list(futures), cancel, done)
+                except SchedulerLost as e:  # the parts stored so far stay; the sweep is failed, with why
+                    errors.append(str(e))
+                    lost = True
+                except Cancelled:
+                    follow.cancel_tasks()  # the others stop at their next step too
+                    raise
+            if not lost:
+                other = share([j for j in todo if j not in parts])  # those a concurrent sweep had claimed
+                if other is not None:
+                    return Sweep(other, store=store)
     except (Cancelled, KeyboardInterrupt):
         status = "cancelled"
     finally:
         if bar is not None:
             bar.close()
+        if own is not None:  # a LocalCluster of this sweep's own
+            client.close()
+            own.close()
     if errors and status == "done":
         status = "failed"
     ok = [parts[j] for j in sorted(parts) if not parts[j].attrs.get("error")]
