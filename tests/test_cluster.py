@@ -4,6 +4,7 @@ trains; cancel stops a task at its next step; a worker killed mid-task costs not
 failed job with its reason, and the queue goes on. Only this process writes the store."""
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -170,3 +171,49 @@ def test_the_dashboard_started_against_the_scheduler_runs_its_job_there_with_liv
         browser.close()
     rows = wb.Store(data).list()
     assert [r["status"] for r in rows] == ["cancelled"] and rows[0]["step"] > 0  # stored by the server, kept
+
+
+def test_workbench_cluster_serves_runs_from_the_command_line_and_stops_its_processes_on_ctrl_c(tmp_path):
+    import subprocess
+
+    from workbench.runs.cluster import _free_port
+
+    port = _free_port()
+    env = {**os.environ, "WORKBENCH_DATA": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "cluster", "--workers", "1", "--port", str(port),
+                             "--dashboard-port", str(_free_port())], env=env, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first = proc.stdout.readline()
+        assert f"Dask scheduler at tcp://127.0.0.1:{port} (1 CPU worker)" in first, first
+        out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "label_noise", "--epochs", "3",
+                              "--width", "16", "--n-train", "200", "--scheduler", f"tcp://127.0.0.1:{port}", "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert '"status": "done"' in out.stdout
+        assert wb.Store(tmp_path / "data").list()[0]["status"] == "done"  # stored by the command, not the worker
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    import socket
+
+    with pytest.raises(OSError):  # the scheduler is gone with it
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_serve_dask_starts_a_cluster_for_the_servers_jobs(monkeypatch, store):
+    import workbench.runs.jobs as jobs
+
+    monkeypatch.setenv("WORKBENCH_DASK", "local")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setattr(jobs, "_shared", None)
+    switch = sys.getswitchinterval()
+    queue = jobs.shared()
+    sys.setswitchinterval(switch)  # shared() shortens it for a server's process: not for this test process
+    try:
+        assert queue.where()["backend"] == "dask" and queue.where()["workers"] == 2
+        job = queue.submit_run("label_noise", FAST, store=store)
+        assert job.ended.wait(180) and job.status == "done", job.error
+        assert any(isinstance(e, Recorded) for e in job.events)
+    finally:
+        queue.cluster.stop()

@@ -149,6 +149,7 @@ class JobQueue:
         # scheduler: a Dask scheduler's address: every job is a task (a sweep, a task per group) on its cluster,
         # and the threads here only submit, follow and store; None: the jobs train in the threads here
         self.scheduler = scheduler
+        self.cluster = None
         self.workers = workers or (default_workers() if scheduler is None or os.environ.get("WORKBENCH_JOB_WORKERS")
                                    else DASK_FOLLOWERS)
         self.quotas = quotas or Quotas.from_env()
@@ -404,7 +405,7 @@ def shared() -> JobQueue:
             from .remote import scheduler_address
 
             sys.setswitchinterval(SWITCH_S)
-            address = scheduler_address()
+            address, cluster = scheduler_address(), None
             if address is None and os.environ.get("WORKBENCH_DASK") == "local":  # workbench serve --dask
                 import atexit
 
@@ -414,4 +415,5 @@ def shared() -> JobQueue:
                 atexit.register(cluster.stop)
                 address = cluster.address
             _shared = JobQueue(scheduler=address)
+            _shared.cluster = cluster  # the cluster this process started for its jobs (stopped at exit), if any
         return _shared
