@@ -217,3 +217,11 @@ def test_serve_dask_starts_a_cluster_for_the_servers_jobs(monkeypatch, store):
         assert any(isinstance(e, Recorded) for e in job.events)
     finally:
         queue.cluster.stop()
+
+
+def test_a_gpu_run_on_a_cluster_without_gpu_workers_is_refused_not_left_waiting(cluster, store):
+    with pytest.raises(wb.ConfigError, match="none has the resource GPU=1"):
+        wb.run("label_noise", store=store, progress=False, scheduler=cluster.address, device="cuda", **FAST)
+    with pytest.raises(wb.ConfigError, match="device"):
+        wb.run("label_noise", store=store, progress=False, scheduler=cluster.address, device="tpu", **FAST)
+    assert store.list() == []  # nothing stored

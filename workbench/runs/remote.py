@@ -60,6 +60,19 @@ def remote_device(device: str) -> str:
     return device
 
 
+def gpu_resources(client, device: str | None) -> dict | None:
+    """What a task asked to run on CUDA needs of a worker: one GPU (workers offer GPU=1 each: cluster.py). A
+    cluster none of whose workers offers one is refused here, rather than leaving the task waiting for ever."""
+    if not (device and str(device).startswith("cuda")):
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(w.get("resources", {}).get("GPU") for w in workers):
+        raise ConfigError("device", device, "a device the cluster's workers offer: none has the resource GPU=1 "
+                                            "(start them with --resources GPU=1, or workbench cluster on a GPU "
+                                            "machine), else auto or cpu")
+    return {"GPU": 1}
+
+
 def client_for(address: str):
     """One Dask client per scheduler address in this process, made on first use and kept (a client costs a
     second to connect: not once per run)."""
@@ -244,10 +257,9 @@ def run_remote(client, study: str, config: dict, device: str | None, ident: dict
             for sink in sinks:
                 sink(record)
 
-    resources = {"GPU": 1} if device and str(device).startswith("cuda") else None
     with Follow(client, hand_on) as follow:
         future = client.submit(train_remote, study, config, device, ident, follow.topic, follow.cancel_name,
-                               key=f"run-{study}-{follow.key}", pure=False, resources=resources)
+                               key=f"run-{study}-{follow.key}", pure=False, resources=gpu_resources(client, device))
         try:
             follow.wait([future], cancel)
             out = future.result()

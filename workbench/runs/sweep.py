@@ -29,7 +29,8 @@ from ..studies import get as get_study
 from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
-from .remote import Follow, RemoteCancel, SchedulerLost, client_for, plain, scheduler_address
+from .remote import (Follow, RemoteCancel, SchedulerLost, client_for, gpu_resources, plain,
+                     scheduler_address)
 from .run import Run, now, outcome, record, to_dataset
 from .store import STALE_S, Store, check_tags, write_atomic
 
@@ -477,8 +478,10 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
             lost = False
             with ExitStack() as claims, Follow(client, on_record if sinks else lambda j, r: None) as follow:
                 mine = [j for j in todo if claims.enter_context(_claim(paths[j]))]
+                needs = gpu_resources(client, device)
                 futures = {client.submit(train_task_remote, study, [c.config() for c in jobs[j]], device,
-                                         follow.topic, follow.cancel_name, j, pure=False): j for j in mine}
+                                         follow.topic, follow.cancel_name, j, pure=False, resources=needs): j
+                           for j in mine}
 
                 def done(fut) -> None:
                     j = futures[fut]
