@@ -41,16 +41,3 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
-
-
-def pytest_collection_modifyitems(config, items):
-    """For the parallel run: the tests that share one store's runs (shared_data) go to one process, in order, and
-    so do a module's tests that share a module-scoped fixture (a served dashboard, a cluster, trained runs);
-    the rest are spread one by one."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
-        if "shared_data" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("shared-data"))
-        elif any(d.scope == "module" for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -199,7 +199,8 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
             status, step, error, ds, used = out["status"], out["step"], out["error"], out["ds"], out["device"]
             for name in ds.data_vars if array_sinks else ():  # the kept arrays, now that they are here
                 if ds[name].dims != (cls.axis,):
-                    event = ArrayKept(name, ds[name].dims, ds[name].values, {})
+                    coords = {k: v.values for k, v in ds[name].coords.items() if k != cls.axis}
+                    event = ArrayKept(name, ds[name].dims, ds[name].values, coords)
                     for sink in array_sinks:
                         sink(event)
         else:
