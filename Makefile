@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 # A CPU build of torch where there is no GPU (pip takes the wheel on this disk); override for another build.
 TORCH  ?= torch==2.13.0
 PORT   ?= 5006
-PYTEST_ARGS ?=
+# two test processes (pytest-xdist), a module each at a time: its module-scoped fixtures (a served dashboard, a
+# cluster) are built once; one torch thread per process (tests/conftest.py)
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: setup serve test test-all bench browser kernel reproduce clean
 PROFILE ?= full
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,export]"
 	$(BIN)/python -m ipykernel install --user --name workbench --display-name "Python (workbench)" >/dev/null
 	touch $@
 

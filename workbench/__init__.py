@@ -13,6 +13,13 @@ from .errors import Cancelled, ConfigError, Diverged, NotOwner, RunNotFound, Sto
 from .runs import Run, Store, Sweep, load, run, sweep  # noqa: E402
 
 
+def export(run, to: str, dest, store=None):
+    """A stored run or sweep (or its id) out to parquet, zarr or TensorBoard (workbench.export)."""
+    from .export import export as _export
+
+    return _export(run, to, dest, store=store)
+
+
 def studies() -> list[str]:
     """Names of the studies, e.g. ['label_noise', ...]."""
     from .studies import names
@@ -29,5 +36,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["ConfigError", "Cancelled", "Diverged", "NotOwner", "Run", "RunNotFound", "Store", "StoreError", "load", "noise", "run", "studies", "sweep", "Sweep",
-           "viz"]
+__all__ = ["ConfigError", "Cancelled", "Diverged", "NotOwner", "Run", "RunNotFound", "Store", "StoreError", "export",
+           "load", "noise", "run", "studies", "sweep", "Sweep", "viz"]

@@ -440,6 +440,14 @@ def cmd_serve(args, extra: list[str]) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    path = export(args.run_id, args.to, args.dest)
+    print(f"{args.run_id} -> {path}")
+    return 0
+
+
 def cmd_cluster(args) -> int:
     from .runs.cluster import LocalProcesses
 
@@ -593,6 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dask", action="store_true",
                    help="run every job on a Dask cluster the server starts on this machine (loopback only)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("export", help="a stored run or sweep out to parquet, zarr or TensorBoard (the [export] extra)")
+    s.add_argument("run_id")
+    s.add_argument("--to", required=True, choices=["parquet", "zarr", "tensorboard"],
+                   help="parquet: a long table (dims, metric, value); zarr: the dataset; tensorboard: event files, a "
+                        "folder per series, dials as hparams")
+    s.add_argument("dest", help="the folder to write into")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("cluster", help="a Dask scheduler and workers on this machine (loopback) for jobs, until "
                                        "Ctrl-C: one worker per GPU where there are GPUs, else --workers")

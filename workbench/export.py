@@ -1,0 +1,165 @@
+"""Results out, to the tools researchers already use: a stored run or sweep as a long parquet table, a zarr store, or
+TensorBoard event files (scalars per metric and per series — a sweep cell and seed —, with the dials as hparams);
+and a live sink that writes a run's records to TensorBoard while it trains.
+
+    wb.export("3f2a9c1b0e44", to="parquet", dest="out/")       # or: workbench export 3f2a9c1b0e44 --to parquet out/
+
+The libraries are optional (`pip install -e ".[export]"`): pyarrow, zarr, tensorboard. A missing one is named, with
+the command that installs it, before anything is written.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import ConfigError
+
+FORMATS = {"parquet": "pyarrow", "zarr": "zarr", "tensorboard": "tensorboard"}  # format -> the library it needs
+
+
+def _needs(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError("to", fmt, f"one of {', '.join(FORMATS)}")
+    try:
+        importlib.import_module(FORMATS[fmt])
+    except ImportError:
+        raise ConfigError("to", fmt, f"a format whose library is installed: {FORMATS[fmt]} is not "
+                                     f"(pip install {FORMATS[fmt]}, or pip install -e \".[export]\")") from None
+
+
+def _resolve(run, store=None):
+    from .runs import Run, load
+
+    return run if isinstance(run, Run) else load(str(run), store=store)
+
+
+def series(ds: xr.Dataset, axis: str) -> list[tuple[dict, xr.Dataset]]:
+    """The dataset cut into its curves: one (labels, dataset along the axis) per combination of the other dims of
+    its record metrics (a sweep's dials and seed; a group's model); a single run is one series with no labels."""
+    records = [k for k, v in ds.data_vars.items() if axis in v.dims]
+    extra = [d for d in dict.fromkeys(d for k in records for d in ds[k].dims) if d != axis]
+    if not extra:
+        return [({}, ds[records])]
+    stacked = ds[records].stack(series=extra)
+    out = []
+    for i in range(stacked.sizes["series"]):
+        one = stacked.isel(series=i)
+        labels = {d: _plain(one[d].values) for d in extra}
+        out.append((labels, one.drop_vars(["series", *extra], errors="ignore")))
+    return out
+
+
+def _plain(v):
+    v = np.asarray(v).item() if np.ndim(v) == 0 else v
+    return v.item() if hasattr(v, "item") else v
+
+
+def table(ds: xr.Dataset, axis: str) -> pd.DataFrame:
+    """The record metrics as one long table: a column per dim (the dials swept, seed, the axis), then metric and
+    value; one row per finite value."""
+    rows = []
+    for labels, one in series(ds, axis):
+        frame = one.to_dataframe().reset_index()
+        frame = frame[[axis, *[k for k in one.data_vars]]].melt(id_vars=[axis], var_name="metric",
+                                                                  value_name="value")
+        for k, v in labels.items():
+            frame.insert(0, k, v)
+        rows.append(frame)
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[axis, "metric", "value"])
+    return out[np.isfinite(out["value"].astype(float))].reset_index(drop=True)
+
+
+def label(labels: dict) -> str:
+    """A series' name: 'flip_rate=0.4,seed=1' (a single run: 'run')."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in labels.items()) or "run"
+
+
+def export(run, to: str, dest, store=None) -> Path:
+    """Write a stored run or sweep (a Run, a Sweep or an id) to `dest` in format `to` (parquet, zarr, tensorboard);
+    returns the path written: DEST/ID.parquet, DEST/ID.zarr, or DEST/ID/ (a TensorBoard log dir, a subfolder per
+    series)."""
+    _needs(to)
+    result = _resolve(run, store)
+    from .studies import get as get_study
+
+    axis = get_study(result.study).axis
+    ds = result.ds
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {"run_id": result.id, "study": result.study, "kind": result.meta.get("kind", "run"),
+            "status": result.status, "params": result.config, "code": result.meta.get("code")}
+    if to == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = table(ds, axis)
+        frame.insert(0, "run_id", result.id)
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                               b"workbench": json.dumps(meta, default=str).encode()})
+        path = dest / f"{result.id}.parquet"
+        pq.write_table(arrow, path)
+        return path
+    if to == "zarr":
+        path = dest / f"{result.id}.zarr"
+        out = ds.copy()
+        out.attrs = {k: v for k, v in out.attrs.items() if isinstance(v, (str, int, float))}
+        out.to_zarr(path, mode="w")
+        return path
+    path = dest / result.id
+    write_tensorboard(ds, axis, path, meta)
+    return path
+
+
+def write_tensorboard(ds: xr.Dataset, axis: str, logdir: Path, meta: dict) -> None:
+    """Scalars per metric and series (a subfolder each), step = the study's axis; each series' dials and final
+    metrics as TensorBoard hparams."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    params = meta["params"] if isinstance(meta["params"], dict) else {}
+    fixed = params.get("fixed", params) if meta["kind"] == "sweep" else params
+    for labels, one in series(ds, axis):
+        writer = SummaryWriter(log_dir=str(Path(logdir) / label(labels)))
+        try:
+            steps = one[axis].values
+            final = {}
+            for name in one.data_vars:
+                values = one[name].values.astype(float)
+                for step, v in zip(steps, values):
+                    if np.isfinite(v):
+                        writer.add_scalar(name, float(v), int(step))
+                finite = values[np.isfinite(values)]
+                if finite.size:
+                    final[f"final/{name}"] = float(finite[-1])
+            hp = {k: v for k, v in {**fixed, **labels}.items() if isinstance(v, (int, float, str, bool))}
+            writer.add_hparams(hp, final, run_name=".")
+        finally:
+            writer.close()
+
+
+class TensorBoardSink:
+    """A run's records to TensorBoard as they are emitted: `wb.run(..., sinks=[TensorBoardSink("runs/x")])`.
+    Step = the study's axis value of each record."""
+
+    def __init__(self, logdir, axis: str = "epoch"):
+        _needs("tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.axis = axis
+        self.writer = SummaryWriter(log_dir=str(logdir))
+
+    def __call__(self, record: dict) -> None:
+        step = int(record.get(self.axis, record.get("step", 0)))
+        for k, v in record.items():
+            if k in (self.axis, "step") or not isinstance(v, (int, float)) or not np.isfinite(v):
+                continue
+            self.writer.add_scalar(k, float(v), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
