@@ -7,7 +7,7 @@ import pytest
 
 import workbench as wb
 from workbench import cli
-from workbench.export import TensorBoardSink, label, series
+from workbench.exporters import TensorBoardSink, label, series
 
 from .conftest import FAST
 

@@ -441,7 +441,7 @@ def cmd_serve(args, extra: list[str]) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .exporters import export
 
     path = export(args.run_id, args.to, args.dest)
     print(f"{args.run_id} -> {path}")

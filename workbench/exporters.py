@@ -109,7 +109,7 @@ def export(run, to: str, dest, store=None) -> Path:
         path = dest / f"{result.id}.zarr"
         out = ds.copy()
         out.attrs = {k: v for k, v in out.attrs.items() if isinstance(v, (str, int, float))}
-        out.to_zarr(path, mode="w")
+        out.to_zarr(path, mode="w", zarr_format=2, consolidated=True)  # v2: read by every zarr library
         return path
     path = dest / result.id
     write_tensorboard(ds, axis, path, meta)
