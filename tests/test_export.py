@@ -90,5 +90,25 @@ def test_the_cli_exports_and_refuses_an_unknown_format_or_run(run, tmp_path, cap
         cli.main(["export", run.id, "--to", "csv", str(tmp_path)])
     assert cli.main(["export", "000000000000", "--to", "parquet", str(tmp_path)]) == 1
     assert "no run '000000000000'" in capsys.readouterr().err
-    with pytest.raises(wb.ConfigError, match="one of parquet, zarr, tensorboard"):
+    with pytest.raises(wb.ConfigError, match="one of parquet, zarr, tensorboard, mlflow"):
         wb.export(run, to="hdf5", dest=tmp_path)
+
+
+def test_mlflow_has_a_run_per_series_with_params_metric_history_and_the_file(swept, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store = wb.export(swept, to="mlflow", dest=tmp_path)
+    mlflow.set_tracking_uri(f"file:{store}")
+    found = mlflow.search_runs(experiment_names=["label_noise"])
+    assert len(found) == 4 and set(found["tags.workbench.run_id"]) == {swept.id}
+    client = MlflowClient(tracking_uri=f"file:{store}")
+    for _, row in found.iterrows():
+        flip, seed = float(row["params.flip_rate"]), int(row["params.seed"])
+        history = sorted(client.get_metric_history(row["run_id"], "test_acc"), key=lambda m: m.step)
+        stored = swept.ds["test_acc"].sel(flip_rate=flip, seed=seed)
+        assert [m.step for m in history] == list(stored["epoch"].values)
+        np.testing.assert_allclose([m.value for m in history], stored.values, rtol=1e-6)
+        assert row["params.epochs"] == str(FAST["epochs"])  # the fixed dials too
+        artifacts = [a.path for a in client.list_artifacts(row["run_id"])]
+        assert swept.path.name in artifacts

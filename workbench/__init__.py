@@ -14,7 +14,7 @@ from .runs import Run, Store, Sweep, load, run, sweep  # noqa: E402
 
 
 def export(run, to: str, dest, store=None):
-    """A stored run or sweep (or its id) out to parquet, zarr or TensorBoard (workbench.exporters)."""
+    """A stored run or sweep (or its id) out to parquet, zarr, TensorBoard or MLflow (workbench.exporters)."""
     from .exporters import export as _export
 
     return _export(run, to, dest, store=store)

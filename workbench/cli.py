@@ -602,11 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every job on a Dask cluster the server starts on this machine (loopback only)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("export", help="a stored run or sweep out to parquet, zarr or TensorBoard (the [export] extra)")
+    s = sub.add_parser("export", help="a stored run or sweep out to parquet, zarr, TensorBoard or MLflow (the [export] extra)")
     s.add_argument("run_id")
-    s.add_argument("--to", required=True, choices=["parquet", "zarr", "tensorboard"],
+    s.add_argument("--to", required=True, choices=["parquet", "zarr", "tensorboard", "mlflow"],
                    help="parquet: a long table (dims, metric, value); zarr: the dataset; tensorboard: event files, a "
-                        "folder per series, dials as hparams")
+                        "folder per series, dials as hparams; mlflow: a file store DEST/mlruns, a run per series")
     s.add_argument("dest", help="the folder to write into")
     s.set_defaults(func=cmd_export)
 

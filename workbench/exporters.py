@@ -1,10 +1,10 @@
-"""Results out, to the tools researchers already use: a stored run or sweep as a long parquet table, a zarr store, or
-TensorBoard event files (scalars per metric and per series — a sweep cell and seed —, with the dials as hparams);
-and a live sink that writes a run's records to TensorBoard while it trains.
+"""Results out, to the tools researchers already use: a stored run or sweep as a long parquet table, a zarr store,
+TensorBoard event files (scalars per metric and per series — a sweep cell and seed —, with the dials as hparams) or
+an MLflow file store (a run per series: params, metrics with steps, the netCDF file as an artifact); and a live sink that writes a run's records to TensorBoard while it trains.
 
     wb.export("3f2a9c1b0e44", to="parquet", dest="out/")       # or: workbench export 3f2a9c1b0e44 --to parquet out/
 
-The libraries are optional (`pip install -e ".[export]"`): pyarrow, zarr, tensorboard. A missing one is named, with
+The libraries are optional (`pip install -e ".[export]"`): pyarrow, zarr, tensorboard, mlflow (mlflow-skinny). A missing one is named, with
 the command that installs it, before anything is written.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import xarray as xr
 
 from .errors import ConfigError
 
-FORMATS = {"parquet": "pyarrow", "zarr": "zarr", "tensorboard": "tensorboard"}  # format -> the library it needs
+FORMATS = {"parquet": "pyarrow", "zarr": "zarr", "tensorboard": "tensorboard",
+           "mlflow": "mlflow"}  # format -> the library it needs
 
 
 def _needs(fmt: str) -> None:
@@ -80,9 +81,9 @@ def label(labels: dict) -> str:
 
 
 def export(run, to: str, dest, store=None) -> Path:
-    """Write a stored run or sweep (a Run, a Sweep or an id) to `dest` in format `to` (parquet, zarr, tensorboard);
-    returns the path written: DEST/ID.parquet, DEST/ID.zarr, or DEST/ID/ (a TensorBoard log dir, a subfolder per
-    series)."""
+    """Write a stored run or sweep (a Run, a Sweep or an id) to `dest` in format `to` (parquet, zarr, tensorboard,
+    mlflow); returns the path written: DEST/ID.parquet, DEST/ID.zarr, DEST/ID/ (a TensorBoard log dir, a subfolder
+    per series) or DEST/mlruns (an MLflow file store; exports of several runs share it)."""
     _needs(to)
     result = _resolve(run, store)
     from .studies import get as get_study
@@ -111,9 +112,48 @@ def export(run, to: str, dest, store=None) -> Path:
         out.attrs = {k: v for k, v in out.attrs.items() if isinstance(v, (str, int, float))}
         out.to_zarr(path, mode="w", zarr_format=2, consolidated=True)  # v2: read by every zarr library
         return path
+    if to == "mlflow":
+        return write_mlflow(result, ds, axis, dest, meta)
     path = dest / result.id
     write_tensorboard(ds, axis, path, meta)
     return path
+
+
+def write_mlflow(result, ds: xr.Dataset, axis: str, dest: Path, meta: dict) -> Path:
+    """An MLflow file store at DEST/mlruns: experiment = the study, an MLflow run per series (its dials as params,
+    each record metric with its steps, tags naming the workbench run), the run's netCDF file as an artifact of each.
+    Read it with `mlflow.set_tracking_uri("file:DEST/mlruns")` and `mlflow.search_runs(experiment_names=[study])`.
+    (MLflow 3 keeps its file store in maintenance mode and refuses it unless MLFLOW_ALLOW_FILE_STORE is set: set
+    here for this export if unset; `mlflow migrate-filestore` moves such a store to a database.)"""
+    import os
+    import time
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    store = dest / "mlruns"
+    client = MlflowClient(tracking_uri=f"file:{store}")
+    experiment = client.get_experiment_by_name(result.study)
+    eid = experiment.experiment_id if experiment else client.create_experiment(result.study)
+    params = meta["params"] if isinstance(meta["params"], dict) else {}
+    fixed = params.get("fixed", params) if meta["kind"] == "sweep" else params
+    now = int(time.time() * 1000)
+    for labels, one in series(ds, axis):
+        dials = {k: v for k, v in {**fixed, **labels}.items() if not isinstance(v, (dict, list))}
+        tags = {"workbench.run_id": result.id, "workbench.study": result.study, "workbench.status": result.status,
+                "workbench.kind": meta["kind"], "workbench.code": str(meta.get("code"))}
+        run = client.create_run(eid, run_name=f"{result.id} {label(labels)}", tags=tags)
+        steps = one[axis].values
+        metrics = [Metric(name, float(v), now, int(step)) for name in one.data_vars
+                   for step, v in zip(steps, one[name].values.astype(float)) if np.isfinite(v)]
+        for i in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1000 metrics a batch
+            client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000],
+                             params=[Param(k, str(v)[:6000]) for k, v in dials.items()] if i == 0 else [],
+                             tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
+        client.log_artifact(run.info.run_id, str(result.path))
+        client.set_terminated(run.info.run_id, "FINISHED" if result.status == "done" else "FAILED")
+    return store
 
 
 def write_tensorboard(ds: xr.Dataset, axis: str, logdir: Path, meta: dict) -> None:
