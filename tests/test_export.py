@@ -112,3 +112,23 @@ def test_mlflow_has_a_run_per_series_with_params_metric_history_and_the_file(swe
         assert row["params.epochs"] == str(FAST["epochs"])  # the fixed dials too
         artifacts = [a.path for a in client.list_artifacts(row["run_id"])]
         assert swept.path.name in artifacts
+
+
+def test_a_live_sink_writes_mlflow_metrics_while_the_run_trains(store, tmp_path):
+    pytest.importorskip("mlflow")
+    from workbench.exporters import MLflowSink
+
+    uri = f"file:{tmp_path / 'mlruns'}"
+    sink = MLflowSink("label_noise", uri, run_name="live", params=FAST)
+    seen = []
+
+    def watch(record):  # what MLflow holds while the run is still training
+        seen.append(len(sink.client.get_metric_history(sink.run_id, "train_loss")))
+    try:
+        run = wb.run("label_noise", store=store, progress=False, sinks=[sink, watch], **FAST)
+    finally:
+        sink.close()
+    assert seen == list(range(1, len(run.ds["epoch"]) + 1))  # one more point after each record
+    history = sorted(sink.client.get_metric_history(sink.run_id, "train_loss"), key=lambda m: m.step)
+    np.testing.assert_allclose([m.value for m in history], run.ds["train_loss"].values, rtol=1e-6)
+    assert sink.client.get_run(sink.run_id).data.params["epochs"] == str(FAST["epochs"])

@@ -203,3 +203,41 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class MLflowSink:
+    """A run's records to MLflow as they are emitted: an MLflow run (in `tracking_uri`, experiment = the study) whose
+    metrics grow while the workbench run trains; `close()` ends it. `wb.run(..., sinks=[MLflowSink(study, uri)])`.
+    A file store (file:DIR) is allowed as in export()."""
+
+    def __init__(self, study: str, tracking_uri: str, run_name: str | None = None, params: dict | None = None,
+                 axis: str | None = None):
+        _needs("mlflow")
+        import os
+
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow.tracking import MlflowClient
+
+        from .studies import get as get_study
+
+        self.axis = axis or get_study(study).axis
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = self.client.get_experiment_by_name(study)
+        eid = experiment.experiment_id if experiment else self.client.create_experiment(study)
+        self.run_id = self.client.create_run(eid, run_name=run_name, tags={"workbench.study": study}).info.run_id
+        for k, v in (params or {}).items():
+            self.client.log_param(self.run_id, k, str(v))
+
+    def __call__(self, record: dict) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        step, now = int(record.get(self.axis, record.get("step", 0))), int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in record.items()
+                   if k not in (self.axis, "step") and isinstance(v, (int, float)) and np.isfinite(v)]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
