@@ -161,6 +161,10 @@ def audit(page, where: str, at_least: int = 1, shot: str | None = None) -> list[
     coloured pixels in its box. Fails naming the figure and what is wrong; returns the figures."""
     page.wait_for_timeout(800)  # the last redraw
     figures = page.evaluate(FIGURES)
+    deadline = time.monotonic() + 90  # figures drawn off the event loop land later on a busy machine
+    while len(figures) < at_least and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+        figures = page.evaluate(FIGURES)
     if shot:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
