@@ -129,6 +129,7 @@ def test_a_lost_scheduler_fails_the_job_with_its_reason_and_the_queue_goes_on(st
     import workbench.runs.remote as remote
 
     monkeypatch.setattr(remote, "LOST_S", 3.0)
+    monkeypatch.setattr(remote, "CONNECT_S", 3)  # the job after the loss: refused sooner
     with LocalProcesses(workers=1, gpus=0) as doomed:
         queue = JobQueue(scheduler=doomed.address)
         job = queue.submit_run("label_noise", LONG, store=store)

@@ -33,6 +33,7 @@ log = logging.getLogger("workbench")
 
 POLL_S = 0.5  # how often a task asks the scheduler whether it was cancelled
 LOST_S = float(os.environ.get("WORKBENCH_SCHEDULER_LOST_S", "20"))  # a client cut off this long: the run failed
+CONNECT_S = 30  # how long a new client tries to reach its scheduler
 TOPIC = "workbench-records-"
 
 _clients: dict[str, object] = {}
@@ -82,7 +83,7 @@ def client_for(address: str):
         client = _clients.get(address)
         if client is None or client.status in ("closed", "closing"):
             try:
-                client = Client(address, timeout="30s", set_as_default=False)
+                client = Client(address, timeout=f"{CONNECT_S}s", set_as_default=False)
             except OSError as e:
                 raise ConfigError("scheduler", address, f"a reachable Dask scheduler ({e})") from None
             _clients[address] = client
