@@ -289,3 +289,12 @@ def test_who_owns_a_page_and_whether_its_server_is_shared(monkeypatch):
     assert owners.Visitor.here() == owners.Visitor("session:abc", True, "address:127.0.0.1")
     v = owners.Visitor("", True)  # shared, but no owner known: changes nothing
     assert not v.may_change("") and not v.may_change("session:x")
+
+
+def test_a_jobs_label_names_only_the_dials_set_away_from_their_defaults():
+    from workbench.runs.jobs import _label
+
+    # as a page submits them: an empty box for a list dial, a number typed as text, the default width
+    assert _label("label_noise", {"transition_matrix": "", "flip_rate": "0.4", "width": 512, "epochs": 7}) == \
+        "epochs=7"
+    assert _label("label_noise", {}) == "defaults"

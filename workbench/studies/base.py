@@ -155,8 +155,18 @@ class Study(param.Parameterized):
     @classmethod
     def changed(cls, values: dict) -> dict:
         """The dials of `values` set away from their defaults (what a run's one-line description shows)."""
-        defaults = cls.defaults()
-        return {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
+        defaults, dials = cls.defaults(), cls.dials()
+        out = {}
+        for k, v in values.items():
+            if k in defaults and k in dials:
+                try:  # as the dial reads it: an empty box is the default None, "0.40" is 0.4
+                    v_read = coerce(dials[k], k, v)
+                except (ConfigError, ValueError, TypeError):
+                    v_read = v
+                if v_read == defaults[k]:
+                    continue
+            out[k] = v
+        return out
 
     @classmethod
     def configure(cls, **values) -> "Study":
