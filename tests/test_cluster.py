@@ -104,6 +104,37 @@ def test_a_cancelled_sweep_on_the_cluster_stops_its_tasks_and_keeps_what_finishe
     _wait(lambda: not any(_worker_pids(cluster.address)[1].values()), timeout=60, what="the tasks to stop")
 
 
+def test_a_sweep_keeps_its_finished_parts_and_completes_when_a_worker_dies(cluster, store, tmp_path):
+    killed, events = [], []
+
+    def killer():  # once the first part is stored, the worker still training another task dies
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(isinstance(e, PartStored) for e in events):
+            time.sleep(0.05)
+        pids, busy = _worker_pids(cluster.address)
+        running = [w for w, keys in busy.items() if keys]
+        if running:
+            os.kill(pids[running[0]], signal.SIGKILL)
+            killed.append(running[0])
+    grid, fixed = {"width": [16, 24, 32, 40]}, dict(epochs=300, eval_every=20, n_train=300)
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        out = wb.sweep("label_noise", grid=grid, seeds=[0], store=store, scheduler=cluster.address,
+                       progress=False, sinks=[events.append], **fixed)
+        thread.join(60)
+        assert killed, "no worker was training when the first part was stored"
+        assert out.status == "done"
+        fresh = wb.sweep("label_noise", grid=grid, seeds=[0], store=wb.Store(tmp_path / "fresh"), progress=False,
+                         **fixed)
+        xr.testing.assert_allclose(out.ds.drop_attrs(), fresh.ds.drop_attrs(), rtol=1e-5, atol=1e-6)
+    finally:
+        thread.join(60)
+        if killed:
+            cluster.add_worker()  # back to two workers for the tests after this one
+            cluster.wait_for_workers(2)
+
+
 def test_a_dashboard_job_survives_its_worker_being_killed(cluster, store, tmp_path):
     queue = JobQueue(scheduler=cluster.address)
     assert queue.where()["backend"] == "dask" and queue.where()["workers"] == 2
