@@ -29,7 +29,8 @@ def cluster():
         yield c
 
 
-def _worker_pids(address: str) -> dict:
+def _workers(address: str) -> tuple[dict, dict]:
+    """Each worker's PID, and the task keys each is processing."""
     from distributed import Client
 
     with Client(address, timeout="30s", set_as_default=False) as client:
@@ -101,7 +102,7 @@ def test_a_cancelled_sweep_on_the_cluster_stops_its_tasks_and_keeps_what_finishe
     out = wb.sweep("label_noise", grid={"width": [16, 24, 32]}, seeds=[0], store=store, scheduler=cluster.address,
                    progress=False, cancel=cancel, sinks=[sink], epochs=100000, eval_every=20, n_train=200)
     assert out.status == "cancelled"
-    _wait(lambda: not any(_worker_pids(cluster.address)[1].values()), timeout=60, what="the tasks to stop")
+    _wait(lambda: not any(_workers(cluster.address)[1].values()), timeout=60, what="the tasks to stop")
 
 
 def test_a_sweep_keeps_its_finished_parts_and_completes_when_a_worker_dies(cluster, store, tmp_path):
@@ -111,7 +112,7 @@ def test_a_sweep_keeps_its_finished_parts_and_completes_when_a_worker_dies(clust
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not any(isinstance(e, PartStored) for e in events):
             time.sleep(0.05)
-        pids, busy = _worker_pids(cluster.address)
+        pids, busy = _workers(cluster.address)
         running = [w for w, keys in busy.items() if keys]
         if running:
             os.kill(pids[running[0]], signal.SIGKILL)
@@ -141,7 +142,7 @@ def test_a_dashboard_job_survives_its_worker_being_killed(cluster, store, tmp_pa
     dials = dict(FAST, epochs=400, eval_every=10)
     job = queue.submit_run("label_noise", dials, store=store)
     _wait(lambda: sum(isinstance(e, Recorded) for e in job.events) >= 3, what="the job's first records")
-    pids, busy = _worker_pids(cluster.address)
+    pids, busy = _workers(cluster.address)
     running = [w for w, keys in busy.items() if keys]
     assert len(running) == 1
     os.kill(pids[running[0]], signal.SIGKILL)  # the worker training it dies mid-task
@@ -188,7 +189,7 @@ def test_the_dashboard_started_against_the_scheduler_runs_its_job_there_with_liv
         page.wait_for_function(POINTS.replace("return n;", "return n >= 5;"), timeout=120_000)
         first = page.evaluate(POINTS)
         page.wait_for_function(POINTS.replace("return n;", f"return n > {first};"), timeout=120_000)  # live
-        _, busy = _worker_pids(cluster.address)
+        _, busy = _workers(cluster.address)
         assert any(keys for keys in busy.values()), "the job is not a task on the cluster"
         page.locator(".bk-tab", has_text="Jobs").click()
         summary = page.locator(".wb-queue-summary")

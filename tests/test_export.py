@@ -1,4 +1,5 @@
-"""Results out: a run and a sweep exported to parquet, zarr and TensorBoard, each read back with the tool's own reader
+"""Results out (the [export] extra, which `make test` installs: a missing library fails here, it is not skipped):
+a run and a sweep exported to parquet, zarr and TensorBoard, each read back with the tool's own reader
 (pyarrow/pandas, xarray, TensorBoard's event accumulator) and compared value by value with the stored dataset."""
 import json
 
@@ -25,7 +26,7 @@ def swept(store):
 
 
 def test_parquet_holds_every_record_value_of_a_sweep_in_a_long_table(swept, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
     path = wb.export(swept.id, to="parquet", dest=tmp_path, store=swept._store)
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[b"workbench"])
@@ -40,7 +41,6 @@ def test_parquet_holds_every_record_value_of_a_sweep_in_a_long_table(swept, tmp_
 
 
 def test_zarr_reads_back_as_the_same_dataset(run, tmp_path):
-    pytest.importorskip("zarr")
     import xarray as xr
 
     path = wb.export(run, to="zarr", dest=tmp_path)
@@ -50,7 +50,6 @@ def test_zarr_reads_back_as_the_same_dataset(run, tmp_path):
 
 
 def test_tensorboard_has_a_curve_per_metric_and_series_and_the_dials_as_hparams(swept, tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logdir = wb.export(swept, to="tensorboard", dest=tmp_path)
@@ -69,7 +68,6 @@ def test_tensorboard_has_a_curve_per_metric_and_series_and_the_dials_as_hparams(
 
 
 def test_a_live_sink_writes_tensorboard_while_the_run_trains(store, tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sink = TensorBoardSink(tmp_path / "live", axis="epoch")
@@ -83,7 +81,6 @@ def test_a_live_sink_writes_tensorboard_while_the_run_trains(store, tmp_path):
 
 
 def test_the_cli_exports_and_refuses_an_unknown_format_or_run(run, tmp_path, capsys):
-    pytest.importorskip("pyarrow")
     assert cli.main(["export", run.id, "--to", "parquet", str(tmp_path)]) == 0
     assert (tmp_path / f"{run.id}.parquet").is_file() and str(tmp_path) in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse: not one of the formats
@@ -95,7 +92,7 @@ def test_the_cli_exports_and_refuses_an_unknown_format_or_run(run, tmp_path, cap
 
 
 def test_mlflow_has_a_run_per_series_with_params_metric_history_and_the_file(swept, tmp_path):
-    mlflow = pytest.importorskip("mlflow")
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     store = wb.export(swept, to="mlflow", dest=tmp_path)
@@ -115,7 +112,6 @@ def test_mlflow_has_a_run_per_series_with_params_metric_history_and_the_file(swe
 
 
 def test_a_live_sink_writes_mlflow_metrics_while_the_run_trains(store, tmp_path):
-    pytest.importorskip("mlflow")
     from workbench.exporters import MLflowSink
 
     uri = f"file:{tmp_path / 'mlruns'}"

@@ -50,14 +50,9 @@ def series(ds: xr.Dataset, axis: str) -> list[tuple[dict, xr.Dataset]]:
     out = []
     for i in range(stacked.sizes["series"]):
         one = stacked.isel(series=i)
-        labels = {d: _plain(one[d].values) for d in extra}
+        labels = {d: one[d].values.item() for d in extra}
         out.append((labels, one.drop_vars(["series", *extra], errors="ignore")))
     return out
-
-
-def _plain(v):
-    v = np.asarray(v).item() if np.ndim(v) == 0 else v
-    return v.item() if hasattr(v, "item") else v
 
 
 def table(ds: xr.Dataset, axis: str) -> pd.DataFrame:
@@ -136,8 +131,7 @@ def write_mlflow(result, ds: xr.Dataset, axis: str, dest: Path, meta: dict) -> P
     client = MlflowClient(tracking_uri=f"file:{store}")
     experiment = client.get_experiment_by_name(result.study)
     eid = experiment.experiment_id if experiment else client.create_experiment(result.study)
-    params = meta["params"] if isinstance(meta["params"], dict) else {}
-    fixed = params.get("fixed", params) if meta["kind"] == "sweep" else params
+    fixed = _fixed_dials(meta)
     now = int(time.time() * 1000)
     for labels, one in series(ds, axis):
         dials = {k: v for k, v in {**fixed, **labels}.items() if not isinstance(v, (dict, list))}
@@ -156,13 +150,18 @@ def write_mlflow(result, ds: xr.Dataset, axis: str, dest: Path, meta: dict) -> P
     return store
 
 
+def _fixed_dials(meta: dict) -> dict:
+    """The dials every series shares: a run's own, a sweep's fixed ones (its swept ones label each series)."""
+    params = meta["params"] if isinstance(meta["params"], dict) else {}
+    return params.get("fixed", params) if meta["kind"] == "sweep" else params
+
+
 def write_tensorboard(ds: xr.Dataset, axis: str, logdir: Path, meta: dict) -> None:
     """Scalars per metric and series (a subfolder each), step = the study's axis; each series' dials and final
     metrics as TensorBoard hparams."""
     from torch.utils.tensorboard import SummaryWriter
 
-    params = meta["params"] if isinstance(meta["params"], dict) else {}
-    fixed = params.get("fixed", params) if meta["kind"] == "sweep" else params
+    fixed = _fixed_dials(meta)
     for labels, one in series(ds, axis):
         writer = SummaryWriter(log_dir=str(Path(logdir) / label(labels)))
         try:

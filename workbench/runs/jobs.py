@@ -150,6 +150,7 @@ class JobQueue:
         # and the threads here only submit, follow and store; None: the jobs train in the threads here
         self.scheduler = scheduler
         self.cluster = None
+        self._where: tuple[float, dict] | None = None  # where(): (when asked, what the scheduler said)
         self.workers = workers or (default_workers() if scheduler is None or os.environ.get("WORKBENCH_JOB_WORKERS")
                                    else DASK_FOLLOWERS)
         self.quotas = quotas or Quotas.from_env()
@@ -337,9 +338,8 @@ class JobQueue:
         dashboard's address, "" if it has none)}."""
         if not self.scheduler:
             return {"backend": "threads", "workers": self.workers, "scheduler": "", "dashboard": ""}
-        cached = getattr(self, "_where", None)
-        if cached and time.monotonic() - cached[0] < 5:  # every page's table asks: the scheduler is asked once
-            return cached[1]
+        if self._where and time.monotonic() - self._where[0] < 5:  # every page's table asks; the scheduler, once
+            return self._where[1]
         from .remote import client_for
 
         try:

@@ -48,6 +48,15 @@ def scheduler_address(scheduler: str | None = None) -> str | None:
     return address
 
 
+def pick_executor(executor: str | None, scheduler: str | None, client) -> str:
+    """"local" or "dask": as asked, else "dask" when a client or a scheduler address (argument or
+    $DASK_SCHEDULER_ADDRESS) is at hand."""
+    executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
+    if executor not in ("local", "dask"):
+        raise ConfigError("executor", executor, "local or dask")
+    return executor
+
+
 def remote_device(device: str) -> str:
     """A device name for a worker: its form is checked here, whether the worker has it there."""
     import torch
@@ -237,10 +246,11 @@ class Follow:
 
     def lost(self, e: BaseException) -> str:
         """What a task's failure says: its error, or that the scheduler was lost."""
-        if self.client.status == "running" and not isinstance(e, SchedulerLost):
+        if isinstance(e, SchedulerLost):
+            return str(e)
+        if self.client.status == "running":
             return f"{type(e).__name__}: {e}"
-        return str(e) if isinstance(e, SchedulerLost) else \
-            f"lost the Dask scheduler at {self.client.scheduler.address} ({type(e).__name__})"
+        return f"lost the Dask scheduler at {self.client.scheduler.address} ({type(e).__name__})"
 
 
 def run_remote(client, study: str, config: dict, device: str | None, ident: dict, axis: str,

@@ -161,14 +161,11 @@ def run(study: str, *, force: bool = False, device: str | None = None, sinks: It
     The same config returns the stored result (done or diverged) unless force=True. Bad dials raise ConfigError
     (a ValueError) before anything runs. Divergence, failure and cancellation are statuses, not exceptions.
     """
-    from .remote import client_for, remote_device, run_remote, scheduler_address
+    from .remote import client_for, pick_executor, remote_device, run_remote, scheduler_address
 
     cls = get_study(study)
     cfg = cls.configure(**dials)
-    executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
-    if executor not in ("local", "dask"):
-        raise ConfigError("executor", executor, "local or dask")
-    remote = executor == "dask"
+    remote = pick_executor(executor, scheduler, client) == "dask"
     if remote and client is None and scheduler_address(scheduler) is None:
         raise ConfigError("scheduler", None, "a Dask scheduler address (or $DASK_SCHEDULER_ADDRESS) for executor "
                           "'dask'")

@@ -29,7 +29,7 @@ from ..studies import get as get_study
 from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
 from .identity import code_fingerprint, data_digests, make_id
-from .remote import (Follow, RemoteCancel, SchedulerLost, client_for, gpu_resources, plain,
+from .remote import (Follow, RemoteCancel, SchedulerLost, client_for, gpu_resources, pick_executor, plain,
                      scheduler_address)
 from .run import Run, now, outcome, record, to_dataset
 from .store import STALE_S, Store, check_tags, write_atomic
@@ -358,9 +358,7 @@ def sweep(study: str, grid: dict | None = None, seeds: Iterable[int] | None = No
     if grid is None:
         raise ConfigError("grid", None, "a dict of at least one dial -> list of values (or a preset)")
     seeds = [0] if seeds is None else seeds
-    executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
-    if executor not in ("local", "dask"):
-        raise ConfigError("executor", executor, "local or dask")
+    executor = pick_executor(executor, scheduler, client)
     cls, cells, config, sid = plan(study, grid, seeds, dials)
     dev = pick_device(device)
     tags = check_tags(tags)
