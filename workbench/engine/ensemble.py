@@ -343,6 +343,9 @@ class Optimizer:
         once per group of models sharing a learning rate and weight decay."""
         fused = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         b1, b2 = self.betas
+        # the kernel walks a gradient in its parameter's memory order: a gradient laid out otherwise (a Linear's
+        # weight gradient under vmap is a transposed view) would be read scrambled
+        grads = [g if g.stride() == p.stride() else g.contiguous() for g, p in zip(grads, self.params)]
         step = torch.tensor(float(self.t), device=self.params[0].device)
         tensors = [self.params, grads, [s[0] for s in self.state], [s[1] for s in self.state]]
         for lr, wd, models in self._fused_groups():
