@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from .errors import ConfigError
 
-NAMES = ("digits", "blobs", "xor", "npz")
+NAMES = ("digits", "blobs", "xor", "npz", "folder", "hf")  # and an import path naming a torch Dataset
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Data:
     num_classes: int
     input_shape: tuple  # (64,) for flat digits; images also keep `image_shape`
     image_shape: tuple | None = None
+    digest: str = ""  # a user's data (folder, Hugging Face, a torch Dataset): the converted content's digest
 
     @property
     def input_dim(self) -> int:
@@ -284,6 +286,13 @@ def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise ConfigError(field, shown, f"a readable .npz file ({type(e).__name__}: {e})") from None
+    return _from_arrays(x, y, n_train, seed, "npz", field, shown)
+
+
+def _from_arrays(x: np.ndarray, y: np.ndarray, n_train: int | None, seed: int, name: str, field: str, shown: str,
+                 digest: str = "") -> Data:
+    """A user's examples X (n, ...) and labels y (n,) checked (finite float32 values, integer labels 0..K-1, every
+    class present) and split; (n, H, W) images keep their image shape."""
     with np.errstate(over="ignore", invalid="ignore"):
         x32 = x.astype(np.float32)
     if not np.isfinite(x32).all():
@@ -311,18 +320,211 @@ def from_npz(path: str | Path, n_train: int | None = None, seed: int = 0, field:
                                         "example: renumber the classes)")
     image_shape = tuple(x32.shape[1:]) if x32.ndim == 3 else None
     x32 = x32.reshape(len(x32), -1)
-    parts = _split(x32, y, n_train, seed, p.name)
-    return Data("npz", *parts, num_classes=len(present), input_shape=(x32.shape[1],), image_shape=image_shape)
+    parts = _split(x32, y, n_train, seed, Path(shown).name or shown)
+    return Data(name, *parts, num_classes=len(present), input_shape=(x32.shape[1],), image_shape=image_shape,
+                digest=digest)
+
+
+# -- a user's own data: an image folder, a torch Dataset, a Hugging Face dataset ---------------------------------
+#: the names an example's input and label go by in a dict-shaped item (a Hugging Face row)
+INPUT_KEYS = ("image", "img", "pixel_values", "x", "input", "inputs", "features")
+LABEL_KEYS = ("label", "labels", "y", "target", "targets", "fine_label")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def _as_array(v, field: str, shown: str, where: str) -> np.ndarray:
+    """One example's input as a float array: a tensor, an array, a number list or an image (a grey one as (H, W),
+    a colour one as (H, W, C)); 8-bit images and uint8 arrays are scaled to [0, 1]."""
+    if hasattr(v, "getbands"):  # a PIL image
+        v = v.convert("L") if len(v.getbands()) == 1 and v.mode != "P" else v.convert("RGB")
+        return np.asarray(v, dtype=np.float32) / 255.0
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    try:
+        a = np.asarray(v)
+    except Exception as e:  # noqa: BLE001 - anything a user's item may hold
+        raise ConfigError(field, shown, f"examples whose input is an array, a tensor or an image ({where}: "
+                                        f"{type(e).__name__}: {e})") from None
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise ConfigError(field, shown, f"examples whose input is numbers or an image ({where} is a "
+                                        f"{type(v).__name__} of dtype {a.dtype})")
+    return a.astype(np.float32)
+
+
+def _split_item(item, field: str, shown: str, i: int):
+    """(input, label) of one item: a pair, or a dict with an input key and a label key."""
+    if isinstance(item, dict):
+        xk = next((k for k in INPUT_KEYS if k in item), None)
+        yk = next((k for k in LABEL_KEYS if k in item), None)
+        if xk is None or yk is None:
+            raise ConfigError(field, shown, f"items with an input ({', '.join(INPUT_KEYS)}) and a label "
+                                            f"({', '.join(LABEL_KEYS)}); item {i} has keys {sorted(item)}")
+        return item[xk], item[yk]
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return item[0], item[1]
+    raise ConfigError(field, shown, f"items that are (input, label) pairs or dicts with an input and a label (item "
+                                    f"{i} is a {type(item).__name__})")
+
+
+def _label(v, field: str, shown: str, i: int) -> float:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+    a = np.asarray(v)
+    if a.size != 1 or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise ConfigError(field, shown, f"one class label (an integer) per example (item {i}'s label is {v!r})")
+    return float(a.reshape(()))
+
+
+def _check_fits(n: int, first: np.ndarray, field: str, shown: str) -> None:
+    """Refuse a data set larger than the machine should hold, from its size and first example, before loading."""
+    need, limit = n * first.size * 4, max_data_bytes()
+    if need > limit:
+        raise ConfigError(field, shown, f"a data set of at most {limit / 2**20:,.0f} MiB in memory "
+                                        f"(WORKBENCH_MAX_DATA_BYTES; {n:,} examples of {first.size:,} values are "
+                                        f"{need / 2**20:,.0f} MiB)")
+
+
+def _items(dataset, field: str, shown: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every example of a map-style data set (len() and [i]: a torch Dataset, a Hugging Face Dataset, a list of
+    pairs) as arrays X (n, ...) and y (n,), its size checked against memory after reading the first example."""
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise ConfigError(field, shown, f"a map-style data set with len() and [i] (a torch.utils.data.Dataset, a "
+                                        f"Hugging Face Dataset); got a {type(dataset).__name__}, which an iterable "
+                                        "data set is not")
+    n = len(dataset)
+    if n < 4:
+        raise ConfigError(field, shown, f"a data set of at least 4 examples (it has {n})")
+    xs, ys = [], []
+    for i in range(n):
+        try:
+            item = dataset[i]
+        except Exception as e:  # noqa: BLE001 - the user's __getitem__
+            raise ConfigError(field, shown, f"a data set whose items can be read (item {i}: {type(e).__name__}: "
+                                            f"{e})") from None
+        xv, yv = _split_item(item, field, shown, i)
+        x = _as_array(xv, field, shown, f"item {i}")
+        if i == 0:
+            _check_fits(n, x, field, shown)
+        elif x.shape != xs[0].shape:
+            raise ConfigError(field, shown, f"examples of one shape (item 0 is {xs[0].shape}, item {i} is {x.shape})")
+        xs.append(x)
+        ys.append(_label(yv, field, shown, i))
+    return np.stack(xs), np.asarray(ys)
+
+
+def _folder(path: Path, field: str, shown: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """An image folder by class: one subfolder per class (labels in the sorted order of their names), images of
+    one size inside; returns X, y and the class names."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(f, k) for k, c in enumerate(classes) for f in sorted((path / c).rglob("*"))
+             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(classes) < 2 or not files:
+        raise ConfigError(field, shown, f"a folder with one subfolder of images per class, at least 2 classes "
+                                        f"(found {len(classes)} subfolders and {len(files)} images)")
+    xs = []
+    for i, (f, _) in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                x = _as_array(im, field, shown, str(f.relative_to(path)))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ConfigError(field, shown, f"a folder of readable images ({f.relative_to(path)}: {e})") from None
+        if i == 0:
+            _check_fits(len(files), x, field, shown)
+        elif x.shape != xs[0].shape:
+            raise ConfigError(field, shown, f"images of one size and colour mode ({files[0][0].relative_to(path)} is "
+                                            f"{xs[0].shape}, {f.relative_to(path)} is {x.shape})")
+        xs.append(x)
+    return np.stack(xs), np.array([k for _, k in files]), classes
+
+
+def _hugging_face(where: str, field: str):
+    """A Hugging Face dataset from a folder `Dataset.save_to_disk` wrote, else by name from the local cache (no
+    download is attempted: HF_DATASETS_OFFLINE); a DatasetDict gives its 'train' split."""
+    try:
+        import datasets as hf  # the Hugging Face package (this module is workbench.datasets)
+    except ImportError:
+        raise ConfigError("dataset", "hf", "a data set kind whose package is installed: pip install datasets") from None
+    p = Path(where).expanduser()
+    try:
+        if p.is_dir():
+            ds = hf.load_from_disk(str(p))
+        else:
+            import os
+
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+            ds = hf.load_dataset(where)
+    except Exception as e:  # noqa: BLE001 - whatever the loader raises for a missing or broken set
+        raise ConfigError(field, where, f"a folder written by Dataset.save_to_disk or a data set in the local "
+                                        f"Hugging Face cache ({type(e).__name__}: {e})") from None
+    if isinstance(ds, dict) or hasattr(ds, "keys") and not hasattr(ds, "features"):
+        if "train" not in ds:
+            raise ConfigError(field, where, f"a Dataset, or a DatasetDict with a 'train' split (splits: {list(ds)})")
+        ds = ds["train"]
+    return ds.with_format("numpy") if hasattr(ds, "with_format") else ds
+
+
+def _arrays_digest(x: np.ndarray, y: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr((x.shape, y.shape)).encode())  # of the values as trained on: float32 X, float64 y
+    h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def user_arrays(kind: str, path: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """A user's data converted once into arrays (X, y) and their content digest (part of the run id): kind
+    'folder' (`path`: an image folder by class), 'hf' (`path`: a saved Hugging Face dataset or a cached one's name)
+    or an import path naming a map-style data set or a function returning one (`path` unused)."""
+    from . import plugins
+
+    if kind == "folder":
+        p = Path(str(path)).expanduser()
+        if not path or not p.is_dir():
+            raise ConfigError("data_path", path, "an existing folder with one subfolder of images per class")
+        x, y, _ = _folder(p, "data_path", str(path))
+    elif kind == "hf":
+        if not path:
+            raise ConfigError("data_path", path, "a folder written by Dataset.save_to_disk, or a cached dataset's name")
+        x, y = _items(_hugging_face(str(path), "data_path"), "data_path", str(path))
+    else:
+        obj = plugins.resolve(kind, "dataset", "a data set or a function returning one", need_callable=False)
+        if callable(obj) and not hasattr(obj, "__getitem__"):
+            try:
+                obj = obj()
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the user's loader
+                raise ConfigError("dataset", kind, f"a function that returns a data set (it raised "
+                                                   f"{type(e).__name__}: {e})") from None
+        x, y = _items(obj, "dataset", kind)
+    return x, y, _arrays_digest(x, y)
 
 
 def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "", **options) -> Data:
     """Load a data set by name; see NAMES. `options` go to a generated set's loader (xor: dim, separation).
     Results are cached (a sweep asks for the same split many times)."""
+    from . import plugins
+
     stamp = None
     if name == "npz" and path and Path(path).expanduser().is_file():
         st = Path(path).expanduser().stat()
         stamp = (st.st_mtime_ns, st.st_size)  # a changed file is read again
+    elif name in ("folder", "hf") and path and Path(path).expanduser().is_dir():
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                      for f in sorted(Path(path).expanduser().rglob("*")) if f.is_file())
+    elif plugins.is_import_path(name):  # an edited loader is run again (and one of that name elsewhere)
+        stamp = (plugins.source_digest(name, "dataset"), getattr(sys.modules.get(name.split(":")[0]), "__file__", ""))
     return _load(name, n_train, seed, path, stamp, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _user_raw(kind: str, path: str, stamp) -> tuple[np.ndarray, np.ndarray, str]:
+    return user_arrays(kind, path)
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,4 +537,10 @@ def _load(name: str, n_train: int | None, seed: int, path: str, stamp, options: 
         return xor(n_train, seed, **dict(options))
     if name == "npz":
         return from_npz(path, n_train, seed)
-    raise ConfigError("dataset", name, f"one of {', '.join(NAMES)}")
+    from .plugins import is_import_path
+
+    if name in ("folder", "hf") or is_import_path(name):
+        x, y, digest = _user_raw(name, path, stamp)
+        field, shown = ("dataset", name) if is_import_path(name) else ("data_path", path)
+        return _from_arrays(x, y, n_train, seed, name, field, shown, digest)
+    raise ConfigError("dataset", name, f"one of {', '.join(NAMES)}, or an import path module:attr naming a data set")

@@ -6,6 +6,9 @@ import math
 import torch
 from torch import nn
 
+from . import plugins
+from .errors import ConfigError
+
 
 def init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     """PyTorch's default Linear/Conv init (Kaiming-uniform with a = √5, bias U(±1/√fan_in)) drawn from `generator`."""
@@ -67,9 +70,62 @@ def build(kind: str, *, input_dim: int, width: int, depth: int, num_classes: int
         model = MLP(input_dim, width, depth, num_classes, activation)
     elif kind == "cnn":
         model = SmallCNN(image_shape, width, depth, num_classes)
+    elif plugins.is_import_path(kind):
+        return from_factory(kind, input_dim=input_dim, num_classes=num_classes, image_shape=image_shape, width=width,
+                            depth=depth, generator=generator)
     else:
         raise ValueError(f"unknown model {kind!r}")
     return init_(model, generator)
+
+
+#: the keyword arguments a user's model factory may take (it takes those it names, or all with **kwargs)
+FACTORY_ARGS = ("input_dim", "num_classes", "image_shape", "width", "depth", "generator")
+
+
+def from_factory(path: str, *, generator: torch.Generator, field: str = "model", **shape) -> nn.Module:
+    """A user's model from the factory an import path names, called with the study's shape arguments (input_dim,
+    num_classes, image_shape, width, depth) and the model's init `generator`. The factory may ignore the generator:
+    torch's global generator is seeded from it while the factory runs (and restored after), so its default
+    initialisation is fixed by the run's init seed all the same."""
+    factory = plugins.resolve(path, field, "a model factory")
+    # drawn from a copy: a factory that initialises from `generator` sees the stream the built-in models see
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().set_state(generator.get_state())))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = plugins.call_with(factory, field, path, generator=generator, **shape)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(field, path, f"a factory that returns a torch.nn.Module (it returned {type(model).__name__})")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(field, path, "a factory whose model has trainable parameters (this one has none)")
+    return model
+
+
+def check_factory(path: str, *, input_dim: int, num_classes: int, field: str = "model", **shape) -> int:
+    """Build two of a user's models and train them one step together as the ensemble engine will (torch.func:
+    functional_call under vmap): a model that does not map a batch (B, input_dim) to logits (B, num_classes), or
+    that cannot be stacked (in-place updates of buffers, as BatchNorm's running statistics), is refused before any
+    work, naming what went wrong. Returns one model's parameter count."""
+    from .engine import ensemble
+
+    gens = [torch.Generator().manual_seed(i) for i in (0, 1)]
+    mods = [from_factory(path, generator=g, field=field, input_dim=input_dim, num_classes=num_classes, **shape)
+            for g in gens]
+    x = torch.randn(2, 3, input_dim, generator=gens[0])
+    try:
+        net = ensemble.stack(mods)
+        out = net(x)
+    except Exception as e:
+        raise ConfigError(field, path, f"a model that takes a batch of shape (B, {input_dim}) and can be trained "
+                                       f"stacked under torch.func.vmap ({type(e).__name__}: {e})") from None
+    if tuple(out.shape) != (2, 3, num_classes):
+        raise ConfigError(field, path, f"a model whose output is (B, {num_classes}) logits for a batch (B, "
+                                       f"{input_dim}) (it gave {tuple(out.shape[1:])})")
+    try:
+        net.gradients(x, lambda z: z.float().logsumexp(-1).mean(-1))
+    except Exception as e:
+        raise ConfigError(field, path, f"a model that can be differentiated stacked under torch.func "
+                                       f"({type(e).__name__}: {e})") from None
+    return sum(p.numel() for p in mods[0].parameters())
 
 
 class Denoiser(nn.Module):

@@ -126,18 +126,37 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def data_digests(study) -> dict[str, str]:
-    """{path: sha256 of its contents (16 hex)} for every data file the config reads (Study.data_files)."""
+    """{path: sha256 of its contents (16 hex)} for every data file the config reads (Study.data_files), and the
+    digests of the other data it reads (Study.data_contents: a user's data set, converted)."""
     out = {}
     for path in study.data_files():
         p = Path(str(path)).expanduser()
         st = p.stat()
         out[str(path)] = _file_digest(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    out.update(study.data_contents())
     return out
 
 
+def user_code(studies) -> dict[str, str]:
+    """{import path: digest of its source} of the user's own code the configs run (Study.user_code: a model
+    factory, a data set's loader)."""
+    from ..plugins import source_digest
+
+    return {path: source_digest(path, dial) for s in studies for dial, path in s.user_code().items()}
+
+
+def with_user_code(code: str, user: dict[str, str]) -> str:
+    """The code fingerprint extended by the user's code it runs (unchanged where there is none, so the ids of
+    runs of the package's own models stay as they were)."""
+    if not user:
+        return code
+    return hashlib.sha256(json.dumps([code, user], sort_keys=True).encode()).hexdigest()[:16]
+
+
 def identity(study) -> dict:
-    """What a config's results depend on besides its dials: {"code": fingerprint, "data": {path: digest}}."""
-    return {"code": code_fingerprint(type(study)), "data": data_digests(study)}
+    """What a config's results depend on besides its dials: {"code": fingerprint (with the source of any model
+    factory or data loader of the user's that it runs), "data": {path: digest}}."""
+    return {"code": with_user_code(code_fingerprint(type(study)), user_code([study])), "data": data_digests(study)}
 
 
 def make_id(kind: dict, ident: dict) -> str:

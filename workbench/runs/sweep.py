@@ -28,7 +28,7 @@ from ..errors import Cancelled, ConfigError
 from ..studies import get as get_study
 from ..studies.base import coerce
 from ..engine.events import PartStored, Recorded, TaskStarted
-from .identity import code_fingerprint, data_digests, make_id
+from .identity import code_fingerprint, data_digests, make_id, user_code, with_user_code
 from .remote import (Follow, RemoteCancel, SchedulerLost, client_for, gpu_resources, pick_executor, plain,
                      scheduler_address)
 from .run import Run, now, outcome, record, to_dataset
@@ -122,7 +122,7 @@ def sweep_identity(cells: list) -> dict:
     data = {}
     for cell in cells:
         data.update(data_digests(cell))
-    return {"code": code_fingerprint(type(cells[0])), "data": data}
+    return {"code": with_user_code(code_fingerprint(type(cells[0])), user_code(cells)), "data": data}
 
 
 def tasks(cls, cells: list, device, budget: int | None = None) -> list[list]:

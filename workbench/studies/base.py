@@ -15,6 +15,7 @@ import param
 from ..engine.group import SEED_DIALS
 from ..engine.measure import Metric
 from ..errors import ConfigError
+from ..plugins import Choice, is_import_path
 
 #: parameters of every Parameterized that are not dials
 _NOT_DIALS = {"name"}
@@ -255,6 +256,16 @@ class Study(param.Parameterized):
         """The files this config reads its data from: their contents' digests are part of the run id."""
         return []
 
+    def data_contents(self) -> dict[str, str]:
+        """{what: digest of its content} of data a config reads that is not a file (a user's torch Dataset, an image
+        folder, a Hugging Face dataset, converted once): part of the run id as the data files' digests are."""
+        return {}
+
+    def user_code(self) -> dict[str, str]:
+        """{dial: import path} of a user's own code this config runs (a model factory, a data set's loader): their
+        sources are part of the run id."""
+        return {n: v for n, p in self.dials().items() if isinstance(p, Choice) and is_import_path(v := getattr(self, n))}
+
     def model_bytes(self) -> int:
         """About how much memory one model of this config needs while training (sizes a sweep's tasks)."""
         return 64 << 20
@@ -315,6 +326,8 @@ def coerce(p: param.Parameter, field: str, value):
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(field, value, describe(p))
     if isinstance(p, param.Selector) and value not in p.objects:
+        if isinstance(p, Choice) and is_import_path(value):
+            return value
         raise ConfigError(field, value, describe(p))
     return value
 
@@ -322,7 +335,10 @@ def coerce(p: param.Parameter, field: str, value):
 def _dial_schema(p: param.Parameter) -> dict:
     """One dial as a JSON Schema property."""
     out: dict = {"description": p.doc or ""}
-    if isinstance(p, param.Selector):
+    if isinstance(p, Choice):  # a built-in choice, or an import path to the user's own
+        out["anyOf"] = [{"enum": [_plain(v) for v in p.objects]},
+                        {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"}]
+    elif isinstance(p, param.Selector):
         out["enum"] = [_plain(v) for v in p.objects]
     elif isinstance(p, param.Boolean):
         out["type"] = "boolean"
@@ -347,6 +363,8 @@ def describe(p: param.Parameter) -> str:
     """What values a dial allows, in words."""
     if isinstance(p, param.Boolean):
         return "true or false"
+    if isinstance(p, Choice):
+        return f"one of {', '.join(map(str, p.objects))}, or an import path module:function naming {p.what}"
     if isinstance(p, param.Selector):
         return "one of " + ", ".join(map(str, p.objects))
     if isinstance(p, param.Number):

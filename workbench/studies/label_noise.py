@@ -23,6 +23,7 @@ from ..engine.precision import Precision
 from ..errors import ConfigError
 from ..noise import labels
 from ..probes import metrics
+from ..plugins import Choice, is_import_path
 from .base import Study, precision_dial
 
 
@@ -94,9 +95,14 @@ class LabelNoise(Study):
                                 doc="symmetric: to any other class; pair: class k to k+1; matrix: the transition_matrix dial.")
     transition_matrix = param.List(default=None, allow_None=True,
                                    doc="K×K row-stochastic T[true, noisy] (JSON), used when noise_kind='matrix'.")
-    dataset = param.Selector(default="digits", objects=list(datasets.NAMES),
-                             doc="digits (sklearn 8×8), blobs, xor (benign-overfitting clusters) or npz (data_path).")
-    data_path = param.String(default="", doc="Path to an .npz with arrays X (n, ...) and y (n,), for dataset='npz'.")
+    dataset = Choice(default="digits", objects=list(datasets.NAMES), what="a map-style data set", doc=(
+        "digits (sklearn 8×8), blobs, xor (benign-overfitting clusters); your own: npz (an .npz at data_path), "
+        "folder (an image folder by class at data_path), hf (a Hugging Face dataset saved at data_path), or an "
+        "import path module:attr naming a map-style torch Dataset of (input, label) or a function returning one. "
+        "Converted once; its content's digest is part of the run id."))
+    data_path = param.String(default="", doc="dataset='npz': an .npz with arrays X (n, ...) and y (n,); 'folder': a "
+                             "folder with one subfolder of images per class; 'hf': a folder written by "
+                             "Dataset.save_to_disk (or a dataset's name in the local Hugging Face cache).")
     n_train = param.Integer(1200, bounds=(0, None), doc="Training examples (the rest is the clean test set); 0 = two thirds.")
     input_dim = param.Integer(50, bounds=(2, 100_000), doc="dataset='xor': the input dimension d (d ≫ n_train is "
                               "the benign-overfitting setting).")
@@ -105,7 +111,10 @@ class LabelNoise(Study):
     imbalance = param.Number(1.0, bounds=(1.0, 1000.0), doc="Long-tailed training set: the largest class holds this "
                              "many times the examples of the smallest, class sizes falling exponentially with the "
                              "class index (class 0 the head); 1: as drawn. The test set is left as it is.")
-    model = param.Selector(default="mlp", objects=["mlp", "cnn"], doc="MLP, or a small CNN for image data (digits).")
+    model = Choice(default="mlp", objects=["mlp", "cnn"], what="a model factory", doc=(
+        "MLP, a small CNN for image data (digits), or your own: an import path module:function naming a factory "
+        "that returns a torch.nn.Module mapping (B, input_dim) to (B, num_classes) logits, called with those of "
+        "input_dim, num_classes, image_shape, width, depth and generator it takes (see docs/bring-your-own.md)."))
     width = param.Integer(512, bounds=(1, 8192), doc="Hidden units per layer (channels for the CNN).")
     depth = param.Integer(2, bounds=(1, 16), doc="Hidden layers.")
     optimizer = param.Selector(default="adam", objects=["adam", "sgd"], doc="Adam, or SGD with momentum.")
@@ -147,17 +156,24 @@ class LabelNoise(Study):
                                   "spectrum and effective rank); 0: none. MLP only.")
 
     def check(self):
-        if self.dataset == "npz" and not self.data_path:
-            raise ConfigError("data_path", self.data_path, "a path to an .npz file when dataset='npz'")
+        if self.dataset in ("npz", "folder", "hf") and not self.data_path:
+            raise ConfigError("data_path", self.data_path, {"npz": "a path to an .npz file when dataset='npz'",
+                                                            "folder": "a folder of images by class when "
+                                                                      "dataset='folder'",
+                                                            "hf": "a saved Hugging Face dataset when dataset='hf'"}
+                              [self.dataset])
         data = self._load()
         if self.noise_kind == "matrix":
             labels.transition_matrix("matrix", data.num_classes, matrix=self.transition_matrix)
         if self.model == "cnn" and data.image_shape is None:
             raise ConfigError("model", "cnn", f"'mlp' for data set {self.dataset!r}, which has no image shape")
-        if self.model == "cnn" and self.precision != "fp32":
-            raise ConfigError("precision", self.precision, "fp32 with model='cnn' (low precision runs on the MLP)")
-        if self.model == "cnn" and self.dropout:
-            raise ConfigError("dropout", self.dropout, "0 with model='cnn' (dropout is a dial of the MLP)")
+        if self.model != "mlp" and self.precision != "fp32":
+            raise ConfigError("precision", self.precision, f"fp32 with model={self.model!r} (low precision runs on "
+                                                           "the MLP)")
+        if self.model != "mlp" and self.dropout:
+            raise ConfigError("dropout", self.dropout, f"0 with model={self.model!r} (dropout is a dial of the MLP)")
+        if is_import_path(self.model):
+            self._factory_params(data)
         prec = self.make_precision()
         if prec is not None:
             prec.check_dims({"the input dimension": data.input_dim, "width": self.width})
@@ -171,6 +187,11 @@ class LabelNoise(Study):
     def data_files(self) -> list[str]:
         return [self.data_path] if self.dataset == "npz" else []
 
+    def data_contents(self) -> dict[str, str]:
+        user = self.dataset in ("folder", "hf") or is_import_path(self.dataset)
+        return {f"{self.dataset}:{self.data_path}" if self.data_path else self.dataset: self._load().digest} if user \
+            else {}
+
     def _load(self) -> datasets.Data:
         seed = Streams(self).seed("data")
         options = dict(dim=self.input_dim, separation=self.separation) if self.dataset == "xor" else {}
@@ -180,10 +201,19 @@ class LabelNoise(Study):
             self._data, self._data_key = datasets.long_tailed(data, self.imbalance), key
         return self._data
 
+    def _factory_params(self, data) -> int:
+        """A user's model factory tried once for this data (models.check_factory): its parameter count."""
+        key = (self.model, data.input_dim, data.num_classes, data.image_shape, self.width, self.depth)
+        if getattr(self, "_factory_key", None) != key:
+            self._factory_n = models.check_factory(self.model, input_dim=data.input_dim, num_classes=data.num_classes,
+                                                   image_shape=data.image_shape, width=self.width, depth=self.depth)
+            self._factory_key = key
+        return self._factory_n
+
     def model_bytes(self) -> int:
         data = self._load()
         n, d, c, w = len(data.y_train) + len(data.y_test), data.input_dim, data.num_classes, self.width
-        params = d * w + (self.depth - 1) * w * w + w * c
+        params = self._factory_params(data) if is_import_path(self.model) else d * w + (self.depth - 1) * w * w + w * c
         # parameters with grad and optimizer state; per-example data and labels; the evaluation's activations
         return 4 * (4 * params + n * (d + 4) + n * w * (self.depth + 1) + len(data.y_train) * c * 2)
 

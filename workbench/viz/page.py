@@ -27,6 +27,7 @@ from bokeh.document import Document
 
 from ..studies import get as get_study, names as study_names
 from ..errors import ConfigError, NotOwner, RunNotFound
+from ..plugins import Choice
 from ..engine.events import ArrayKept, PartStored, Preview, Recorded, TaskStarted
 from ..runs.jobs import Job, JobQueue, lower_priority, shared as shared_jobs
 from ..runs.run import Run, run_id
@@ -56,6 +57,9 @@ def _make_widget(label: str, p: param.Parameter) -> pn.widgets.Widget:
     kw = dict(label=label, width=270)  # inside the 300 px dial column, scroll bar included
     if isinstance(p, param.Boolean):
         return pn.widgets.Checkbox(value=p.default, **kw)
+    if isinstance(p, Choice):  # the built-in choices offered, an import path of the user's own typed
+        return pn.widgets.AutocompleteInput(options=list(p.objects), value=p.default, restrict=False,
+                                            min_characters=0, placeholder="or module:function", **kw)
     if isinstance(p, param.Selector):
         return pn.widgets.Select(options=list(p.objects), value=p.default, **kw)
     lo, hi = p.bounds if isinstance(p, param.Number) and p.bounds else (None, None)
