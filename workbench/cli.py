@@ -93,14 +93,20 @@ def cmd_catalog(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from .studies import broken
+
     rows = []
     for key in study_names():
         cls = get_study(key)
-        rows.append({"study": key, "title": cls.title, "dials": list(cls.dials()), "paper": cls.paper})
+        rows.append({"study": key, "title": cls.title, "dials": list(cls.dials()), "paper": cls.paper,
+                     "module": cls.__module__})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table([[r["study"], r["title"]] for r in rows], ["study", "title"]))
+        print(_table([[r["study"], r["title"], "" if r["module"].startswith("workbench.") else r["module"]]
+                      for r in rows], ["study", "title", "from"]))
+    for name, why in broken.items():
+        print(f"workbench: the study plugin {name!r} did not load: {why}", file=sys.stderr)
     return 0
 
 
@@ -303,14 +309,20 @@ def cmd_notebook_run(args) -> int:
 
     cls = get_study(args.study)
     src = REPO / "notebooks" / f"{cls.notebook_name()}.ipynb"
-    if not src.is_file():
-        raise ConfigError("study", args.study, f"a study with a notebook in {src.parent}")
     params = dict(args.parameter or [])
     cfg = cls.configure(**params)  # bad parameters fail here, before a kernel starts
     values = {k: v for k, v in cfg.config().items() if k in params}
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.output) if args.output else default_root() / "reports" / f"{args.study}-{stamp}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not src.is_file():  # a study of another package (or one new here): its notebook follows from its class
+        import nbformat
+
+        from .notebooks import study_notebook
+
+        src = default_root() / "notebooks" / f"{cls.notebook_name()}.ipynb"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(study_notebook(args.study), src)
     kernel = ensure_kernel(args.kernel)
     print(f"running {src.name} with {values or 'its defaults'} on kernel {kernel!r}", file=sys.stderr)
     try:
