@@ -5,6 +5,7 @@
     run = wb.run("label_noise", flip_rate=0.4, epochs=60)
     run.ds                       # xarray.Dataset
     wb.viz.overview(run)         # the app's plots
+    wb.tune.optimize("label_noise", ["lr"], n_trials=16, epochs=30)   # Optuna, trials trained together
 """
 __version__ = "0.1.0"
 
@@ -29,12 +30,12 @@ def studies() -> list[str]:
 
 def __getattr__(name):
     # viz pulls in HoloViews/Bokeh; import it only when asked for
-    if name == "viz":
+    if name in ("viz", "tune"):  # HoloViews/Bokeh; Optuna (an optional extra): imported when asked for
         import importlib
 
-        return importlib.import_module(".viz", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 
 __all__ = ["ConfigError", "Cancelled", "Diverged", "NotOwner", "Run", "RunNotFound", "Store", "StoreError", "export",
-           "load", "noise", "run", "studies", "sweep", "Sweep", "viz"]
+           "load", "noise", "run", "studies", "sweep", "Sweep", "tune", "viz"]
