@@ -1,5 +1,6 @@
 """Optuna over a study's dials: the space from the dials, trials in a batch trained together, each trial's value what
 single runs of its config give, its runs stored as wb.run would store them."""
+import json
 import math
 
 import numpy as np
@@ -113,3 +114,25 @@ def test_a_diverging_trial_fails_and_the_search_goes_on(store):
     assert states == {1e-3: "COMPLETE", 10.0: "FAIL"}, states
     failed = next(t for t in study.trials if t.state.name == "FAIL")
     assert failed.user_attrs["statuses"] == ["diverged"]
+
+
+def test_the_command_line_searches_keeps_the_search_in_a_storage_and_continues_it(tmp_path, capsys):
+    from workbench.cli import main
+
+    args = ["tune", "label_noise", "--space", "lr=1e-3:1e-1:log", "--space", "loss=ce,elr", "--trials", "3",
+            "--batch", "3", "--epochs", "3", "--width", "16", "--n-train", "300", "--sampler-seed", "0",
+            "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(first["trials"]) == 3 and first["best_params"]["loss"] in ("ce", "elr")
+    assert main(args) == 0  # the same storage: three more trials of the same search
+    second = json.loads(capsys.readouterr().out)
+    assert len(second["trials"]) == 6 and second["trials"][:3] == first["trials"]
+    best = max(second["trials"], key=lambda t: t["value"])
+    assert second["best_value"] == best["value"]
+    run = wb.load(best["runs"][0])  # the best trial's run, as stored
+    assert run.ds["test_acc"].values[-1] == pytest.approx(best["value"])
+    assert main(args[:-1] + ["--show", "2"]) == 0 and "best: test_acc = " in capsys.readouterr().out
+    assert main(["tune", "label_noise", "--space", "lr=1:2:cubic", "--trials", "1"]) == 2
+    assert "space" in capsys.readouterr().err
+    assert main(["tune", "label_noise", "--trials", "1"]) == 2  # nothing to search

@@ -302,6 +302,76 @@ def cmd_show(args) -> int:
     return 0
 
 
+def parse_space(specs: list[str]) -> dict:
+    """--space NAME (its range from the dial), NAME=LOW:HIGH[:log] (a range) or NAME=A,B,... (choices)."""
+    space: dict = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if name in space:
+            raise ConfigError("space", spec, f"{name} once")
+        if not sep:
+            space[name] = None
+        elif ":" in values and "," not in values:
+            parts = values.split(":")
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "linear")):
+                raise ConfigError("space", spec, "NAME, NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A,B,...")
+            space[name] = tuple(parts)
+        else:
+            space[name] = [v.strip() for v in values.split(",") if v.strip()]
+    return space
+
+
+def cmd_tune(args) -> int:
+    from . import tune
+
+    optuna = tune._optuna()
+    cls = get_study(args.study)
+    config = read_config(args.config, cls, extra=("space", "trials", "batch", "seeds")) if args.config else {}
+    space = parse_space(args.space) if args.space else config.get("space")
+    if not space:
+        raise ConfigError("space", None, "at least one --space NAME (or a config file's `space`)")
+    dials = _dials_given(args, cls, config)
+    seeds = parse_seeds(str(args.seeds)) if args.seeds is not None else [0]
+    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
+    if not (args.verbose or args.json):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if cls.better(args.metric or cls.headline) == "max" else "minimize"
+    ostudy = optuna.create_study(storage=args.storage, study_name=args.study_name or f"workbench-{args.study}",
+                                 load_if_exists=bool(args.storage), direction=direction, sampler=sampler)
+    ostudy = tune.optimize(args.study, space, args.trials if args.trials is not None else config.get("trials", 16),
+                           metric=args.metric, reduce=args.reduce, seeds=seeds, device=args.device,
+                           batch=args.batch if args.batch is not None else config.get("batch", 8),
+                           optuna_study=ostudy, progress=not (args.quiet or args.json), **dials)
+    trials = sorted((t for t in ostudy.trials if t.value is not None), key=lambda t: t.value,
+                    reverse=direction == "maximize")
+    if args.json:
+        print(json.dumps({"best_value": ostudy.best_value if trials else None,
+                          "best_params": ostudy.best_params if trials else None,
+                          "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+                                      "runs": t.user_attrs.get("runs", []), "error": t.user_attrs.get("error")}
+                                     for t in ostudy.trials]}, indent=2, default=str))
+        return 0
+    metric = args.metric or cls.headline
+    names = list(ostudy.trials[0].params) if ostudy.trials else []
+    rows = [[t.number, *(_fmt(t.params.get(n)) for n in names), _fmt(t.value), ",".join(t.user_attrs.get("runs", []))]
+            for t in trials[:args.show]]
+    print(_table(rows, ["trial", *names, f"{metric} ({args.reduce})", "runs"]))
+    failed = [t for t in ostudy.trials if t.value is None]
+    if failed:
+        print(f"{len(failed)} trial(s) failed (diverged, or dials refused): "
+              + "; ".join(f"#{t.number} {t.user_attrs.get('error') or ','.join(t.user_attrs.get('statuses', []))}"
+                          for t in failed[:5]))
+    if trials:
+        print(f"best: {metric} = {_fmt(ostudy.best_value)} with "
+              + " ".join(f"--{k.replace('_', '-')} {_fmt(v)}" for k, v in ostudy.best_params.items()))
+    return 0
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def cmd_notebook_run(args) -> int:
     import papermill as pm
 
@@ -547,6 +617,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS with --dask)")
         _add_run_options(sp, "the sweep")
         sp.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("tune", help="an Optuna search over dials; trials that differ in batchable dials train "
+                                    "together ([tune] extra)")
+    tune_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
+    for key in study_names():
+        cls = get_study(key)
+        sp = tune_sub.add_parser(key, help=cls.title, description=f"Tune: {cls.title}. Dials not in a --space are "
+                                 "fixed at the value given (or their default).")
+        sp.add_argument("--space", action="append", metavar="NAME[=LOW:HIGH[:log] | =A,B,...]",
+                        help="a searched dial: its range from the dial, a range of your own, or choices (repeatable)")
+        sp.add_argument("--trials", type=int, default=None, help="trials to run (default 16)")
+        sp.add_argument("--batch", type=int, default=None, help="trials asked and trained together (default 8)")
+        sp.add_argument("--seeds", default=None, help="each trial on these seeds, its value their mean: a count (3) "
+                                                      "or a list (0,5,7); default 0")
+        sp.add_argument("--metric", default=None, choices=[m.name for m in cls.metrics if m.better != "none"],
+                        help=f"what to optimise, in its declared direction (default {cls.headline})")
+        sp.add_argument("--reduce", default="final", choices=["final", "best", "mean"],
+                        help="the metric over the run's axis: final value, best value or mean (default final)")
+        sp.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler")
+        sp.add_argument("--storage", default=None, help="an Optuna storage URL (sqlite:///optuna.db): the search is "
+                                                        "kept there and continues where it stopped")
+        sp.add_argument("--study-name", default=None, help="the Optuna study's name (default workbench-STUDY)")
+        sp.add_argument("--show", type=int, default=10, help="trials listed, best first (default 10)")
+        sp.add_argument("--verbose", action="store_true", help="Optuna's own log lines")
+        _add_dials(sp, cls, skip=("seed",))
+        sp.add_argument("--config", default=None, metavar="FILE", help="dial values (and space, trials, batch, "
+                                                                       "seeds) from a YAML or JSON file")
+        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+        sp.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("dials", help="a study's dials: defaults, what is allowed, meaning (or their JSON Schema)")
     s.add_argument("study", choices=study_names())
