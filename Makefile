@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test,export]"
+	$(BIN)/python -m pip install -q -e ".[all,test]"
 	$(BIN)/python -m ipykernel install --user --name workbench --display-name "Python (workbench)" >/dev/null
 	touch $@
 

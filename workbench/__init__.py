@@ -30,9 +30,12 @@ def studies() -> list[str]:
 
 def __getattr__(name):
     # viz pulls in HoloViews/Bokeh; import it only when asked for
-    if name in ("viz", "tune"):  # HoloViews/Bokeh; Optuna (an optional extra): imported when asked for
+    if name in ("viz", "tune"):  # HoloViews and Panel; Optuna (optional extras): imported when asked for
         import importlib
 
+        from .errors import require
+
+        require(*{"viz": ("holoviews", "dashboard"), "tune": ("optuna", "tune")}[name], f"wb.{name}")
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, RunNotFound, StoreError
+from .errors import ConfigError, RunNotFound, StoreError, require
 from .studies import get as get_study, names as study_names
 from .stats import over as over_seeds
 from .studies.base import coerce, describe
@@ -373,7 +373,7 @@ def _fmt(v) -> str:
 
 
 def cmd_notebook_run(args) -> int:
-    import papermill as pm
+    pm = require("papermill", "notebooks", "notebook")
 
     from .runs import default_root
 
@@ -421,6 +421,7 @@ def cmd_notebook_sync(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """Run every reproduction notebook with papermill; write data/reports/index.html."""
+    require("papermill", "notebooks", "reproduce")
     from . import reproduce
     from .runs import default_root
 
@@ -499,6 +500,7 @@ def serve_mode(address: str, shared: bool, single_user: bool) -> str | None:
 def cmd_serve(args, extra: list[str]) -> int:
     import tempfile
 
+    require("panel", "dashboard", "serve")
     apps = app_files(tempfile.mkdtemp(prefix="workbench-apps-"))
     origin = [f"--allow-websocket-origin={h}:{args.port}" for h in ("localhost", "127.0.0.1")]
     cmd = [sys.executable, "-m", "panel", "serve", *apps, "--address", args.address, "--port", str(args.port),

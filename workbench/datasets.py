@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, require
 
 NAMES = ("digits", "blobs", "xor", "npz", "folder", "hf")  # and an import path naming a torch Dataset
 
@@ -444,10 +444,7 @@ def _folder(path: Path, field: str, shown: str) -> tuple[np.ndarray, np.ndarray,
 def _hugging_face(where: str, field: str):
     """A Hugging Face dataset from a folder `Dataset.save_to_disk` wrote, else by name from the local cache (no
     download is attempted: HF_DATASETS_OFFLINE); a DatasetDict gives its 'train' split."""
-    try:
-        import datasets as hf  # the Hugging Face package (this module is workbench.datasets)
-    except ImportError:
-        raise ConfigError("dataset", "hf", "a data set kind whose package is installed: pip install datasets") from None
+    hf = require("datasets", "data", "dataset", "hf")  # the Hugging Face package (this module is workbench.datasets)
     p = Path(where).expanduser()
     try:
         if p.is_dir():

@@ -35,3 +35,21 @@ class Diverged(Exception):
     def __init__(self, step: int, where: str = "loss"):
         self.step, self.where = step, where
         super().__init__(f"diverged at step {step} ({where} is not finite)")
+
+
+#: the optional extras of the package (pyproject.toml) and the libraries each brings
+EXTRAS = {"dashboard": "panel, holoviews, bokeh", "notebooks": "jupyterlab, papermill, hvplot", "dask": "dask, distributed",
+          "export": "pyarrow, zarr, tensorboard, mlflow-skinny", "tune": "optuna", "data": "datasets (Hugging Face)"}
+
+
+def require(module: str, extra: str, field: str, value=None):
+    """Import an optional library, or say which extra brings it: ConfigError(field, value, ...) naming the pip line.
+    Returns the module."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(field, module if value is None else value,
+                          f"an installed {module.split('.')[0]} (the [{extra}] extra: pip install "
+                          f"'noise-workbench[{extra}]', or pip install -e '.[{extra}]' in a checkout)") from None

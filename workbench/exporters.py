@@ -9,7 +9,6 @@ the command that installs it, before anything is written.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ConfigError
+from .errors import ConfigError, require
 
 FORMATS = {"parquet": "pyarrow", "zarr": "zarr", "tensorboard": "tensorboard",
            "mlflow": "mlflow"}  # format -> the library it needs
@@ -26,11 +25,7 @@ FORMATS = {"parquet": "pyarrow", "zarr": "zarr", "tensorboard": "tensorboard",
 def _needs(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError("to", fmt, f"one of {', '.join(FORMATS)}")
-    try:
-        importlib.import_module(FORMATS[fmt])
-    except ImportError:
-        raise ConfigError("to", fmt, f"a format whose library is installed: {FORMATS[fmt]} is not "
-                                     f"(pip install {FORMATS[fmt]}, or pip install -e \".[export]\")") from None
+    require(FORMATS[fmt], "export", "to", fmt)
 
 
 def _resolve(run, store=None):

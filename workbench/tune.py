@@ -24,7 +24,7 @@ import numpy as np
 import param
 
 from .engine import pick_device
-from .errors import ConfigError
+from .errors import ConfigError, require
 from .runs.identity import identity, make_id
 from .runs.run import Run, now, record
 from .runs.store import Store
@@ -36,12 +36,7 @@ REDUCE = ("final", "best", "mean")
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("tune", "optuna", "an installed Optuna: pip install 'noise-workbench[tune]' (or optuna)") \
-            from None
-    return optuna
+    return require("optuna", "tune", "tune")
 
 
 def search_space(study: str, dials: Iterable[str] | dict) -> dict:

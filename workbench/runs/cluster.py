@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 
 
 def _free_port() -> int:
@@ -40,6 +40,7 @@ class LocalProcesses:
                  gpus: int | None = None, timeout: float = 120):
         if workers is not None and not 1 <= workers <= 256:
             raise ConfigError("workers", workers, "from 1 to 256")
+        require("distributed", "dask", "cluster", "dask")
         self.gpus = gpu_count() if gpus is None else gpus
         self.n = workers or (self.gpus or 2)
         self.port = port or _free_port()

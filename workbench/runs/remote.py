@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 
 log = logging.getLogger("workbench")
 
@@ -54,6 +54,8 @@ def pick_executor(executor: str | None, scheduler: str | None, client) -> str:
     executor = executor or ("dask" if client is not None or scheduler_address(scheduler) else "local")
     if executor not in ("local", "dask"):
         raise ConfigError("executor", executor, "local or dask")
+    if executor == "dask":
+        require("distributed", "dask", "executor", "dask")
     return executor
 
 
@@ -86,6 +88,7 @@ def gpu_resources(client, device: str | None) -> dict | None:
 def client_for(address: str):
     """One Dask client per scheduler address in this process, made on first use and kept (a client costs a
     second to connect: not once per run)."""
+    require("distributed", "dask", "scheduler", address)
     from distributed import Client
 
     with _clients_lock:
