@@ -21,8 +21,11 @@ def store(data_root):
 @pytest.fixture
 def shared_data(tmp_path_factory, monkeypatch):
     """One store for the whole test session, for tests that train the same configs (the diffusion reproductions
-    and the quick reproduction profile): the second reads the first's runs back instead of training again."""
-    root = tmp_path_factory.getbasetemp() / "shared-data"
+    and the quick reproduction profile): the second reads the first's runs back instead of training again. Under
+    pytest-xdist the test processes share it too (their temporary folders are siblings): a run one process
+    stored is read by the other (the store is safe for writers in several processes)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-data"
     monkeypatch.setenv("WORKBENCH_DATA", str(root))
     return root
 

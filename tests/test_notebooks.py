@@ -103,7 +103,9 @@ def test_papermill_runs_the_diffusion_notebook(data_root, tmp_path):
 def test_the_tour_runs_every_study_at_a_small_scale(data_root, tmp_path):
     text = _execute("tour", tmp_path, {"scale": 0.05, "seeds": [0]})
     for line in ("studies: diffusion", "clean test acc: best", "temperature 0.001: test error", "2/η = 10",
-                 "⊥Grad AdamW", "fp8_e4m3  done", "sliced Wasserstein", "tail exponent α by epoch"):
+                 "⊥Grad AdamW", "fp8_e4m3  done", "sliced Wasserstein", "tail exponent α by epoch",
+                 "residual MLP: clean test acc best", "best lr by Optuna:",
+                 ":NdOverlay   [flip_rate]"):  # the hvplot of sweep.ds: a curve per flip rate
         assert line in text
     stored = {p.parent.name for p in (data_root / "runs").glob("*/*.nc")}
     assert set(wb.studies()) <= stored  # every study ran and landed in the store
