@@ -298,3 +298,23 @@ def test_the_loaders_source_and_the_data_content_are_part_of_the_run_id(user_cod
     second = identity(cls.configure(dataset="mydata:make", **FAST))
     assert second["code"] != first["code"]  # the loader's source
     assert second["data"] == {"mydata:make": _arrays_digest(x, y)} != first["data"]  # what it loaded
+
+
+def test_the_page_takes_a_typed_import_path_and_names_a_bad_one(user_code, store):
+    from workbench.viz.page import StudyPage
+
+    from .test_app import run_job
+
+    page = StudyPage("label_noise", store=store)
+    page.panel()
+    box = page.dials["model"]
+    assert {"mlp", "cnn"} <= set(box.options) and box.value == "mlp"  # offered, and any path may be typed
+    for k, v in dict(epochs=2, width=16, n_train=300).items():
+        page.dials[k].value = v
+    box.value = "mynets:nope"
+    page._on_run()
+    assert page.alert.visible and "module 'mynets' has no 'nope'" in page.alert.object and store.list() == []
+    box.value = "mynets:make_residual"
+    run_job(page)
+    page.tick()  # what the periodic callback does
+    assert page.last_run.status == "done" and page.last_run.meta["params"]["model"] == "mynets:make_residual"
