@@ -151,6 +151,14 @@ def test_gradient_noise_scale_equals_the_definition():
         G = per.mean(0)
         trace = ((per - G) ** 2).sum(1).mean()  # tr of the (population) covariance
         torch.testing.assert_close(got[i], trace / (G @ G), rtol=1e-4, atol=1e-6)
+    # the label-noise study's measurement: the whole set in chunks whose sums add up to the same value
+    from types import SimpleNamespace
+
+    from workbench.studies.label_noise import _noise_scale
+
+    state = SimpleNamespace(k=k, n=m, x_tr=x, y_tr=y)
+    for chunk in (2, 4, 9, 100):
+        torch.testing.assert_close(_noise_scale(net, state, chunk=chunk), got, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])

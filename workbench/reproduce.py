@@ -885,6 +885,92 @@ def _deep_linear(s):
                            f"depth {d} {_fmt(v)}" for d, v in ratio.items()), figure=bars)
 
 
+def _crossing(steps, loss, scale, target):
+    """(the step where `loss` first falls to `target`, B_simple there), both interpolated between measurements (the
+    loss and B_simple on a log scale); nan where it never does."""
+    hit = np.flatnonzero(loss <= target)
+    if not hit.size:
+        return np.nan, np.nan
+    k = hit[0]
+    if k == 0:
+        return float(steps[0]), float(scale[0])
+    f = (np.log(loss[k - 1]) - np.log(target)) / (np.log(loss[k - 1]) - np.log(loss[k]))
+    return (float(steps[k - 1] + f * (steps[k] - steps[k - 1])),
+            float(np.exp(np.log(scale[k - 1]) + f * (np.log(scale[k]) - np.log(scale[k - 1])))))
+
+
+def _critical_batch(s):
+    """McCandlish et al. 2018: steps to a target loss S(B) against the batch size B (the best of a learning-rate
+    grid at each B), fitted to S = S_min (1 + B_crit / B); B_crit against the gradient noise scale B_simple measured
+    where the runs cross the target."""
+    import math
+
+    import holoviews as hv
+
+    from .viz.plots import PALETTE
+
+    sizes, lrs, seeds, targets, n = s["batch_sizes"], s["lrs"], s["seeds"], s["targets"], 1200
+    steps_to = np.full((len(targets), len(sizes), len(lrs), len(seeds)), np.nan)
+    scale_at = np.full_like(steps_to, np.nan)
+    for b, size in enumerate(sizes):
+        epochs = max(3, math.ceil(s["max_steps"] / math.ceil(n / size)))
+        ds = _sweep("label_noise", {"lr": lrs}, seeds, batch_size=size, epochs=epochs,
+                    eval_every=max(1, epochs // 100), flip_rate=0.0, width=128, depth=2, optimizer="sgd",
+                    momentum=0.0, n_train=n, noise_scale=True, loss_snapshots=0)
+        step = ds.step.transpose("lr", "seed", "epoch").values if ds.step.ndim == 3 else None
+        for i in range(len(lrs)):
+            for j in range(len(seeds)):
+                one = ds.isel(lr=i, seed=j)
+                st = step[i, j] if step is not None else ds.step.values
+                for t, target in enumerate(targets):
+                    steps_to[t, b, i, j], scale_at[t, b, i, j] = _crossing(
+                        st, one.train_loss_full.values, one.grad_noise_scale.values, target)
+    inv = 1 / np.array(sizes, float)
+    crit, simple, fits, said, items = {}, {}, {}, [], []
+    for t, target in enumerate(targets):
+        reached = np.where(np.isnan(steps_to[t]), np.inf, steps_to[t])
+        best = reached.argmin(1)  # (B, seed): the learning rate that gets there in the fewest steps
+        s_best = np.take_along_axis(steps_to[t], best[:, None, :], 1)[:, 0, :]
+        b_simple = np.take_along_axis(scale_at[t], best[:, None, :], 1)[:, 0, :]
+        crit[t], simple[t], fits[t] = np.full(len(seeds), np.nan), np.exp(np.nanmean(np.log(b_simple), 0)), []
+        for j in range(len(seeds)):
+            ok = np.isfinite(s_best[:, j])
+            if ok.sum() >= 2:  # S = a + b / B: a = S_min, b = S_min · B_crit
+                (a, bb), *_ = np.linalg.lstsq(np.stack([np.ones(ok.sum()), inv[ok]], 1), s_best[ok, j], rcond=None)
+                crit[t][j] = bb / a
+                fits[t].append((a, bb))
+        colour = PALETTE[t % len(PALETTE)]
+        mean_s = np.nanmean(s_best, 1)
+        items.append(hv.Scatter((sizes, mean_s), "batch size B", "steps to the target loss",
+                                label=f"loss {target:g}: S(B), best lr").opts(color=colour, size=9))
+        if fits[t]:
+            a, bb = np.mean(fits[t], 0)
+            grid = np.geomspace(sizes[0], sizes[-1], 50)
+            items.append(hv.Curve((grid, a + bb / grid), "batch size B", "steps to the target loss",
+                                  label=f"loss {target:g}: S_min(1 + B_crit/B)").opts(color=colour, line_width=2))
+        items.append(hv.VLine(float(np.nanmean(simple[t]))).opts(color=colour, line_dash="dashed", line_width=2))
+        said.append(f"train loss {target:g}: S(B) for B = {', '.join(map(str, sizes))} — "
+                    + ", ".join(f"{v:.0f}" for v in mean_s) + " steps (seed means, best lr "
+                    + ", ".join(f"{lrs[int(np.median(best[b]))]:g}" for b in range(len(sizes)))
+                    + f"); fitted B_crit {_fmt(crit[t])}, B_simple at the crossing {_fmt(simple[t])}, ratio "
+                    f"{_fmt(crit[t] / simple[t])}")
+    ratios = [crit[t] / simple[t] for t in range(len(targets))]
+    within = all(bool(((r > 0.25) & (r < 4)).all()) for r in ratios)
+    grows = bool((simple[len(targets) - 1] > simple[0]).all())
+    fig = hv.Overlay(items).opts(title="Steps to a target loss against the batch size; dashed: B_simple",
+                                 logx=True, logy=True, xticks=[(v, str(v)) for v in sizes], width=780,
+                                 height=380, show_grid=True,
+                                 legend_position="right")
+    return dict(passed=within and grows, values=ratios[-1],
+                effect_label=f"fitted B_crit / measured B_simple at train loss {targets[-1]:g}",
+                detail=f"digits, MLP 128 × 2, plain SGD, {n} training examples, no flips; learning rates "
+                       f"{', '.join(map(str, lrs))}; whole-set training loss and B_simple (tr Σ / |G|², exact "
+                       "per-example gradients) at every measurement: " + "; ".join(said)
+                       + f". B_crit within a factor of 4 of B_simple at every target and seed: {within}; B_simple "
+                         f"larger at loss {targets[-1]:g} than at {targets[0]:g} on every seed: {grows}",
+                figure=fig)
+
+
 _FORMAT_PAIRS = ((2, 3, 3, 2), (3, 4, 4, 3))  # (mantissa-heavier e, m, exponent-heavier e, m) at 6 and 8 bits
 
 
@@ -1134,6 +1220,20 @@ CLAIMS = {c.key: c for c in [
           "within 0.8–1.25 times the minimum-norm interpolant's on every seed.", _deep_linear,
           {"seeds": [0, 1, 2], "depths": [1, 2, 4], "steps": 2000},
           {"seeds": [0, 1, 2, 3, 4], "depths": [1, 2, 3, 4], "steps": 4000}),
+    Claim("critical_batch", "McCandlish et al. 2018 (an empirical model of large-batch training)",
+          "The gradient noise scale, a statistic measured from the gradients during training, predicts the largest "
+          "useful batch size (the critical batch size beyond which a larger batch no longer cuts the steps to a "
+          "given loss), and it grows as the loss falls.",
+          "Digits, MLP 128 × 2, plain SGD, 1,200 examples, no flips: for each batch size B the steps S(B) to a "
+          "whole-set training loss of 0.5 and of 0.2 (the best of a learning-rate grid, interpolated between "
+          "measurements), fitted to S = S_min(1 + B_crit/B); B_simple = tr Σ / |G|² on the whole training set "
+          "where the best runs cross the target (geometric mean over B). Reproduced when B_crit is within a factor "
+          "of 4 of B_simple at both losses on every seed, and B_simple is larger at the lower loss on every seed.",
+          _critical_batch,
+          {"seeds": [0, 1, 2], "batch_sizes": [8, 32, 128, 512], "lrs": [0.1, 0.2, 0.4, 0.8], "max_steps": 1200,
+           "targets": [0.5, 0.2]},
+          {"seeds": [0, 1, 2, 3, 4], "batch_sizes": [8, 16, 32, 64, 128, 256, 512],
+           "lrs": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6], "max_steps": 1200, "targets": [0.5, 0.2]}),
     Claim("double_descent", "Nakkiran et al. 2019 (deep double descent)",
           "With label noise the test error of a growing model first falls, rises to a peak where the model just "
           "fits the training set, then falls again (model-wise double descent); the peak grows with the noise.",

@@ -167,16 +167,17 @@ class StackedMLP(Stack):
         G is the mean gradient over the m examples and Σ the covariance of the per-example gradients.
         `loss_sum_fn(logits)` returns the summed per-example losses, shape (K,).
         """
-        per_example, mean_sq = self._per_example_gradients(x, loss_sum_fn)
-        return (per_example.mean(1) - mean_sq) / mean_sq  # tr Σ over the m examples, over |G|²
+        per_example, sums = self.per_example_gradients(x, loss_sum_fn)
+        return noise_scale(per_example.sum(1), sums, x.shape[1])
 
     def example_gradient_norms(self, x, loss_sum_fn) -> torch.Tensor:
         """|∇ℓ_i| over all parameters, per model and example (K, m): the GraNd score (Paul et al. 2021)."""
-        return self._per_example_gradients(x, loss_sum_fn)[0].clamp_min(0).sqrt()
+        return self.per_example_gradients(x, loss_sum_fn)[0].clamp_min(0).sqrt()
 
-    def _per_example_gradients(self, x, loss_sum_fn) -> tuple[torch.Tensor, torch.Tensor]:
-        """(|∇ℓ_i|² per model and example (K, m), |G|² of their mean (K,)), without forming any per-example
-        gradient: a weight gradient is an outer product h gᵀ per example, so its squared norm is |h|²|g|²."""
+    def per_example_gradients(self, x, loss_sum_fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(|∇ℓ_i|² per model and example (K, m), the gradients of the summed losses, one tensor per parameter
+        (K, ...)), without forming any per-example gradient: a weight gradient is an outer product h gᵀ per example,
+        so its squared norm is |h|²|g|². Chunks of a large set combine: add the per-example norms and the sums."""
         p = self.params
         with torch.no_grad():
             inputs, _, _, logits = self._layers(p, x)
@@ -186,19 +187,26 @@ class StackedMLP(Stack):
         with torch.no_grad():
             g = nn.functional.pad(g, (0, logits.shape[-1] - self.classes))
             per_example = torch.zeros(x.shape[0], m, device=x.device)  # Σ_layers |∇ℓ_i|²
-            mean_sq = torch.zeros(x.shape[0], device=x.device)  # |G|²
+            sums = []  # Σ_i ∇ℓ_i, per parameter
             for j in reversed(range(self.n_layers)):
                 h = inputs[j]
                 g2 = (g * g).sum(-1)
                 bias = f"b{j}" in p
                 per_example += (h * h).sum(-1) * g2 + (g2 if bias else 0)
-                mean_sq += (torch.bmm(h.transpose(1, 2), g) / m).pow(2).sum((1, 2))
+                sums.append(torch.bmm(h.transpose(1, 2), g))
                 if bias:
-                    mean_sq += g.mean(1).pow(2).sum(-1)
+                    sums.append(g.sum(1))
                 if j > 0:
                     g = torch.bmm(g, p[f"w{j}"].transpose(1, 2))
                     g = torch.ops.aten.threshold_backward(g, h, 0.0) if self.act == "relu" else g * (1 - h * h)
-        return per_example, mean_sq
+        return per_example, sums
+
+
+def noise_scale(per_example_sum: torch.Tensor, grad_sums: list[torch.Tensor], m: int) -> torch.Tensor:
+    """B_simple = tr Σ / |G|² from Σ_i |∇ℓ_i|² (K,) and the summed gradients over m examples: G = Σ_i ∇ℓ_i / m
+    and tr Σ = mean_i |∇ℓ_i|² − |G|² (the examples' own covariance)."""
+    g_sq = sum((s / m).pow(2).flatten(1).sum(1) for s in grad_sums)
+    return (per_example_sum / m - g_sq) / g_sq
 
 
 class Dropout:

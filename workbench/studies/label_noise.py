@@ -43,8 +43,10 @@ class LabelNoise(Study):
         Metric("train_acc", "train acc (noisy labels)", "max"),
         Metric("flipped_true_acc", "flipped predicted as true", "max"),
         Metric("train_loss", "train loss", "min", group="Loss"),
+        Metric("train_loss_full", "train loss (whole set, at the measurement)", "min"),
         Metric("test_loss", "test loss", "min", group="Loss"),
         Metric("ece", "test ECE", "min", group="Calibration (test ECE)"),
+        Metric("grad_noise_scale", "gradient noise scale B_simple", group="Gradient noise scale (noise_scale)"),
         Metric("selected", "share of batch examples the selection keeps", group="Sample selection"),
         Metric("selected_flipped", "flipped share of the examples kept"),
         *PRECISION_METRICS, *SPECTRA_METRICS, *DIVERGENCE_METRICS,
@@ -150,6 +152,10 @@ class LabelNoise(Study):
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses and "
                                    "data-diet scores (EL2N, GraNd) are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
+    noise_scale = param.Boolean(False, doc="Measure the gradient noise scale B_simple = tr Σ / |G|² of the training "
+                                "loss (cross-entropy on the training labels) over the whole training set at every "
+                                "measurement (McCandlish et al. 2018: the batch size beyond which larger batches "
+                                "stop saving steps). MLP only.")
     precision = precision_dial()
     spectra_every = param.Integer(0, bounds=(0, 100_000), doc="Epochs between spectra snapshots (a hidden layer's "
                                   "weight spectrum and power-law tail, the last hidden features' covariance "
@@ -174,6 +180,8 @@ class LabelNoise(Study):
             raise ConfigError("dropout", self.dropout, f"0 with model={self.model!r} (dropout is a dial of the MLP)")
         if is_import_path(self.model):
             self._factory_params(data)
+        if self.noise_scale and self.model != "mlp":
+            raise ConfigError("noise_scale", True, f"false with model={self.model!r} (measured on the MLP)")
         prec = self.make_precision()
         if prec is not None:
             prec.check_dims({"the input dimension": data.input_dim, "width": self.width})
@@ -251,7 +259,7 @@ class LabelNoise(Study):
             opt=ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"]),
             loss_fn=losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
                                 lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev, selection=selection),
-            selection=selection, warmup=c0.selection_warmup,
+            selection=selection, warmup=c0.selection_warmup, noise_scale=c0.noise_scale,
             x_tr=stackd([d.x_train for d in data]), x_te=stackd([d.x_test for d in data]),  # (K, n, ...)
             y_true=stackd([d.y_train for d in data]), y_te=stackd([d.y_test for d in data]), y_tr=y_tr,
             flipped=flipped, running=torch.zeros(k, device=dev),
@@ -293,6 +301,8 @@ class LabelNoise(Study):
         pred_tr, pred_te = z_tr.argmax(-1), z_te.argmax(-1)
         rec = {
             "train_loss": per_example.mean(1) if epoch == 0 else s.running / s.n,  # the epoch's mean batch loss
+            "train_loss_full": per_example.mean(1),
+            "grad_noise_scale": _noise_scale(net, s) if plan.state.noise_scale else torch.full((s.k,), float("nan")),
             "train_acc": _mean(pred_tr == s.y_tr),
             "train_clean_acc": _mean(pred_tr == s.y_true, ~s.flipped),
             "memorized": _mean(pred_tr == s.y_tr, s.flipped),
@@ -323,6 +333,18 @@ class LabelNoise(Study):
     def judge(cls, plan, rec, step):
         if plan.state.spike_limit:
             plan.diverged.update(step, rec["train_loss"] > plan.state.spike_limit, "loss spike")
+
+
+def _noise_scale(net, s, chunk: int = 2048) -> torch.Tensor:
+    """B_simple of each model's training loss (cross-entropy on its training labels) over its whole training set:
+    exact per-example gradient norms of the stacked MLP, the set in chunks whose sums add up."""
+    per_sum, sums = torch.zeros(s.k, device=s.x_tr.device), None
+    for i in range(0, s.n, chunk):
+        x, y = s.x_tr[:, i:i + chunk], s.y_tr[:, i:i + chunk]
+        per_example, part = net.per_example_gradients(x, lambda z: losses.cross_entropy(z, y).sum(1))
+        per_sum += per_example.sum(1)
+        sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+    return ensemble.noise_scale(per_sum, sums, s.n)
 
 
 def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
