@@ -290,6 +290,8 @@ def test_the_loaders_source_and_the_data_content_are_part_of_the_run_id(user_cod
     arrays = dict(np.load(user_code / "digits.npz"))
     x, y = arrays["X"], arrays["y"]
     assert first["data"] == {"mydata:make": _arrays_digest(x, y)}  # the content as converted
+    long_tailed = identity(cls.configure(dataset="mydata:make", imbalance=2.0, **FAST))
+    assert long_tailed["data"] == first["data"]  # a training set made long-tailed keeps its source's digest
     y[:5] = (y[:5] + 1) % 10
     np.savez(user_code / "digits.npz", X=x, y=y)
     src = user_code / "mydata.py"  # the module reads the file when it is imported: an edit loads it again

@@ -9,7 +9,7 @@ import functools
 import math
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +103,7 @@ def long_tailed(data: Data, ratio: float) -> Data:
                                                   f"has {len(where)}): a larger n_train")
         keep.append(where[:want[k]])
     idx = torch.as_tensor(np.sort(np.concatenate(keep)))
-    return Data(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes,
-                data.input_shape, data.image_shape)
+    return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])  # the test set and digest as they were
 
 
 def modular_addition(p: int = 113, train_fraction: float = 0.4, seed: int = 0) -> Data:

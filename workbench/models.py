@@ -78,10 +78,6 @@ def build(kind: str, *, input_dim: int, width: int, depth: int, num_classes: int
     return init_(model, generator)
 
 
-#: the keyword arguments a user's model factory may take (it takes those it names, or all with **kwargs)
-FACTORY_ARGS = ("input_dim", "num_classes", "image_shape", "width", "depth", "generator")
-
-
 def from_factory(path: str, *, generator: torch.Generator, field: str = "model", **shape) -> nn.Module:
     """A user's model from the factory an import path names, called with the study's shape arguments (input_dim,
     num_classes, image_shape, width, depth) and the model's init `generator`. The factory may ignore the generator:

@@ -50,7 +50,7 @@ def resolve(path: str, field: str, what: str = "a callable", need_callable: bool
     try:
         obj = sys.modules[module_name] if module_name == "__main__" else _fresh(importlib.import_module(module_name))
     except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise ConfigError(field, path, f"an importable module: {module_name!r} is not found on the Python path "
                                            f"(install it, or start from its folder)") from None
         raise ConfigError(field, path, f"a module that imports ({type(e).__name__}: {e})") from None
