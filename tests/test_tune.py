@@ -136,3 +136,10 @@ def test_the_command_line_searches_keeps_the_search_in_a_storage_and_continues_i
     assert main(["tune", "label_noise", "--space", "lr=1:2:cubic", "--trials", "1"]) == 2
     assert "space" in capsys.readouterr().err
     assert main(["tune", "label_noise", "--trials", "1"]) == 2  # nothing to search
+    cfg = tmp_path / "tune.yaml"  # a config file: the space (ranges as strings, choices as lists), trials, dials
+    cfg.write_text("space: {lr: '1e-3:1e-1:log', loss: [ce, elr], flip_rate: null}\ntrials: 2\nbatch: 2\n"
+                   "epochs: 2\nwidth: 16\nn_train: 300\n")
+    assert main(["tune", "label_noise", "--config", str(cfg), "--json"]) == 0
+    trials = json.loads(capsys.readouterr().out)["trials"]
+    assert len(trials) == 2 and set(trials[0]["params"]) == {"lr", "loss", "flip_rate"}
+    assert all(1e-3 <= t["params"]["lr"] <= 1e-1 and t["params"]["loss"] in ("ce", "elr") for t in trials)

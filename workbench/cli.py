@@ -325,10 +325,14 @@ def parse_space(specs: list[str]) -> dict:
 def cmd_tune(args) -> int:
     from . import tune
 
-    optuna = tune._optuna()
+    optuna = tune.require_optuna()
     cls = get_study(args.study)
     config = read_config(args.config, cls, extra=("space", "trials", "batch", "seeds")) if args.config else {}
     space = parse_space(args.space) if args.space else config.get("space")
+    if isinstance(space, list):  # a config file's ["lr", "flip_rate=0:0.6", ...]
+        space = parse_space([str(v) for v in space])
+    elif isinstance(space, dict):  # {lr: null, flip_rate: "0:0.6", loss: [ce, elr]}
+        space = {k: parse_space([f"{k}={v}"])[k] if isinstance(v, str) else v for k, v in space.items()}
     if not space:
         raise ConfigError("space", None, "at least one --space NAME (or a config file's `space`)")
     dials = _dials_given(args, cls, config)
@@ -366,10 +370,6 @@ def cmd_tune(args) -> int:
         print(f"best: {metric} = {_fmt(ostudy.best_value)} with "
               + " ".join(f"--{k.replace('_', '-')} {_fmt(v)}" for k, v in ostudy.best_params.items()))
     return 0
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def cmd_notebook_run(args) -> int:

@@ -35,7 +35,7 @@ from .studies.base import coerce
 REDUCE = ("final", "best", "mean")
 
 
-def _optuna():
+def require_optuna():
     return require("optuna", "tune", "tune")
 
 
@@ -44,7 +44,7 @@ def search_space(study: str, dials: Iterable[str] | dict) -> dict:
     name to None (from the dial), a range of its own — a tuple (low, high) or (low, high, "log") — or a list of
     choices, each value checked as the dial checks it. A dial without finite bounds needs a range; seeds are not
     searched (pass `seeds` to optimize)."""
-    optuna = _optuna()
+    optuna = require_optuna()
     D = optuna.distributions
     cls = get_study(study)
     all_dials = cls.dials()
@@ -114,7 +114,7 @@ def optimize(study: str, space: Iterable[str] | dict, n_trials: int, *, metric: 
     `batch` trials at a time; those that differ only in batchable dials train together. `dials` fix the other
     dials. Returns the Optuna study (its trials carry the run ids in user_attrs["runs"]); pass `optuna_study` to
     continue one (its direction must match). A trial whose models all diverge (metric not finite) is told FAIL."""
-    optuna = _optuna()
+    optuna = require_optuna()
     cls = get_study(study)
     metric = metric or cls.headline
     cls.metric(metric)  # KeyError naming what the study declares, before any work
