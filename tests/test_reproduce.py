@@ -27,11 +27,12 @@ def test_bad_claim_or_profile_is_refused():
 
 # The quick profile's claims that take seconds (or whose runs other tests store first), end to end through their
 # notebooks: the whole quick profile (about 8 minutes on two cores) is the slow run below; every claim's check runs on
-# tiny settings in the default suite, and `edge_of_stability` and `terminal_snr` (a minute each here: their test
-# processes seldom store first) are checked at the same settings by tests/test_edge_of_stability.py and
-# tests/test_diffusion.py.
-SHARED_QUICK = ["softmax_collapse", "fp8_training", "relay_snr", "gumbel_precision", "data_diet", "perp_grad",
-                "noisyquant", "fp8_stability", "long_tail"]
+# tiny settings in the default suite, and `edge_of_stability`, `terminal_snr`, `softmax_collapse` and `perp_grad`
+# (20 s to a minute each here: the tests that share their runs seldom store them first in the other test process)
+# are checked at the same settings by tests/test_edge_of_stability.py, tests/test_diffusion.py and
+# tests/test_grokking.py.
+SHARED_QUICK = ["fp8_training", "relay_snr", "gumbel_precision", "data_diet", "noisyquant", "fp8_stability",
+                "long_tail"]
 
 
 @pytest.mark.parametrize("only", [pytest.param(SHARED_QUICK, id="shared"),

@@ -54,6 +54,8 @@ def test_bad_arguments_are_refused_before_any_work(store):
         wb.tune.optimize("label_noise", ["lr"], 2, reduce="median", store=store, progress=False)
     with pytest.raises(ConfigError, match="width"):
         wb.tune.optimize("label_noise", ["lr"], 2, width=0, store=store, progress=False)
+    with pytest.raises(ConfigError, match="per-run"):
+        wb.tune.optimize("label_noise", ["lr"], 2, metric="diverged", store=store, progress=False)
     with pytest.raises(KeyError, match="not a metric"):
         wb.tune.optimize("label_noise", ["lr"], 2, metric="accuracy", store=store, progress=False)
     assert store.list() == []

@@ -113,11 +113,13 @@ def optimize(study: str, space: Iterable[str] | dict, n_trials: int, *, metric: 
     direction), `reduce`d over the run's axis (final, best or mean) and averaged over `seeds`. Optuna proposes
     `batch` trials at a time; those that differ only in batchable dials train together. `dials` fix the other
     dials. Returns the Optuna study (its trials carry the run ids in user_attrs["runs"]); pass `optuna_study` to
-    continue one (its direction must match). A trial whose models all diverge (metric not finite) is told FAIL."""
+    continue one (its direction must match; `sampler` is for a new study). A trial whose metric is not finite on
+    some seed (a diverged or failed run) is told FAIL, with the runs' statuses in user_attrs["statuses"]."""
     optuna = require_optuna()
     cls = get_study(study)
     metric = metric or cls.headline
-    cls.metric(metric)  # KeyError naming what the study declares, before any work
+    if cls.metric(metric).per != "record":  # KeyError naming what the study declares, before any work
+        raise ConfigError("metric", metric, f"a metric recorded along the run's {cls.axis} (not a per-run one)")
     better = cls.better(metric)
     if better == "none":
         raise ConfigError("metric", metric, "a metric with a direction (better = min or max)")
@@ -157,7 +159,8 @@ def optimize(study: str, space: Iterable[str] | dict, n_trials: int, *, metric: 
                     trial.set_user_attr("error", got)
                     optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
-                values = [_value(r.ds[metric].values, reduce, better) for r in got]
+                values = [_value(r.ds[metric].values, reduce, better) if metric in r.ds else float("nan")
+                          for r in got]  # a run that failed before its first record has none
                 trial.set_user_attr("runs", [r.id for r in got])
                 trial.set_user_attr("statuses", [r.status for r in got])
                 value = float(np.mean(values))
