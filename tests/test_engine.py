@@ -75,6 +75,17 @@ def test_stacked_models_match_each_module():
         torch.testing.assert_close(back(x[i]), m(x[i]))
 
 
+def _step_both(net, opt, mods, refs, x, y):
+    """One step of the stacked models and one of each module with its torch.optim reference; the stacked grads."""
+    _, grads = net.gradients(x, lambda z: losses.cross_entropy(z, y).mean(1))
+    opt.step(grads)
+    for i, (m, ref) in enumerate(zip(mods, refs)):
+        ref.zero_grad()
+        torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
+        ref.step()
+    return grads
+
+
 @pytest.mark.parametrize("lrs", [[1e-3, 3e-2, 1e-1], [1e-2] * 3])  # a group per model / one group (fused Adam)
 @pytest.mark.parametrize("kind, extra", [("adam", {}), ("adam", {"weight_decay": 0.01}),
                                          ("adamw", {"weight_decay": 0.1}),
@@ -90,12 +101,7 @@ def test_batched_optimizer_equals_torch_optim_per_model(kind, extra, lrs):
     for step in range(5):
         x = torch.randn(k, 8, 12)
         y = torch.randint(0, 10, (k, 8))
-        _, grads = net.gradients(x, lambda z: losses.cross_entropy(z, y).mean(1))
-        opt.step(grads)
-        for i, (m, ref) in enumerate(zip(mods, refs)):
-            ref.zero_grad()
-            torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
-            ref.step()
+        _step_both(net, opt, mods, refs, x, y)
     for i, m in enumerate(mods):
         torch.testing.assert_close(ensemble.unstack_mlp(net, i, modules(1)[0])(x[i]), m(x[i]), rtol=1e-4, atol=1e-5)
     assert torch.all(net.params["w2"][:, :, 10:] == 0)  # the padded logits stay exactly zero
@@ -123,13 +129,8 @@ def test_modules_through_vmap_train_as_torch_optim_trains_each(lrs):
     refs = [torch.optim.Adam(m.parameters(), lr=lr) for m, lr in zip(cnns, lrs)]
     for step in range(4):
         x, y = torch.randn(2, 6, 64), torch.randint(0, 10, (2, 6))
-        _, grads = net.gradients(x, lambda z: losses.cross_entropy(z, y).mean(1))
-        assert any(not g.is_contiguous() for g in grads)  # what the optimizer has to cope with
-        opt.step(grads)
-        for i, (m, ref) in enumerate(zip(cnns, refs)):
-            ref.zero_grad()
-            torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
-            ref.step()
+        grads = _step_both(net, opt, cnns, refs, x, y)
+        assert any(not g.is_contiguous() for g in grads)  # what the optimizer has had to cope with
     for i, m in enumerate(cnns):
         for name, p in m.named_parameters():
             torch.testing.assert_close(net.params[name][i], p, rtol=1e-4, atol=1e-5)

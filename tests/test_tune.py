@@ -4,12 +4,12 @@ import json
 import math
 
 import numpy as np
+import optuna  # the [tune] extra, which `make test` installs: missing, this fails (it is not skipped)
 import pytest
 
 import workbench as wb
 from workbench.errors import ConfigError
 
-optuna = pytest.importorskip("optuna")  # the [tune] extra; `make test` installs it
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 FIXED = dict(epochs=3, n_train=300, width=16)

@@ -582,6 +582,15 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def _per_study(sub, command: str, about: str, description):
+    """`workbench COMMAND STUDY ...`: a subcommand with a parser per study; yields (parser, study class)."""
+    s = sub.add_parser(command, help=about)
+    studies_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
+    for key in study_names():
+        cls = get_study(key)
+        yield studies_sub.add_parser(key, help=cls.title, description=description(cls)), cls
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbench", description="Noise Workbench: how noise shapes learning.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -590,11 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("run", help="run a study once (results are cached by config)")
-    studies_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
-    for key in study_names():
-        cls = get_study(key)
-        sp = studies_sub.add_parser(key, help=cls.title, description=f"{cls.title}. {cls.question}")
+    for sp, cls in _per_study(sub, "run", "run a study once (results are cached by config)",
+                              lambda cls: f"{cls.title}. {cls.question}"):
         _add_dials(sp, cls)
         sp.add_argument("--scheduler", default=None,
                         help="train it as a task on this Dask scheduler (default: $DASK_SCHEDULER_ADDRESS if set, "
@@ -602,12 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_options(sp, "the run")
         sp.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("sweep", help="a grid over dials x seeds, trained as ensembles; resumable; Dask if asked")
-    sweep_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
-    for key in study_names():
-        cls = get_study(key)
-        sp = sweep_sub.add_parser(key, help=cls.title, description=f"Sweep: {cls.title}. Dials not in a --grid "
-                                  "are fixed at the value given (or their default).")
+    for sp, cls in _per_study(sub, "sweep", "a grid over dials x seeds, trained as ensembles; resumable; Dask if asked",
+                              lambda cls: f"Sweep: {cls.title}. Dials not in a --grid are fixed at the value given "
+                                          "(or their default)."):
         sp.add_argument("--grid", action="append", metavar="NAME=VALUES",
                         help="a swept dial: NAME=START:STOP:COUNT or NAME=V1,V2,... (repeatable)")
         sp.add_argument("--seeds", default=None, help="a count (3 -> seeds 0,1,2) or a list (0,5,7); default 1")
@@ -620,13 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_options(sp, "the sweep")
         sp.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("tune", help="an Optuna search over dials; trials that differ in batchable dials train "
-                                    "together ([tune] extra)")
-    tune_sub = s.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_Parser)
-    for key in study_names():
-        cls = get_study(key)
-        sp = tune_sub.add_parser(key, help=cls.title, description=f"Tune: {cls.title}. Dials not in a --space are "
-                                 "fixed at the value given (or their default).")
+    for sp, cls in _per_study(sub, "tune", "an Optuna search over dials; trials that differ in batchable dials "
+                                           "train together ([tune] extra)",
+                              lambda cls: f"Tune: {cls.title}. Dials not in a --space are fixed at the value given "
+                                          "(or their default)."):
         sp.add_argument("--space", action="append", metavar="NAME[=LOW:HIGH[:log] | =A,B,...]",
                         help="a searched dial: its range from the dial, a range of your own, or choices (repeatable)")
         sp.add_argument("--trials", type=int, default=None, help="trials to run (default 16)")

@@ -511,8 +511,8 @@ def load(name: str, n_train: int | None = None, seed: int = 0, path: str = "", *
         st = Path(path).expanduser().stat()
         stamp = (st.st_mtime_ns, st.st_size)  # a changed file is read again
     elif name in ("folder", "hf") and path and Path(path).expanduser().is_dir():
-        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
-                      for f in sorted(Path(path).expanduser().rglob("*")) if f.is_file())
+        stats = ((f, f.stat()) for f in sorted(Path(path).expanduser().rglob("*")) if f.is_file())
+        stamp = tuple((str(f), st.st_mtime_ns, st.st_size) for f, st in stats)
     elif plugins.is_import_path(name):  # an edited loader is run again (and one of that name elsewhere)
         stamp = (plugins.source_digest(name, "dataset"), getattr(sys.modules.get(name.split(":")[0]), "__file__", ""))
     return _load(name, n_train, seed, path, stamp, tuple(sorted(options.items())))

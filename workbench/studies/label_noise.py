@@ -302,7 +302,7 @@ class LabelNoise(Study):
         rec = {
             "train_loss": per_example.mean(1) if epoch == 0 else s.running / s.n,  # the epoch's mean batch loss
             "train_loss_full": per_example.mean(1),
-            "grad_noise_scale": _noise_scale(net, s) if plan.state.noise_scale else torch.full((s.k,), float("nan")),
+            "grad_noise_scale": _noise_scale(net, s) if s.noise_scale else torch.full((s.k,), float("nan")),
             "train_acc": _mean(pred_tr == s.y_tr),
             "train_clean_acc": _mean(pred_tr == s.y_true, ~s.flipped),
             "memorized": _mean(pred_tr == s.y_tr, s.flipped),
