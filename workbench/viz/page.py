@@ -36,8 +36,8 @@ from ..stats import spread
 from ..studies.base import coerce, describe
 from . import owners
 from .markup import escape
-from .plots import (PALETTE, PREVIEWS, LiveCurves, extras, frame, headline_svg, heatmap, label, samples_plot,
-                    spectra_views)
+from .plots import (PALETTE, PREVIEWS, LiveCurves, edit_bokeh, extras, frame, headline_svg, heatmap, label,
+                    samples_plot, spectra_views)
 
 PERIOD_MS = 250  # live updates: 4 a second at most
 STICKY = {"position": "sticky", "top": "0", "align-self": "flex-start", "max-height": "100vh", "overflow-y": "auto"}
@@ -977,11 +977,11 @@ class SweepPanel(_Follower):
         title = f"{label(self.metric.value, self.page.cls)} at {names[0]}={xv}, {names[1]}={yv}"
         fig, sources, ylabel = self.cell_figure, self._cell_sources, label(self.metric.value, self.page.cls)
 
-        def draw():  # raw Bokeh changes: on the session's next tick, under its document lock
+        def draw():
             for src, d in zip(sources, data):
                 src.data = d
             fig.title.text, fig.yaxis.axis_label = title, ylabel
-        pn.state.execute(draw, schedule=True)
+        edit_bokeh(draw)
 
     def _shape(self) -> str:
         sizes = " × ".join(str(len(v)) for v in self.grid.values())

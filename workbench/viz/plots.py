@@ -81,6 +81,21 @@ def best_label(metric, best: float, axis: str, at) -> str:
     return f"best ({'lowest' if metric.better == 'min' else 'highest'}) {best:.3f} at {axis} {at}"
 
 
+def edit_bokeh(change) -> None:
+    """Make raw Bokeh model changes (`change()`) on the current session: on its next tick, under its document lock,
+    and sent in order with the page's own (Panel) updates. Panel may hold an update back while the socket is busy
+    and send it a moment later; a change sent through Bokeh's own path in that moment overtook it, and the browser
+    then met a reference to a figure it had not yet received ("reference ... isn't known"). Outside a server
+    (a notebook, a test) the change is made at once."""
+    import panel as pn
+    from panel.io.document import unlocked
+
+    def run():
+        with unlocked():  # Panel's dispatch: queued behind any update it holds back
+            change()
+    pn.state.execute(run, schedule=True)
+
+
 class LiveCurves:
     """A study's curve groups while a run trains: Bokeh figures fed by one ColumnDataSource that new rows are
     streamed into. A new point costs the server one small message and no redraw; a HoloViews DynamicMap over a
@@ -140,7 +155,6 @@ class LiveCurves:
 
     def set_reference(self, rows: pd.DataFrame | None, name: str = "") -> None:
         """Draw `rows` (a run's curves) faded beneath the live ones, named `name` in the legends; None: none."""
-        import panel as pn
         from bokeh.core.properties import value
 
         if rows is None or not len(rows):
@@ -153,7 +167,7 @@ class LiveCurves:
             self.reference.data = data
             for item in self._reference_items:
                 item.label, item.visible = value(f"dashed: {name}"), bool(name)
-        pn.state.execute(show, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
+        edit_bokeh(show)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -163,8 +177,6 @@ class LiveCurves:
         return pd.concat(self._sent, ignore_index=True)
 
     def clear(self) -> None:
-        import panel as pn
-
         def clear():
             self.source.data = {c: [] for c in self.columns}
             for span, marker, _ in self._peaks:
@@ -172,12 +184,10 @@ class LiveCurves:
                 marker.data = {"x": [], "y": []}
         self.rows, self._sent = 0, []
         self.measured = set()
-        pn.state.execute(clear, schedule=True)  # raw Bokeh changes: on the session's next tick, under its lock
+        edit_bokeh(clear)
 
     def send(self, rows: pd.DataFrame) -> None:
         """Append rows (a column per metric; missing ones are gaps) and move the peak marker."""
-        import panel as pn
-
         rows = rows.reindex(columns=self.columns)
         new = {c: rows[c].to_numpy(dtype=np.int64 if c == self.cls.axis else float) for c in self.columns}
 
@@ -187,7 +197,7 @@ class LiveCurves:
         self.rows += len(rows)
         self._sent.append(rows)
         self.measured |= {c for c in self.columns[1:] if np.isfinite(new[c]).any()}
-        pn.state.execute(send, schedule=True)
+        edit_bokeh(send)
 
     def shown(self) -> list[bool]:
         """Which figures have anything to draw: a panel whose metrics were never measured (spectra without
