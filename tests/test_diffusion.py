@@ -163,3 +163,55 @@ def test_low_precision_sampling_is_measured_against_fp32():
     assert (d8 < 0.05).all() and (d4 > 3 * d8).all(), (d8, d4)
     single = wb.run("diffusion", sample_precision="int8", calibration="single", **kw)
     assert np.isfinite(float(single.ds.sw_quantized[-1]))
+
+
+def test_a_training_schedule_of_its_own_draws_its_noise_levels_in_the_samplers_time():
+    """Hang et al.'s change: training draws logSNR from the Laplace schedule (λ = μ − b·sgn(½ − u)·ln(1 − 2|u − ½|)
+    at u ~ U(0, 1) is Laplace(μ, b) distributed); the times are the sampling schedule's times of those levels."""
+    from workbench.studies.diffusion import noise_schedules, training_times
+
+    sch, train = noise_schedules({"schedule": "shifted_cosine", "train_schedule": "laplace",
+                                  "train_schedule_params": "mu=1, b=0.5"})
+    n = 200_000
+    t = training_times(sch, train, torch.zeros(n, dtype=torch.bool), 0.0, torch.Generator().manual_seed(0))
+    lam = sch.logsnr(t).numpy()
+    assert abs(np.median(lam) - 1.0) < 0.02
+    assert abs(np.mean(np.abs(lam - 1.0) < 0.5 * math.log(2)) - 0.5) < 0.01  # Laplace: half within b·ln 2
+    assert abs(np.mean(np.abs(lam - 1.0)) - 0.5) < 0.01  # mean absolute deviation b
+    noisy = torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.5  # ambient: noisy ones from t_min on
+    t = training_times(sch, train, noisy, 0.4, torch.Generator().manual_seed(2))
+    assert float(t[noisy].min()) >= 0.4 - 1e-9 and float(t[~noisy].min()) < 0.3
+    same, none = noise_schedules({"schedule": "laplace", "schedule_params": "b=0.25"})
+    assert none is None and same.params["b"] == 0.25
+
+
+def test_schedule_dials_reach_the_schedule_and_bad_ones_are_refused_before_any_work():
+    from workbench.studies.diffusion import noise_schedules
+
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
+    plain, _ = noise_schedules({"schedule": "sigmoid"})
+    scaled, _ = noise_schedules({"schedule": "sigmoid", "input_scale": 0.5, "schedule_params": "tau=0.7"})
+    assert torch.allclose(scaled.logsnr(t) - schedules.get("sigmoid", tau=0.7).logsnr(t),
+                          torch.full_like(t, 2 * math.log(0.5)))
+    assert not torch.allclose(plain.logsnr(t), scaled.logsnr(t))
+    for dials, field in [({"schedule": "laplace", "schedule_params": "gamma=1"}, "schedule_params"),
+                         ({"schedule": "sigmoid", "schedule_params": "b=2"}, "schedule_params"),
+                         ({"schedule": "sigmoid", "schedule_params": "tau=-1"}, "schedule_params"),
+                         ({"train_schedule": "cauchy", "train_schedule_params": "gamma=0"}, "train_schedule_params"),
+                         ({"train_schedule": "uniform"}, "train_schedule"), ({"input_scale": 0}, "input_scale")]:
+        with pytest.raises(ConfigError) as e:
+            wb.run("diffusion", **dials)
+        assert e.value.field == field, (dials, e.value)
+    with pytest.raises(ConfigError) as e:
+        wb.run("diffusion", schedule="sigmoid", schedule_params="tau=-1")
+    assert "tau" in str(e.value)
+
+
+def test_a_run_with_its_own_training_schedule_trains_and_is_its_own_run():
+    from workbench.studies import get
+
+    tiny = dict(get("diffusion").tiny, schedule="shifted_cosine")
+    base = wb.run("diffusion", **tiny, progress=False)
+    laplace = wb.run("diffusion", **tiny, train_schedule="laplace", progress=False)
+    assert laplace.status == "done" and np.isfinite(laplace.ds.sw.values).all()
+    assert laplace.id != base.id and not np.allclose(laplace.ds.train_loss.values, base.ds.train_loss.values)

@@ -1,6 +1,7 @@
 """JupyterLab as a researcher uses it, with no network: a real `jupyter lab` bound to 127.0.0.1, a notebook that
 trains a small run, shows its curves and the study's app inline; Run pressed inside the notebook's output streams
 live points. Bokeh, HoloViews and Panel must load from the notebook itself (inlined), never from a CDN."""
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,18 @@ def lab(tmp_path, data_root):
         proc.kill()
 
 
+def kernel_idle(url: str, token: str, timeout: float = 240) -> None:
+    """Wait until the notebook's kernel has started and is idle (the server's own sessions API)."""
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=30) as r:
+            seen = [s for s in json.load(r) if s.get("path", "").endswith("check.ipynb")]
+        if seen and seen[0].get("kernel", {}).get("execution_state") == "idle":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the notebook's kernel did not become idle in {timeout:.0f} s: {seen}")
+
+
 def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
     from playwright.sync_api import sync_playwright
 
@@ -77,8 +90,7 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
             ("http://127.0.0.1", "data:", "blob:")) else None)
         page.goto(f"{url}/lab/tree/check.ipynb?token={token}")
         page.locator(".jp-Notebook").wait_for(timeout=120_000)
-        page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator') === null || "
-                               "!document.body.innerText.includes('Kernel status: Starting')", timeout=120_000)
+        kernel_idle(url, token)  # a Run All pressed while the kernel still starts is lost
         for attempt in range(3):  # as a person would: a menu that did not take (the lab still settling) is used again
             page.locator(".jp-Notebook").click()
             page.keyboard.press("Escape")

@@ -100,3 +100,23 @@ def test_bad_input(call, field):
     with pytest.raises(ConfigError) as e:
         call()
     assert e.value.field == field
+
+
+@pytest.mark.parametrize("name", schedules.NAMES)
+def test_time_at_inverts_every_schedules_log_snr(name):
+    sch = schedules.get(name)
+    t = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+    assert torch.allclose(schedules.time_at(sch, sch.logsnr(t)), t, atol=1e-9)
+    ends = schedules.time_at(sch, torch.tensor([1e6, -1e6], dtype=torch.float64))  # beyond the ends: the ends
+    assert ends[0] < 1e-6 and ends[1] > 1 - 1e-6
+
+
+def test_schedule_parameters_parse_by_name_and_bad_ones_are_refused_naming_the_dial():
+    assert schedules.parse_params("mu=1, b=0.25", "laplace") == {"mu": 1.0, "b": 0.25}
+    assert schedules.parse_params("T=500; beta_end=0.03", "linear") == {"T": 500, "beta_end": 0.03}
+    assert schedules.parse_params("", "edm") == {}
+    for text, name, said in [("q=1", "laplace", "mu, b"), ("b", "laplace", "mu, b"), ("b=x", "laplace", "a number"),
+                             ("T=1.5", "linear", "an integer"), ("rho=inf", "edm", "finite")]:
+        with pytest.raises(ConfigError, match=said) as e:
+            schedules.parse_params(text, name, "train_schedule_params")
+        assert e.value.field == "train_schedule_params" and e.value.value == text

@@ -179,11 +179,9 @@ def get(name: str, zero_terminal_snr: bool = False, **params) -> Schedule:
     applies Lin et al.'s rescale (discrete schedules)."""
     import inspect
 
-    if name not in NAMES:
-        raise ConfigError("schedule", name, f"one of {', '.join(NAMES)}")
+    allowed = parameters(name)
     fn = _DISCRETE.get(name) or _CONTINUOUS[name]
     sig = inspect.signature(fn)
-    allowed = [k for k in sig.parameters if k != "t"]
     for k in params:
         if k not in allowed:
             raise ConfigError(k, params[k], f"a parameter of schedule {name!r}: {', '.join(allowed)}")
@@ -215,3 +213,45 @@ def timesteps(n: int, spacing: str = "trailing", T: int = 1000) -> torch.Tensor:
     else:
         raise ConfigError("spacing", spacing, f"one of {', '.join(SPACINGS)}")
     return i.flip(0) / T if spacing != "trailing" else i / T
+
+
+def parameters(name: str) -> tuple[str, ...]:
+    """The parameters schedule `name` takes (as `get` accepts them)."""
+    import inspect
+
+    if name not in NAMES:
+        raise ConfigError("schedule", name, f"one of {', '.join(NAMES)}")
+    fn = _DISCRETE.get(name) or _CONTINUOUS[name]
+    return tuple(k for k in inspect.signature(fn).parameters if k != "t")
+
+
+def parse_params(text: str, name: str, field: str = "schedule_params") -> dict:
+    """'b=0.5, tau=0.7' -> {'b': 0.5, 'tau': 0.7}, checked against schedule `name`'s parameters (T an integer).
+    A bad pair is a ConfigError naming `field`, the text and what is allowed."""
+    allowed = parameters(name)
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in (text or "").replace(";", ",").split(","))):
+        key, eq, raw = (s.strip() for s in part.partition("="))
+        if not eq or key not in allowed:
+            raise ConfigError(field, text, f"comma-separated name=value pairs of the parameters of schedule "
+                                           f"{name!r}: {', '.join(allowed)}")
+        try:
+            out[key] = int(raw) if key == "T" else float(raw)
+        except ValueError:
+            raise ConfigError(field, text, f"a number for {key}{' (an integer)' if key == 'T' else ''}") from None
+        if key in out and not math.isfinite(out[key]):
+            raise ConfigError(field, text, f"a finite number for {key}")
+    return out
+
+
+def time_at(schedule: Schedule, logsnr: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+    """The time t in [0, 1] at which `schedule` has log-SNR `logsnr` (its inverse; logSNR falls with t), by
+    bisection: what a training distribution over noise levels that is not the sampler's (Hang et al. 2024) conditions
+    the denoiser on. Levels beyond the schedule's ends map to its ends."""
+    lam = torch.as_tensor(logsnr, dtype=torch.float64)
+    lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        above = schedule.logsnr(mid) > lam  # still less noisy than wanted: the answer lies later
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    return (lo + hi) / 2

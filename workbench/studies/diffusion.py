@@ -32,6 +32,54 @@ SAMPLE_FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "mxfp8
 PREVIEW_SAMPLES = 500  # points (or 64 images) of model 0 shown while it samples
 
 
+SCALED = ("chen_cosine", "sigmoid")  # the schedules with Chen 2023's input scale b
+
+
+def _schedule(values: dict, name_field: str, params_field: str):
+    name = values.get(name_field, "linear")
+    params = schedules.parse_params(values.get(params_field, ""), name, params_field)
+    if name_field == "schedule" and name in SCALED:
+        if "b" in params:
+            raise ConfigError(params_field, values.get(params_field), "the parameters other than b: Chen's input "
+                                                                      "scale b is the input_scale dial")
+        params["b"] = float(values.get("input_scale", 1.0))
+    try:
+        return schedules.get(name, zero_terminal_snr=bool(values.get("zero_terminal_snr", False))
+                             if name_field == "schedule" else False, **params)
+    except ConfigError as e:
+        if e.field in ("schedule", "zero_terminal_snr"):
+            raise
+        raise ConfigError(params_field, values.get(params_field), f"{e.field}: {e.allowed}") from None
+
+
+def noise_schedules(values: dict):
+    """(the sampling schedule, the training one or None) of a diffusion run's dials (a dict: a config, a page's
+    values): `schedule` with `schedule_params` and `input_scale`, `train_schedule` with `train_schedule_params`."""
+    sampling = _schedule(values, "schedule", "schedule_params")
+    if values.get("train_schedule", "same") == "same":
+        return sampling, None
+    return sampling, _schedule(values, "train_schedule", "train_schedule_params")
+
+
+def training_times(sch, train, noisy: torch.Tensor, t_min: float, g: torch.Generator) -> torch.Tensor:
+    """The time t of each training example (float64), from t_min for the `noisy` ones (ambient diffusion). Without a
+    training schedule of its own (`train` None): U(0, 1] (the grid i/T for a discrete schedule). With one: its
+    noise level at u ~ U(0, 1) (from the level of t_min for noisy ones), as `sch`'s time of that level, so the
+    denoiser is conditioned as the sampler will ask it."""
+    if train is not None:
+        u_min = float(schedules.time_at(train, sch.logsnr(t_min))) if t_min > 0 else 0.0
+        lo = torch.where(noisy, u_min, 0.0).double()
+        u = (lo + (1 - lo) * torch.rand(len(lo), generator=g, dtype=torch.float64)).clamp(1e-4, 1 - 1e-4)
+        return schedules.time_at(sch, train.logsnr(u)).clamp_min(1e-4)
+    lo = torch.where(noisy, t_min, 0.0).double()
+    if sch.steps is not None:
+        first = torch.ceil(lo * sch.steps).clamp_min(1)
+        return (first + torch.floor(torch.rand(len(lo), generator=g, dtype=torch.float64)
+                                    * (sch.steps + 1 - first))) / sch.steps
+    u = torch.rand(len(lo), generator=g, dtype=torch.float64)
+    return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
+
+
 class Diffusion(Study):
     key = "diffusion"
     title = "Diffusion: noise schedules and samplers"
@@ -63,7 +111,8 @@ class Diffusion(Study):
     tiny = {"steps": 20, "eval_every": 10, "n_train": 64, "n_samples": 64, "width": 16, "depth": 1,
             "sample_steps": 4, "batch_size": 16}
     batchable = frozenset({"seed"})
-    applies = {"eta": ("sampler", ("ddim",)),
+    applies = {"eta": ("sampler", ("ddim",)), "input_scale": ("schedule", SCALED),
+               "train_schedule_params": ("train_schedule", schedules.NAMES),
                "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32"))}
     primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
                "steps", "seed")
@@ -100,6 +149,19 @@ class Diffusion(Study):
                                                                "drawn for the metrics).")
     schedule = param.Selector(default="linear", objects=list(schedules.NAMES),
                               doc="Noise schedule (workbench.noise.schedules; discrete ones have T = 1000).")
+    schedule_params = param.String("", doc="The schedule's own parameters, named as in its paper: 'name=value, "
+                                           "...' (sigmoid, chen_cosine: start, end, tau; laplace: mu, b; cauchy: "
+                                           "mu, gamma; shifted_cosine: shift, scale; edm: sigma_min, sigma_max, "
+                                           "rho; discrete ones: T and their betas). Empty: the paper's defaults.")
+    input_scale = param.Number(1.0, bounds=(1e-3, 1e3), doc="Chen 2023's input scale b (chen_cosine, sigmoid): the "
+                                                            "data scaled by b before noise is added, logSNR shifted "
+                                                            "by 2·log b; below 1 every step is noisier.")
+    train_schedule = param.Selector(default="same", objects=["same", *schedules.NAMES],
+                                    doc="The noise levels training draws: the sampling schedule's own (same), or "
+                                        "t ~ U(0, 1) through this schedule's logSNR, the denoiser told the "
+                                        "sampling schedule's time of that level (Hang et al. 2024: laplace). "
+                                        "Sampling is unchanged.")
+    train_schedule_params = param.String("", doc="The training schedule's own parameters, as schedule_params.")
     zero_terminal_snr = param.Boolean(False, doc="Lin et al.'s rescale to ᾱ(1) = 0 (discrete schedules; use "
                                                   "v or x0 prediction with it).")
     prediction = param.Selector(default="epsilon", objects=list(dif.PREDICTIONS),
@@ -143,7 +205,7 @@ class Diffusion(Study):
     n_samples = param.Integer(2000, bounds=(16, 1_000_000), doc="Samples per measurement.")
 
     def check(self):
-        sch = schedules.get(self.schedule, zero_terminal_snr=self.zero_terminal_snr)  # refused here, naming the field
+        sch, _ = noise_schedules(self.param.values())  # refused here, naming the field
         if self.denoiser == "conv" and self.dataset not in datasets.IMAGES:
             raise ConfigError("denoiser", "conv", f"mlp for the 2-D dataset {self.dataset!r} (conv needs images: "
                                                   f"{', '.join(datasets.IMAGES)})")
@@ -154,7 +216,7 @@ class Diffusion(Study):
     @classmethod
     def setup(cls, ctx, group) -> Plan:
         dev, c0, k, streams, configs = group.device, group.c0, group.k, group.streams, group.configs
-        sch = schedules.get(c0.schedule, zero_terminal_snr=c0.zero_terminal_snr)
+        sch, train_sch = noise_schedules(c0.param.values())
         images = c0.dataset in datasets.IMAGES
         data, sigma, held, base = [], [], [], []
         for c, st in zip(configs, streams):
@@ -183,7 +245,6 @@ class Diffusion(Study):
         gens = group.generators("order")  # each model's minibatches, times and training noise
         opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in trained]
         nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
-        discrete = sch.steps is not None
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
 
         def proj(m):  # model m's random projections for sliced Wasserstein: the same directions at every measurement
@@ -207,14 +268,7 @@ class Diffusion(Study):
                               callback=show if live else None).cpu()
 
         def draw_times(g, noisy):
-            """t for each example: U(0, 1] (the grid i/T for a discrete schedule), from t_min for noisy ones."""
-            lo = torch.where(noisy, t_min, 0.0).double()
-            if discrete:
-                first = torch.ceil(lo * sch.steps).clamp_min(1)
-                return (first + torch.floor(torch.rand(len(lo), generator=g, dtype=torch.float64)
-                                            * (sch.steps + 1 - first))) / sch.steps
-            u = torch.rand(len(lo), generator=g, dtype=torch.float64)
-            return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
+            return training_times(sch, train_sch, noisy, t_min, g)
 
         def quantized_quality(samples):
             """Sample again (same noise) with the rounded denoiser: quality, and distance to the fp32 samples."""

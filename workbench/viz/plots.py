@@ -348,8 +348,6 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     """A diffusion run: its last samples (scatter for 2-D data, an image grid for images), sample quality against
     the number of sampling steps, the schedule's logSNR(t), the training loss per t-bin and, where kept, the
     brightness histogram and power spectrum (samples against data) and the nearest-training distances."""
-    from ..noise import schedules
-
     ds, _ = _resolve(run_or_ds)
     pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
     panel = dict(height=300, responsive=True)
@@ -364,11 +362,7 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
         import json
 
         p = json.loads(params) if isinstance(params, str) else params
-        sch = schedules.get(p["schedule"], zero_terminal_snr=p.get("zero_terminal_snr", False))
-        t = np.linspace(0, 1, 401)
-        lam = sch.logsnr(t).numpy()
-        items.append(hv.Curve((t, np.clip(lam, -20, 20)), "t", "logSNR (clipped to ±20)")
-                     .opts(color=PALETTE[2], title=f"schedule {p['schedule']}", show_grid=True, **panel))
+        items.append(schedule_curves(p).opts(title=f"schedule {p['schedule']}", show_grid=True, **panel))
     if "loss_by_t" in ds:
         lt = pick(ds["loss_by_t"])
         items.append(hv.Curve((lt["t_bin"].values, lt.values), "t", "training loss")
@@ -697,22 +691,37 @@ def schedules_plot(names=None, clip: float = 20.0) -> hv.Overlay:
                                                    responsive=True, height=350, show_grid=True))
 
 
-def schedule_preview(values: dict) -> hv.Overlay:
-    """The diffusion page's live preview: the chosen schedule's logSNR(t) and the times its sampler will visit."""
+def schedule_curves(values: dict, clip: float = 20.0, visits: bool = False) -> hv.Overlay:
+    """A diffusion run's schedules from its dials: the sampling schedule's logSNR(t), with the times its sampler
+    visits (`visits`), and, where training draws its noise levels from a schedule of its own, that schedule's
+    logSNR at u ~ U(0, 1) (dashed: the levels' quantiles), each clipped to ±clip."""
     from ..engine.diffusion import times
-    from ..noise import schedules
+    from ..studies.diffusion import noise_schedules
 
-    sch = schedules.get(values["schedule"], zero_terminal_snr=bool(values.get("zero_terminal_snr", False)))
+    sch, train = noise_schedules(values)
     t = np.linspace(0, 1, 401)
-    clip = 20.0
-    steps = times(sch, int(values.get("sample_steps", 50)), values.get("spacing", "trailing")).numpy()
-    curve = hv.Curve((t, np.clip(sch.logsnr(t).numpy(), -clip, clip)), "t", "logSNR", label=values["schedule"])
-    visits = hv.Scatter((steps, np.clip(sch.logsnr(steps).numpy(), -clip, clip)), "t", "logSNR",
-                        label=f"{len(steps) - 1} sampling steps").opts(color=PALETTE[1], size=5)
-    return (curve.opts(color=PALETTE[0], line_width=2) * visits).opts(
-        title=f"schedule: logSNR(t), clipped to ±{clip:g}; dots: the sampler's times", responsive=True, height=260,
-        show_grid=True, legend_position="top_right")
+    items = [hv.Curve((t, np.clip(sch.logsnr(t).numpy(), -clip, clip)), "t", f"logSNR (clipped to ±{clip:g})",
+                      label=values["schedule"]).opts(color=PALETTE[0], line_width=2)]
+    if train is not None:
+        items.append(hv.Curve((t, np.clip(train.logsnr(t).numpy(), -clip, clip)), "t",
+                              f"logSNR (clipped to ±{clip:g})", label=f"training: {values['train_schedule']}")
+                     .opts(color=PALETTE[2], line_width=2, line_dash="dashed"))
+    if visits:
+        steps = times(sch, int(values.get("sample_steps", 50)), values.get("spacing", "trailing")).numpy()
+        items.append(hv.Scatter((steps, np.clip(sch.logsnr(steps).numpy(), -clip, clip)), "t",
+                                f"logSNR (clipped to ±{clip:g})", label=f"{len(steps) - 1} sampling steps")
+                     .opts(color=PALETTE[1], size=5))
+    return hv.Overlay(items).opts(legend_position="top_right")
+
+
+def schedule_preview(values: dict) -> hv.Overlay:
+    """The diffusion page's live preview: the chosen schedule's logSNR(t), the times its sampler will visit, and
+    the training schedule where it has its own."""
+    return schedule_curves(values, visits=True).opts(
+        title="schedule: logSNR(t), clipped to ±20; dots: the sampler's times", responsive=True, height=260,
+        show_grid=True)
 
 
 #: live previews on a study page: {study: (the dials they depend on, values -> plot)}
-PREVIEWS = {"diffusion": (("schedule", "zero_terminal_snr", "sample_steps", "spacing"), schedule_preview)}
+PREVIEWS = {"diffusion": (("schedule", "schedule_params", "input_scale", "train_schedule", "train_schedule_params",
+                           "zero_terminal_snr", "sample_steps", "spacing"), schedule_preview)}
