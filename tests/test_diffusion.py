@@ -215,3 +215,24 @@ def test_a_run_with_its_own_training_schedule_trains_and_is_its_own_run():
     laplace = wb.run("diffusion", **tiny, train_schedule="laplace", progress=False)
     assert laplace.status == "done" and np.isfinite(laplace.ds.sw.values).all()
     assert laplace.id != base.id and not np.allclose(laplace.ds.train_loss.values, base.ds.train_loss.values)
+
+
+def test_the_eight_gaussians_density_is_a_density_and_the_search_keeps_what_it_scores_best():
+    from workbench import datasets
+    from workbench.studies import get
+
+    g = torch.linspace(-2.5, 2.5, 501, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    p = datasets.log_density("eight_gaussians", torch.stack([xx.ravel(), yy.ravel()], 1)).exp()
+    assert abs(float(p.sum()) * float(g[1] - g[0]) ** 2 - 1) < 1e-3  # integrates to one
+    with pytest.raises(ConfigError) as e:
+        datasets.log_density("moons", torch.zeros(1, 2))
+    assert e.value.field == "dataset"
+    with pytest.raises(ConfigError) as e:
+        wb.run("diffusion", dataset="moons", best_of=4)
+    assert e.value.field == "best_of" and "eight_gaussians" in str(e.value)
+    run = wb.run("diffusion", **dict(get("diffusion").tiny, best_of=16), progress=False)
+    assert run.ds["candidates"].values.tolist() == [1, 4, 16]
+    score = run.ds.best_of_log_density.values
+    assert np.isfinite(score).all() and (np.diff(score, axis=-1) >= 0).all()  # the best of more never scores less
+    assert np.isfinite(run.ds.best_of_sw.values).all()

@@ -171,6 +171,23 @@ def images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held:
     return (train, render(draw(held_pool, n_held))) if n_held else train
 
 
+#: the 2-D sets whose density is known in closed form (a verifier for inference-time search)
+DENSITIES = ("eight_gaussians",)
+
+
+def log_density(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The true log-density of the 2-D distribution `name` at points x (n, 2), as `points` draws it: eight
+    Gaussians of std 0.1 at radius 1.4, equally weighted."""
+    if name not in DENSITIES:
+        raise ConfigError("dataset", name, f"a data set with a known density: {', '.join(DENSITIES)}")
+    x = x.double()
+    k = torch.arange(8, dtype=torch.float64)
+    centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1) * 1.4
+    sq = torch.cdist(x, centres) ** 2
+    log_n = -sq / (2 * 0.1 ** 2) - math.log(2 * math.pi * 0.1 ** 2)
+    return torch.logsumexp(log_n, 1) - math.log(8)
+
+
 def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """2-D toy distributions for diffusion, scaled to about unit variance: eight Gaussians on a circle, two moons,
     a swiss roll."""

@@ -8,6 +8,7 @@ an MLP denoiser; every schedule of `workbench.noise.schedules`, three prediction
 from __future__ import annotations
 
 import copy
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -87,7 +88,8 @@ class Diffusion(Study):
                "to the samples?"
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
-    claims = ('terminal_snr', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule', 'noise_conditioning',
+    claims = ('terminal_snr', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
+              'inference_scaling', 'noise_conditioning',
               'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
@@ -202,6 +204,10 @@ class Diffusion(Study):
     batch_size = param.Integer(256, bounds=(2, 100_000), doc="Examples per step.")
     steps = param.Integer(3000, bounds=(1, 10_000_000), doc="Training steps.")
     eval_every = param.Integer(500, bounds=(1, 10_000_000), doc="Steps between sample-quality measurements.")
+    best_of = param.Integer(0, bounds=(0, 256), doc="Inference-time search (eight_gaussians, whose density is "
+                                                    "known): at the end, each of min(n_samples, 500) samples is also "
+                                                    "the best of M = 1, 4, 16, ... up to best_of initial noises under "
+                                                    "the true log-density as verifier. 0: off.")
     n_samples = param.Integer(2000, bounds=(16, 1_000_000), doc="Samples per measurement.")
 
     def check(self):
@@ -209,6 +215,9 @@ class Diffusion(Study):
         if self.denoiser == "conv" and self.dataset not in datasets.IMAGES:
             raise ConfigError("denoiser", "conv", f"mlp for the 2-D dataset {self.dataset!r} (conv needs images: "
                                                   f"{', '.join(datasets.IMAGES)})")
+        if self.best_of and self.dataset not in datasets.DENSITIES:
+            raise ConfigError("best_of", self.best_of, f"0 for the data set {self.dataset!r}: the search needs a "
+                                                       f"known density ({', '.join(datasets.DENSITIES)})")
         if self.ambient and self.clean_fraction < 1 and self.corruption_sigma > 0:
             dif.ambient_t_min(sch, self.corruption_sigma)  # the schedule must reach noise above the corruption
 
@@ -285,8 +294,9 @@ class Diffusion(Study):
                     drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj(m))
             return {"sw_quantized": sw, "sw_quantized_vs_fp32": drift}
 
-        s = SimpleNamespace(k=k, c0=c0, sch=sch, dev=dev, images=images, configs=configs, data=data, sigma=sigma,
-                            held=held, trained=trained, nets=nets, opts=opts, gens=gens, draw=draw,
+        s = SimpleNamespace(k=k, c0=c0, sch=sch, dev=dev, dim=dim, streams=streams, images=images, configs=configs,
+                            data=data, sigma=sigma, held=held, trained=trained, nets=nets, opts=opts, gens=gens,
+                            draw=draw,
                             draw_times=draw_times, proj=proj, quantized_quality=quantized_quality, sw_base=sw_base,
                             near_held=near_held, bin_sum=bin_sum, bin_n=bin_n, bin_centres=bin_centres,
                             running=running, ok=np.ones(k, dtype=bool), final=None)
@@ -357,6 +367,34 @@ class Diffusion(Study):
     def finish(cls, plan):
         s = plan.state
         cls._final_analysis(plan.ctx, s.configs, s.final, s.held, s.draw, s.proj, s.sch, s.images)
+        if s.c0.best_of:
+            cls._best_of(plan.ctx, s)
+
+    @staticmethod
+    def _best_of(ctx, s):
+        """Search over initial noise (Ma et al. 2025): for each of n samples, M candidates from fresh initial
+        noise, the one the verifier (the data's true log-density) scores highest kept; the verifier's mean score
+        and the kept samples' sliced Wasserstein to held-out data, for M = 1, 4, 16, ... (nested: the first M of
+        the same candidates)."""
+        c0, k = s.c0, s.k
+        grid = [4 ** i for i in range(5) if 4 ** i <= c0.best_of]
+        n, most = min(c0.n_samples, 500), grid[-1]
+        score, sw = np.full((k, len(grid)), np.nan), np.full((k, len(grid)), np.nan)
+        rows = torch.arange(n)
+        for m in range(k):
+            cand = dif.sample(s.nets[m], s.sch, (n * most, s.dim), c0.sample_steps, s.streams[m].fresh("sampling", 1),
+                              c0.sampler, c0.prediction, c0.spacing, c0.eta, s.dev, clip_x0=c0.clip_x0).cpu()
+            logp = datasets.log_density(c0.dataset, cand)
+            logp = torch.where(torch.isfinite(logp), logp, -math.inf).view(n, most)
+            cand = cand.view(n, most, s.dim)
+            for j, M in enumerate(grid):
+                best = logp[:, :M].argmax(1)
+                kept = cand[rows, best]
+                if torch.isfinite(kept).all():
+                    score[m, j] = float(logp[rows, best].mean())
+                    sw[m, j] = dif.sliced_wasserstein(kept, s.held[m], generator=s.proj(m))
+        ctx.put("best_of_log_density", ("model", "candidates"), score, candidates=np.array(grid))
+        ctx.put("best_of_sw", ("model", "candidates"), sw)
 
     @staticmethod
     def _final_analysis(ctx, configs, samples, held, draw, proj, sch, images):

@@ -357,6 +357,16 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
         items.append(hv.Curve((sw["sampling_steps"].values, sw.values), "sampling steps", "sliced Wasserstein")
                      .opts(logx=True, logy=True, color=PALETTE[1], title="sample quality against sampling steps",
                            show_grid=True, **panel))
+    if "best_of_log_density" in ds:  # inference-time search over initial noise
+        m = ds["candidates"].values
+        score = hv.Curve((m, pick(ds["best_of_log_density"]).values), "candidates per sample (M)",
+                         "verifier: mean log-density", label="verifier score").opts(color=PALETTE[2])
+        dist = hv.Curve((m, pick(ds["best_of_sw"]).values), "candidates per sample (M)", "sliced Wasserstein",
+                        label="sliced W. to held-out data").opts(color=PALETTE[1])
+        items.append(score.opts(logx=True, title="best of M initial noises: the verifier's score", show_grid=True,
+                                **panel))
+        items.append(dist.opts(logx=True, title="best of M initial noises: distance to the data", show_grid=True,
+                               **panel))
     params = ds.attrs.get("config")
     if params:
         import json
