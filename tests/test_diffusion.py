@@ -236,3 +236,14 @@ def test_the_eight_gaussians_density_is_a_density_and_the_search_keeps_what_it_s
     score = run.ds.best_of_log_density.values
     assert np.isfinite(score).all() and (np.diff(score, axis=-1) >= 0).all()  # the best of more never scores less
     assert np.isfinite(run.ds.best_of_sw.values).all()
+
+
+def test_the_gradient_cosine_between_noise_levels_is_measured_after_training():
+    from workbench.studies import get
+
+    run = wb.run("diffusion", **get("diffusion").tiny, progress=False)
+    cos = run.ds.grad_cosine.values
+    assert cos.shape == (10, 10) and np.allclose(np.diag(cos), 1) and np.allclose(cos, cos.T)
+    assert (np.abs(cos) <= 1 + 1e-9).all()
+    lam = run.ds.logsnr_by_t_bin.values
+    assert (np.diff(lam) < 0).all()  # the bins' logSNR falls with t

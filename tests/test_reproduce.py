@@ -107,6 +107,7 @@ TINY = {
     "fp_scaling": {"seeds": [0, 1], "epochs": 1, "formats": [(2, 3), (3, 2), (3, 4), (4, 3)]},
     "deep_linear": {"seeds": [0, 1], "depths": [1, 2], "steps": 20},
     "inference_scaling": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4, "best_of": 16},
+    "negative_transfer": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4},
     "laplace_schedule": {"seeds": [0, 1], "steps": 8, "n_samples": 64, "sample_steps": 4, "scales": [0.5]},
     "critical_batch": {"seeds": [0, 1], "batch_sizes": [16, 128], "lrs": [0.4], "max_steps": 40,
                        "targets": [2.0, 1.5]},

@@ -330,6 +330,48 @@ def _inference_scaling(s):
                 figure=figure)
 
 
+def _negative_transfer(s):
+    """Go et al. 2023 (O1, O2): the trained denoiser's loss gradients in ten bins of t; their cosine against the
+    bins' logSNR gap."""
+    import holoviews as hv
+    from scipy.stats import spearmanr
+
+    from . import datasets
+    from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
+
+    rho, said, curves = [], [], []
+    for data in ("eight_gaussians", "digits_images"):
+        dials = dict(n_train=2000, n_samples=min(1000, s["n_samples"])) if data in datasets.IMAGES else \
+            dict(n_samples=s["n_samples"])
+        ds = _sweep("diffusion", {"dataset": [data]}, s["seeds"], steps=s["steps"], eval_every=s["steps"],
+                    sample_steps=s["sample_steps"], **dials)
+        cos = ds.grad_cosine.squeeze("dataset").transpose("seed", "t_bin", "t_bin_other").values
+        lam = ds.logsnr_by_t_bin.squeeze("dataset").transpose("seed", "t_bin").values
+        i, j = np.triu_indices(cos.shape[1], 1)
+        r = np.array([spearmanr(np.abs(lam[k, i] - lam[k, j]), cos[k, i, j])[0] for k in range(len(cos))])
+        neg = (cos[:, i, j] < 0).mean(1)
+        rho.append(r)
+        gaps = np.abs(lam[:, i] - lam[:, j]).mean(0)
+        order = np.argsort(gaps)
+        curves.append(hv.Scatter((gaps[order], cos[:, i, j].mean(0)[order]), "logSNR gap between the bins",
+                                 "gradient cosine", label=data))
+        said.append(f"{data}: Spearman ρ(gap, cosine) {_fmt(r)}; cosine between neighbouring bins "
+                    f"{_fmt(np.mean([cos[:, a, a + 1] for a in range(cos.shape[1] - 1)], 0))}, between the two "
+                    f"ends {_fmt(cos[:, 0, -1])}; share of bin pairs whose gradients conflict (cosine < 0) "
+                    f"{_fmt(neg)}")
+    rho = np.array(rho)  # data sets × seeds
+    figure = hv.Overlay([c.opts(size=6, alpha=0.8) for c in curves]).opts(
+        title="gradient cosine between two noise-level bins against their logSNR gap (mean over seeds)", width=780,
+        height=360, show_grid=True, legend_position="right")
+    return dict(passed=bool((rho < 0).all()), values=-rho.mean(0),
+                effect_label="−Spearman ρ between two bins' logSNR gap and their loss gradients' cosine (mean of "
+                             "2-D and images)",
+                detail=f"the trained denoiser ({s['steps']} steps) after training; its loss gradient in each of ten "
+                       "bins of t (2,048 training examples, the same examples and noise in every bin), the cosine "
+                       "between every two bins (reproduced if it falls with the gap on both data sets and every "
+                       "seed): " + "; ".join(said), figure=figure)
+
+
 def _steps_to_reach(curve, target) -> np.ndarray:
     """Per seed: the first training step at which `curve` (step × seed) is at or below `target` (per seed),
     linearly interpolated between checkpoints; nan where it never gets there."""
@@ -1137,6 +1179,13 @@ CLAIMS = {c.key: c for c in [
           "can worsen as the search over-fits the verifier).", _inference_scaling,
           {"seeds": [0, 1, 2], "steps": 1000, "n_samples": 2000, "sample_steps": 50, "best_of": 64},
           {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 2000, "sample_steps": 50, "best_of": 256}),
+    Claim("negative_transfer", "Go et al. 2023 (addressing negative transfer in diffusion models)",
+          "Read as multi-task learning over noise levels, diffusion training shows task affinity that shrinks as "
+          "the gap between noise levels widens, and negative transfer between levels.",
+          "Eight Gaussians and 8×8 digits: after training, the loss gradients in ten bins of t and their cosine "
+          "against the bins' logSNR gap; the share of bin pairs whose gradients conflict.", _negative_transfer,
+          {"seeds": [0, 1, 2], "steps": 500, "n_samples": 1000, "sample_steps": 20},
+          {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 2000, "sample_steps": 50}),
     Claim("noise_conditioning", "Sun et al. 2025 (is noise conditioning necessary for denoising generative models?)",
           "Without the noise level as an input, most denoising generative models degrade only gracefully (some even "
           "improve); a few samplers fail.",

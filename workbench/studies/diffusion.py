@@ -89,7 +89,7 @@ class Diffusion(Study):
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
     claims = ('terminal_snr', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
-              'inference_scaling', 'noise_conditioning',
+              'inference_scaling', 'negative_transfer', 'noise_conditioning',
               'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
@@ -367,8 +367,37 @@ class Diffusion(Study):
     def finish(cls, plan):
         s = plan.state
         cls._final_analysis(plan.ctx, s.configs, s.final, s.held, s.draw, s.proj, s.sch, s.images)
+        cls._transfer(plan.ctx, s)
         if s.c0.best_of:
             cls._best_of(plan.ctx, s)
+
+    @staticmethod
+    def _transfer(ctx, s, batch: int = 2048):
+        """How training at one noise level pulls against another (Go et al. 2023, negative transfer): the trained
+        denoiser's loss gradient in each of T_BINS bins of t (one large batch of the training data, the same
+        examples and noise in every bin, t uniform within the bin), and the cosine between every two bins' gradients,
+        with each bin's logSNR at its centre."""
+        c0, k = s.c0, s.k
+        cos = np.full((k, T_BINS, T_BINS), np.nan)
+        for m in range(k):
+            net, g = s.trained[m], s.streams[m].fresh("probe", 2)
+            x = s.data[m]
+            idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g).to(s.dev)
+            x0 = x[idx]
+            eps = torch.randn(x0.shape, generator=g).to(s.dev)
+            u = torch.rand(len(x0), generator=g, dtype=torch.float64)
+            grads = []
+            for b in range(T_BINS):
+                t = ((b + u) / T_BINS).clamp(1e-4, 1 - 1e-4)
+                abar = s.sch.alpha_bar(t).float().to(s.dev)
+                x_t, tgt, _ = dif.ambient_batch(x0, torch.zeros(len(x0), device=s.dev), eps, abar, c0.prediction)
+                loss = (net(x_t, t.float().to(s.dev)) - tgt).pow(2).mean()
+                grads.append(torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(loss, list(net.parameters()))]))
+            G = torch.nn.functional.normalize(torch.stack(grads).double(), dim=1)
+            cos[m] = (G @ G.T).cpu().numpy()
+        centres = torch.tensor((np.arange(T_BINS) + 0.5) / T_BINS, dtype=torch.float64)
+        ctx.put("grad_cosine", ("model", "t_bin", "t_bin_other"), cos, t_bin_other=centres.numpy())
+        ctx.put("logsnr_by_t_bin", ("model", "t_bin"), np.tile(s.sch.logsnr(centres).numpy(), (k, 1)))
 
     @staticmethod
     def _best_of(ctx, s):
