@@ -34,6 +34,19 @@ def shared_data(tmp_path_factory, monkeypatch):
 FAST = dict(epochs=3, width=32, n_train=300)
 
 
+#: the modules that take longest on two cores (make test's --durations), longest first: the two test processes
+#: take whole modules in collection order, so a long module collected last ran alone at the end of the suite
+LONGEST_FIRST = ("test_diffusion", "test_notebooks", "test_load", "test_seen", "test_cluster", "test_reproduce",
+                 "test_reproduction", "test_jupyterlab", "test_grokking", "test_plugins", "test_edge_of_stability",
+                 "test_faults", "test_app")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    # a stable sort: the order within a module (and of the other modules) is kept
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
+
+
 def pytest_configure(config):
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if os.environ.get("PYTEST_XDIST_WORKER"):
