@@ -75,6 +75,8 @@ def test_quick_profile_writes_the_report(only, shared_data, tmp_path, capsys):
 TINY = {
     "early_learning": {"seeds": [0, 1], "epochs": 3},
     "sgd_temperature": {"seeds": [0, 1], "steps": 250},
+    "tc_power_law": {"seeds": [0, 1], "steps": 200, "sizes": [16, 32, 64], "temperatures": [0.03, 0.1, 1.0, 3.0],
+                     "levels": [1.0]},
     "edge_of_stability": {"seeds": [0, 1], "steps": 100},
     "softmax_collapse": {"seeds": [0, 1], "epochs": 50},
     "fp8_training": {"seeds": [0, 1], "epochs": 3},
@@ -172,3 +174,13 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert broken["status"] == "error" and "ValueError: a broken check" in broken["detail"]
     assert fine["status"] in ("pass", "fail") and fine["n"] == len(reproduce.CLAIMS["noisyquant"].quick["seeds"])
     assert "a broken check" in index.read_text()
+
+
+def test_a_runs_last_finite_value_and_where_a_rising_curve_crosses_a_level():
+    import numpy as np
+
+    a = np.array([[1.0, 2.0, np.nan, np.nan], [np.nan] * 4, [1.0, 2.0, 3.0, 4.0]])
+    assert np.array_equal(reproduce._last_finite(a), [2.0, np.nan, 4.0], equal_nan=True)
+    xs, ys = np.array([0.1, 1.0, 10.0]), np.array([0.01, 0.1, 1.0])  # y = x / 10: a straight line in log-log
+    assert np.isclose(reproduce._rise_crossing(xs, ys, 0.3), 3.0)
+    assert np.isnan(reproduce._rise_crossing(xs, ys, 2.0)) and np.isnan(reproduce._rise_crossing(xs, ys, 0.001))

@@ -55,7 +55,7 @@ class SGDNoise(Study):
                "(large α) and the feature-learning one (small α)?"
     paper = "Sclocchi, Geiger & Wyart 2023; Geiger et al. 2020; McCandlish et al. 2018 (gradient noise scale)"
     finding = "At small α (feature learning) a higher SGD temperature changes the test error; at large α (lazy) it barely does."
-    claims = ('sgd_temperature',)
+    claims = ('sgd_temperature', 'tc_power_law')
     axis = "step"
     metrics = (
         Metric("test_err", "test error", "min", group="Error"),
