@@ -135,12 +135,12 @@ def _tc_power_law(s):
               for j, p in enumerate(ps)]
     level_line = hv.HLine(s["levels"][0] / 100.0).opts(color="gray", line_dash="dashed")
     left = hv.Overlay(curves + [level_line]).opts(logx=True, logy=True, width=390, height=340, show_grid=True,
-                                                   legend_position="top_left",
+                                                   legend_position="bottom_right", xticks=list(ts),
                                                    title="weight change against T (lazy, α = 100)")
     right = hv.Overlay([hv.Curve((ps, np.nanmean(tcs[(s["levels"][0], chi)], 0)), "training-set size P", "T_c",
                                  label=f"χ = {chi:g}").opts(color=PALETTE[i], line_width=2)
                         for i, chi in enumerate((0.0, 1.0))]).opts(
-        logx=True, logy=True, width=390, height=340, show_grid=True, legend_position="top_right",
+        logx=True, logy=True, width=390, height=340, show_grid=True, legend_position="top_right", xticks=list(ps),
         title=f"T_c (weight change reaches {s['levels'][0]:g}/α) against P")
     return dict(passed=bool((main < 0).all()), values=-main.mean(0),
                 effect_label=f"−exponent a of T_c ∝ P^(−a), T_c where |w − w0|/|w0| reaches {s['levels'][0]:g}/α "
@@ -381,11 +381,11 @@ def _inference_scaling(s):
     best_m = [ms[int(i)] for i in np.nanargmin(sw_v, 1)]
     mean_sw, mean_score = np.nanmean(sw_v, 0), np.nanmean(score_v, 0)
     figure = (hv.Curve((ms, mean_score), "candidates per sample (M)", "verifier: mean log-density",
-                       label="verifier score").opts(color=PALETTE[2], logx=True, width=380, height=320,
-                                                    title="the verifier's score (mean over seeds)", show_grid=True)
+                       label="verifier score").opts(color=PALETTE[2], logx=True, width=380, height=320, xticks=ms,
+                                                    title="verifier score (mean of seeds)", show_grid=True)
               + hv.Curve((ms, mean_sw), "candidates per sample (M)", "sliced Wasserstein to held-out data",
-                         label="distance").opts(color=PALETTE[1], logx=True, width=380, height=320,
-                                                title="the kept samples' distance (mean over seeds)", show_grid=True))
+                         label="distance").opts(color=PALETTE[1], logx=True, width=380, height=320, xticks=ms,
+                                                title="distance to the data (mean of seeds)", show_grid=True))
     return dict(passed=bool((drop > 0).all() and (score_v[:, -1] > score_v[:, 0]).all()), values=drop,
                 effect_label=f"relative drop of the sliced Wasserstein distance, best of {ms[-1]} initial noises "
                              "against one",
