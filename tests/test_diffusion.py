@@ -165,6 +165,17 @@ def test_low_precision_sampling_is_measured_against_fp32():
     assert np.isfinite(float(single.ds.sw_quantized[-1]))
 
 
+def test_weights_and_activations_take_separate_formats_in_low_precision_sampling():
+    """W4A8: the weights at int4, the layer inputs at int8, against both at int4 and both at int8 (seed 0, the
+    same trained model); naming the activations' format as the weights' is what `same` does."""
+    kw = dict(steps=300, eval_every=300, n_samples=1000, progress=False)
+    drift = {(w, a): float(wb.run("diffusion", sample_precision=w, sample_act_precision=a, **kw)
+                           .ds.sw_quantized_vs_fp32[-1])
+             for w, a in [("int8", "same"), ("int8", "int8"), ("int4", "same"), ("int4", "int8")]}
+    assert drift[("int8", "int8")] == drift[("int8", "same")]
+    assert drift[("int8", "same")] < drift[("int4", "int8")] < drift[("int4", "same")], drift
+
+
 def test_a_training_schedule_of_its_own_draws_its_noise_levels_in_the_samplers_time():
     """Hang et al.'s change: training draws logSNR from the Laplace schedule (λ = μ − b·sgn(½ − u)·ln(1 − 2|u − ½|)
     at u ~ U(0, 1) is Laplace(μ, b) distributed); the times are the sampling schedule's times of those levels."""

@@ -115,7 +115,8 @@ class Diffusion(Study):
     batchable = frozenset({"seed"})
     applies = {"eta": ("sampler", ("ddim",)), "input_scale": ("schedule", SCALED),
                "train_schedule_params": ("train_schedule", schedules.NAMES),
-               "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32"))}
+               "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32")),
+               "sample_act_precision": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32"))}
     primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
                "steps", "seed")
     presets = {
@@ -192,6 +193,10 @@ class Diffusion(Study):
     sample_precision = param.Selector(default="fp32", objects=list(SAMPLE_FORMATS),
                                       doc="Also sample at the end with weights and layer inputs rounded to this "
                                           "format (post-training, static activation scales), against fp32.")
+    sample_act_precision = param.Selector(default="same", objects=["same", *SAMPLE_FORMATS],
+                                          doc="The layer inputs' format in that low-precision sampling, apart from "
+                                              "the weights' (W4A8: sample_precision int4, this int8); same: "
+                                              "sample_precision.")
     calibration = param.Selector(default="all", objects=["all", "single"],
                                  doc="Activation ranges from noisy held-out data at every sampling time (all) or "
                                      "at t = 0.5 only (single).")
@@ -287,7 +292,8 @@ class Diffusion(Study):
             for m in range(k):
                 cal = held[m][:512].to(dev)
                 batches = ptq.timestep_batches(cal, sch, ts, streams[m].fresh("probe", 1))
-                low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()))
+                act = None if c0.sample_act_precision == "same" else c0.sample_act_precision
+                low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()), act_fmt=act)
                 s = draw(m, c0.sample_steps, model=low)
                 if torch.isfinite(s).all():
                     sw[m] = dif.sliced_wasserstein(s, held[m], generator=proj(m))
