@@ -12,9 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from ..errors import ConfigError, require
+
+
+class SchedulerExited(RuntimeError):
+    """The Dask scheduler process ended before it listened."""
 
 
 def _free_port() -> int:
@@ -43,6 +48,7 @@ class LocalProcesses:
         require("distributed", "dask", "cluster", "dask")
         self.gpus = gpu_count() if gpus is None else gpus
         self.n = workers or (self.gpus or 2)
+        self._chosen = port is None  # a port picked here may be taken before the scheduler binds it: then another
         self.port = port or _free_port()
         self.dashboard_port = dashboard_port
         self.timeout = timeout
@@ -55,12 +61,17 @@ class LocalProcesses:
         return f"{self.n} {kind}{'s' * (self.n != 1)}"
 
     def start(self) -> "LocalProcesses":
-        dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
-        self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-             "--dashboard-address", dash], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            self._wait_for_port()
+            for attempt in range(3):
+                self._start_scheduler()
+                try:
+                    self._wait_for_port()
+                    break
+                except SchedulerExited:
+                    if not self._chosen or attempt == 2:
+                        raise
+                    self.port = _free_port()  # another process took the free port first: pick again
+                    self.address = f"tcp://127.0.0.1:{self.port}"
             for i in range(self.n):
                 self.add_worker(i)
             self.wait_for_workers(self.n)
@@ -68,6 +79,13 @@ class LocalProcesses:
             self.stop()
             raise
         return self
+
+    def _start_scheduler(self) -> None:
+        dash = f"127.0.0.1:{self.dashboard_port}" if self.dashboard_port else ":0"
+        self._log = tempfile.TemporaryFile()  # what it said, for the error if it exits at once
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+             "--dashboard-address", dash], stdout=subprocess.DEVNULL, stderr=self._log)
 
     def add_worker(self, i: int | None = None) -> subprocess.Popen:
         """Start one more worker (the i-th GPU's, on a GPU machine)."""
@@ -88,8 +106,10 @@ class LocalProcesses:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.scheduler.poll() is not None:
-                raise RuntimeError(f"the Dask scheduler exited at once (code {self.scheduler.returncode}); is port "
-                                   f"{self.port} free?")
+                self._log.seek(0)
+                said = self._log.read().decode(errors="replace").strip().splitlines()[-3:]
+                raise SchedulerExited(f"the Dask scheduler exited at once (code {self.scheduler.returncode}); is "
+                                      f"port {self.port} free? It said: {' | '.join(said) or 'nothing'}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
