@@ -287,6 +287,16 @@ def _ambient(s):
                        "size and seed. " + "; ".join(said), figure=bars)
 
 
+def _data_dials(data: str, n_samples: int) -> dict:
+    """The diffusion dials a claim run on both kinds of data sets: images from 2,000 training digits, at most 1,000
+    samples (held-out images are few); 2-D points as asked."""
+    from . import datasets
+
+    if data in datasets.IMAGES:
+        return dict(n_train=2000, n_samples=min(1000, n_samples))
+    return dict(n_samples=n_samples)
+
+
 def _immiscible(s):
     import torch
 
@@ -303,8 +313,7 @@ def _immiscible(s):
     r = np.array(ratios)
     drops, said, shown = [], [], None
     for data in ("eight_gaussians", "digits_images"):
-        dials = dict(n_train=2000, n_samples=min(1000, s["n_samples"])) if data in datasets.IMAGES else \
-            dict(n_samples=s["n_samples"])
+        dials = _data_dials(data, s["n_samples"])
         dials["sample_steps"] = s["sample_steps"]
         ds = _sweep("diffusion", {"immiscible": [False, True]}, s["seeds"], dataset=data, steps=s["steps"],
                     eval_every=s["steps"] // 4, **dials)
@@ -331,15 +340,13 @@ def _immiscible(s):
 def _laplace_schedule(s):
     """Hang et al. 2024: training noise levels drawn from a Laplace distribution in logSNR (μ = 0, scale b) against
     the cosine schedule's own, sampling unchanged (the cosine schedule, DDIM), sample quality at equal steps."""
-    from . import datasets
     from .viz.plots import curves_by
 
     drops, said, shown = {}, [], None
     for b in s["scales"]:
         per_data = []
         for data in ("eight_gaussians", "digits_images"):
-            dials = dict(n_train=2000, n_samples=min(1000, s["n_samples"])) if data in datasets.IMAGES else \
-                dict(n_samples=s["n_samples"])
+            dials = _data_dials(data, s["n_samples"])
             ds = _sweep("diffusion", {"train_schedule": ["same", "laplace"]}, s["seeds"], dataset=data,
                         schedule="shifted_cosine", train_schedule_params=f"mu=0, b={b:g}", steps=s["steps"],
                         eval_every=s["steps"] // 4, sample_steps=s["sample_steps"], **dials)
@@ -407,13 +414,11 @@ def _negative_transfer(s):
     import holoviews as hv
     from scipy.stats import spearmanr
 
-    from . import datasets
     from .viz import plots  # noqa: F401 - loads HoloViews' Bokeh extension, which options need
 
     rho, said, curves = [], [], []
     for data in ("eight_gaussians", "digits_images"):
-        dials = dict(n_train=2000, n_samples=min(1000, s["n_samples"])) if data in datasets.IMAGES else \
-            dict(n_samples=s["n_samples"])
+        dials = _data_dials(data, s["n_samples"])
         ds = _sweep("diffusion", {"dataset": [data]}, s["seeds"], steps=s["steps"], eval_every=s["steps"],
                     sample_steps=s["sample_steps"], **dials)
         cos = ds.grad_cosine.squeeze("dataset").transpose("seed", "t_bin", "t_bin_other").values
