@@ -258,3 +258,63 @@ def test_the_gradient_cosine_between_noise_levels_is_measured_after_training():
     assert (np.abs(cos) <= 1 + 1e-9).all()
     lam = run.ds.logsnr_by_t_bin.values
     assert (np.diff(lam) < 0).all()  # the bins' logSNR falls with t
+
+
+def test_classes_come_with_the_same_draws_and_the_flip_aware_weights_are_the_posterior_over_true_classes():
+    from workbench import datasets
+    from workbench.noise import labels
+
+    x, y = datasets.labelled_points("eight_gaussians", 500, torch.Generator().manual_seed(0))
+    assert torch.equal(x, datasets.points("eight_gaussians", 500, torch.Generator().manual_seed(0)))
+    angle = torch.atan2(x[:, 1], x[:, 0]) % (2 * math.pi)
+    assert torch.equal(torch.round(angle / (math.pi / 4)).long() % 8, y)  # each point's mode, counter-clockwise
+    assert datasets.labelled_points("swiss_roll", 5, torch.Generator())[1] is None
+    train, y_train, held, y_held = datasets.labelled_images("digits_images", 40, torch.Generator().manual_seed(0), 8,
+                                                            n_held=30)
+    again = datasets.images("digits_images", 40, torch.Generator().manual_seed(0), 8, n_held=30)
+    assert torch.equal(train, again[0]) and torch.equal(held, again[1]) and set(y_train.tolist()) <= set(range(10))
+    assert (dif.nearest_class(held, held, y_held, k=1) == y_held).all()  # each its own nearest neighbour
+
+    T = labels.symmetric(3, 0.3).float()  # told 0: true 0 with 0.7, each other with 0.15
+    told = torch.tensor([0, 0, 2])
+    p = torch.tensor([[1 / 3] * 3, [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+    w = dif.transition_weights(p, T, told)
+    assert torch.allclose(w[0], torch.tensor([0.7, 0.15, 0.15]))  # an uninformative x_t: the flip posterior
+    assert torch.allclose(w[1], torch.tensor([0.0, 0.0, 1.0]))  # a certain x_t overrules the told class
+    assert torch.allclose(w[2], torch.tensor([0.5, 0.5, 0.0]))  # told 2 but x_t cannot be 2: the others, evenly
+
+    def model(x, t, y):  # a different affine map per class
+        return x * (1 + y[:, None].float()) + t[:, None]
+    xt, tt = torch.randn(3, 2), torch.rand(3)
+    expect = sum(w[:, c:c + 1] * model(xt, tt, torch.full((3,), c)) for c in range(3))
+    assert torch.allclose(dif.transition_output(model, xt, tt, w), expect, atol=1e-6)
+
+
+def test_a_class_conditional_model_is_asked_for_each_class_and_the_flip_aware_loss_needs_flips_to_differ():
+    from workbench.studies import get
+
+    for dials, field in [({"dataset": "swiss_roll", "conditional": True}, "conditional"),
+                         ({"condition_flip": 0.2}, "condition_flip"),
+                         ({"conditional": True, "condition_flip": 1.5}, "condition_flip")]:
+        with pytest.raises(ConfigError) as e:
+            wb.run("diffusion", **dials)
+        assert e.value.field == field, (dials, e.value)
+    tiny = dict(get("diffusion").tiny, conditional=True, progress=False)
+    plain = wb.run("diffusion", **tiny)
+    aware = wb.run("diffusion", **tiny, condition_loss="transition")  # no flips: one-hot weights, the same model
+    assert plain.id != aware.id  # (up to float rounding: the classes go through the denoiser as one larger batch)
+    assert np.allclose(plain.ds.samples.values, aware.ds.samples.values, atol=1e-4)
+    assert np.allclose(plain.ds.train_loss.values, aware.ds.train_loss.values, rtol=1e-5, equal_nan=True)
+    asked = plain.ds.sample_class.values
+    assert asked.tolist() == [i % 8 for i in range(tiny["n_samples"])]
+    acc = plain.ds.condition_accuracy.values
+    assert np.isfinite(acc).all() and ((0 <= acc) & (acc <= 1)).all()
+    assert np.isnan(wb.run("diffusion", **get("diffusion").tiny, progress=False).ds.condition_accuracy.values).all()
+    # every other path a conditional model takes: low-precision sampling (calibrated with classes), the search over
+    # initial noise, flips with the flip-aware loss, and the conv denoiser on digits
+    both = wb.run("diffusion", **tiny, condition_flip=0.3, condition_loss="transition", sample_precision="int8",
+                  best_of=4)
+    assert np.isfinite(both.ds.sw_quantized.values[-1]) and np.isfinite(both.ds.best_of_sw.values).all()
+    conv = wb.run("diffusion", **dict(tiny, dataset="digits_images", denoiser="conv", width=8))
+    assert conv.status == "done" and np.isfinite(conv.ds.condition_accuracy.values).all()
+    assert np.isfinite(conv.ds.grad_cosine.values).all()

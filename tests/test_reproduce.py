@@ -110,6 +110,7 @@ TINY = {
     "deep_linear": {"seeds": [0, 1], "depths": [1, 2], "steps": 20},
     "inference_scaling": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4, "best_of": 16},
     "negative_transfer": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4},
+    "label_noise_diffusion": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4, "flips": [0.4]},
     "laplace_schedule": {"seeds": [0, 1], "steps": 8, "n_samples": 64, "sample_steps": 4, "scales": [0.5]},
     "critical_batch": {"seeds": [0, 1], "batch_sizes": [16, 128], "lrs": [0.4], "max_steps": 40,
                        "targets": [2.0, 1.5]},

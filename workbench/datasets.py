@@ -128,9 +128,17 @@ RESOLUTIONS = (8, 16, 32)
 
 #: the share of the 1,797 digits kept out of training for diffusion's held-out images
 HELD_OUT_SHARE = 0.25
+#: how many distinct digits diffusion's training images come from (the rest are held out)
+IMAGE_TRAIN_POOL = 1797 - int(round(1797 * HELD_OUT_SHARE))
 
 
 def images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held: int = 0):
+    """`labelled_images` without the labels: the training images, or (training, held-out) when n_held > 0."""
+    train, y, held, y_held = labelled_images(name, n, generator, side, n_held)
+    return (train, held) if n_held else train
+
+
+def labelled_images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held: int = 0):
     """side×side images for diffusion, flattened to side² values in about [-1, 1], from sklearn's 8×8 digits
     (bilinearly upsampled for side 16 or 32). bright_dark: each digit as a ±0.2 pattern around a brightness of +0.7
     or −0.7 (half each: the mean brightness is bimodal, Lin et al.'s terminal-SNR setting); digits_images: pixels
@@ -139,15 +147,17 @@ def images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held:
     The digits are split once (by `generator`) into a training pool and a held-out pool of HELD_OUT_SHARE of them;
     the n training images come from the first (each digit once while n allows, then drawn with replacement), the
     n_held held-out images from the second. So held-out images are never copies of training images, and nearest-
-    training distances of held-out data mean what they say. Returns the training images, or (training, held-out)
-    when n_held > 0."""
+    training distances of held-out data mean what they say. Returns (training images, their digits, held-out
+    images, their digits); the labels are int64."""
     from sklearn.datasets import load_digits
 
     if name not in IMAGES:
         raise ConfigError("dataset", name, f"one of {', '.join(POINTS + IMAGES)}")
     if side not in RESOLUTIONS:
         raise ConfigError("resolution", side, f"one of {', '.join(map(str, RESOLUTIONS))}")
-    x = torch.as_tensor(load_digits().data / 16.0, dtype=torch.float32)  # (1797, 64) in [0, 1]
+    digits = load_digits()
+    x = torch.as_tensor(digits.data / 16.0, dtype=torch.float32)  # (1797, 64) in [0, 1]
+    label = torch.as_tensor(digits.target, dtype=torch.long)
     perm = torch.randperm(len(x), generator=generator)
     n_out = int(round(len(x) * HELD_OUT_SHARE))
     train_pool, held_pool = perm[n_out:], perm[:n_out]
@@ -167,8 +177,10 @@ def images(name: str, n: int, generator: torch.Generator, side: int = 8, n_held:
         sign = torch.where(torch.rand(len(idx), generator=generator) < 0.5, -1.0, 1.0)
         return (pick - 0.5) * 0.4 + 0.7 * sign[:, None]
 
-    train = render(draw(train_pool, n))
-    return (train, render(draw(held_pool, n_held))) if n_held else train
+    train = draw(train_pool, n)
+    x_train = render(train)  # (drawn in this order: render draws bright_dark's signs)
+    held = draw(held_pool, n_held) if n_held else train[:0]
+    return x_train, label[train], render(held) if n_held else x_train[:0], label[held]
 
 
 #: the 2-D sets whose density is known in closed form (a verifier for inference-time search)
@@ -188,24 +200,36 @@ def log_density(name: str, x: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_n, 1) - math.log(8)
 
 
+#: the classes of the diffusion data sets that have them (a class-conditional denoiser's conditions): eight
+#: Gaussians' modes, the two moons, the digits under the images
+CLASSES = {"eight_gaussians": 8, "moons": 2, "bright_dark": 10, "digits_images": 10}
+
+
 def points(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """2-D toy distributions for diffusion, scaled to about unit variance: eight Gaussians on a circle, two moons,
     a swiss roll."""
+    return labelled_points(name, n, generator)[0]
+
+
+def labelled_points(name: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`points` and each point's class (int64: eight Gaussians' mode 0..7 counter-clockwise from (1.4, 0), the
+    moon 0 upper / 1 lower), or None for a set without classes (swiss_roll). The same draws as `points`."""
     if name == "eight_gaussians":
-        k = torch.randint(0, 8, (n,), generator=generator).double()
-        centres = torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1) * 1.4
-        return (centres + 0.1 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+        k = torch.randint(0, 8, (n,), generator=generator)
+        a = k.double() * math.pi / 4
+        centres = torch.stack([torch.cos(a), torch.sin(a)], 1) * 1.4
+        return (centres + 0.1 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float(), k
     if name == "moons":
         upper = torch.rand(n, generator=generator) < 0.5
         a = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
         x = torch.where(upper, torch.cos(a), 1 - torch.cos(a))
         y = torch.where(upper, torch.sin(a), 0.5 - torch.sin(a))
         pts = torch.stack([x - 0.5, y - 0.25], 1) / 0.6
-        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float(), (~upper).long()
     if name == "swiss_roll":
         u = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, dtype=torch.float64))
         pts = torch.stack([u * torch.cos(u), u * torch.sin(u)], 1) / 7.0
-        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
+        return (pts + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float(), None
     raise ConfigError("dataset", name, f"one of {', '.join(POINTS)}")
 
 

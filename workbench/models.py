@@ -124,25 +124,63 @@ def check_factory(path: str, *, input_dim: int, num_classes: int, field: str = "
     return sum(p.numel() for p in mods[0].parameters())
 
 
+def _label_embedding(classes: int, emb_dim: int) -> nn.Module | None:
+    """A class's embedding as a bias-free Linear on its one-hot (so `init_` draws it from the run's stream)."""
+    return nn.Linear(classes, emb_dim, bias=False) if classes else None
+
+
+def _condition(model: nn.Module, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """A denoiser's conditioning vector: the time's sinusoidal embedding (zeros without time conditioning), plus
+    the class's embedding for a class-conditional one (which must be given y)."""
+    from .engine.diffusion import time_embedding
+
+    emb = time_embedding(t, model.emb_dim)
+    if not model.time_conditioning:
+        emb = torch.zeros_like(emb)
+    if model.label is not None:
+        if y is None:
+            raise ValueError(f"{type(model).__name__} is class-conditional: call it as model(x, t, y)")
+        emb = emb + model.label(nn.functional.one_hot(y, model.label.in_features).to(emb.dtype))
+    return emb
+
+
+class TimeClassifier(nn.Module):
+    """p(class | x_t) at any noise level: [x, emb(t)] -> width ×depth (SiLU) -> class logits. Label-noise robust
+    diffusion's transition-aware weights come from it (Na et al. 2024)."""
+
+    def __init__(self, dim: int, classes: int, width: int = 128, depth: int = 2, emb_dim: int = 32):
+        super().__init__()
+        self.emb_dim = emb_dim
+        layers, d = [], dim + emb_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.SiLU()]
+            d = width
+        self.net = nn.Sequential(*layers, nn.Linear(d, classes))
+
+    def forward(self, x, t):
+        from .engine.diffusion import time_embedding
+
+        return self.net(torch.cat([x.reshape(len(x), -1), time_embedding(t, self.emb_dim)], dim=1))
+
+
 class Denoiser(nn.Module):
     """An MLP denoiser for flat data (2-D points, flattened small images): [x, emb(t)] -> width ×depth (SiLU) -> d.
-    time_conditioning=False feeds zeros for the embedding ("Is noise conditioning necessary?", Sun et al. 2025)."""
+    time_conditioning=False feeds zeros for the embedding ("Is noise conditioning necessary?", Sun et al. 2025).
+    classes > 0 makes it class-conditional: forward(x, t, y) adds a learned embedding of the class y to the time's."""
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 3, emb_dim: int = 32, time_conditioning: bool = True):
+    def __init__(self, dim: int, width: int = 256, depth: int = 3, emb_dim: int = 32, time_conditioning: bool = True,
+                 classes: int = 0):
         super().__init__()
         self.emb_dim, self.time_conditioning = emb_dim, time_conditioning
+        self.label = _label_embedding(classes, emb_dim)
         layers, d = [], dim + emb_dim
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.SiLU()]
             d = width
         self.net = nn.Sequential(*layers, nn.Linear(d, dim))
 
-    def forward(self, x, t):
-        from .engine.diffusion import time_embedding
-
-        emb = time_embedding(t, self.emb_dim)
-        if not self.time_conditioning:
-            emb = torch.zeros_like(emb)
+    def forward(self, x, t, y=None):
+        emb = _condition(self, t, y)
         shape = x.shape
         return self.net(torch.cat([x.reshape(shape[0], -1), emb], dim=1)).reshape(shape)
 
@@ -154,21 +192,18 @@ class ConvDenoiser(nn.Module):
     an image's mean brightness), and a 3×3 conv back to one channel."""
 
     def __init__(self, side: int, channels: int = 32, depth: int = 3, emb_dim: int = 32,
-                 time_conditioning: bool = True):
+                 time_conditioning: bool = True, classes: int = 0):
         super().__init__()
         self.side, self.emb_dim, self.time_conditioning = side, emb_dim, time_conditioning
+        self.label = _label_embedding(classes, emb_dim)
         self.stem = nn.Conv2d(1, channels, 3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(depth))
         self.times = nn.ModuleList(nn.Linear(emb_dim, channels) for _ in range(depth))
         self.globals = nn.ModuleList(nn.Linear(channels, channels) for _ in range(depth))
         self.out = nn.Conv2d(channels, 1, 3, padding=1)
 
-    def forward(self, x, t):
-        from .engine.diffusion import time_embedding
-
-        emb = time_embedding(t, self.emb_dim)
-        if not self.time_conditioning:
-            emb = torch.zeros_like(emb)
+    def forward(self, x, t, y=None):
+        emb = _condition(self, t, y)
         shape = x.shape
         h = self.stem(x.reshape(shape[0], 1, self.side, self.side))
         for conv, time, glob in zip(self.convs, self.times, self.globals):

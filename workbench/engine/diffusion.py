@@ -96,6 +96,32 @@ def immiscible(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return eps[torch.as_tensor(cols, device=eps.device)]
 
 
+def transition_weights(p_clean: torch.Tensor, flips: torch.Tensor, told: torch.Tensor) -> torch.Tensor:
+    """Label-noise robust diffusion's weights (Na et al. 2024, TDSM): p(y | ỹ, x_t) ∝ T[y, ỹ]·p(y | x_t) for each
+    example told class ỹ, T[i, j] = P(told j | true i), p(y | x_t) from a classifier of the noised input.
+    p_clean: (B, C); told: (B,) -> (B, C), rows summing to 1."""
+    w = p_clean * flips[:, told].T
+    return w / w.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def transition_output(model: Callable, x: torch.Tensor, t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_y w_y · model(x, t, y) over every class y (weights (B, C)): the score conditioned on a noisy class is the
+    posterior mixture of the clean classes' scores, and every prediction target is affine in the score with
+    coefficients that do not depend on the class, so the mixture carries over to ε, v and x_0 alike. The C classes
+    go through the model as one batch of B·C."""
+    b, c = len(x), weights.shape[1]
+    y = torch.arange(c, device=x.device).repeat_interleave(b)
+    out = model(x.repeat(c, *([1] * (x.ndim - 1))), t.repeat(c), y).reshape(c, b, *x.shape[1:])
+    return torch.einsum("bc,cb...->b...", weights.to(out.dtype), out)
+
+
+def nearest_class(x: torch.Tensor, ref: torch.Tensor, ref_y: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """The class of each row of x by a vote of its k nearest rows of ref (labels ref_y; ties to the smaller class)."""
+    near = torch.cdist(x.reshape(len(x), -1).float(), ref.reshape(len(ref), -1).float()).topk(k, largest=False).indices
+    votes = torch.nn.functional.one_hot(ref_y[near], int(ref_y.max()) + 1).sum(1)
+    return votes.argmax(1)
+
+
 def times(schedule: sched.Schedule, steps: int, spacing: str = "trailing") -> torch.Tensor:
     """The sampling times, noisiest first, then 0: a discrete schedule's grid by `spacing`, else evenly spaced."""
     if schedule.steps is not None:

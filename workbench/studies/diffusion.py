@@ -19,10 +19,10 @@ from .. import datasets
 from ..engine import diffusion as dif
 from ..engine.loop import Plan
 from ..errors import ConfigError
-from ..models import ConvDenoiser, Denoiser, init_
+from ..models import ConvDenoiser, Denoiser, TimeClassifier, init_
 from ..probes import ptq
 from ..probes.spectra import radial_power_spectrum
-from ..noise import schedules
+from ..noise import labels as label_noise, schedules
 from ..engine.measure import DIVERGENCE_METRICS, Metric
 from .base import Study
 
@@ -89,12 +89,13 @@ class Diffusion(Study):
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
     claims = ('terminal_snr', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
-              'inference_scaling', 'negative_transfer', 'noise_conditioning',
+              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'noise_conditioning',
               'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"
     _bright = "Brightness spread (std of per-sample means)"
+    _classes = "Class-conditional: samples in the class asked for (by a 5-NN vote among held-out data)"
     metrics = (
         Metric("train_loss", "training loss", "min", group="Training loss"),
         Metric("sw", "sliced Wasserstein to held-out data", "min", group=_quality),
@@ -107,6 +108,8 @@ class Diffusion(Study):
         Metric("brightness_std", "std of sample brightness", group=_bright),
         Metric("data_brightness_std", "std of data brightness", group=_bright),
         Metric("brightness_extreme", "share of samples with |brightness| > 0.5"),
+        Metric("condition_accuracy", "share of samples in the class asked for", "max", group=_classes),
+        Metric("condition_accuracy_data", "the vote's accuracy on held-out data", group=_classes),
         *DIVERGENCE_METRICS,
     )
     headline = "sw"
@@ -116,7 +119,8 @@ class Diffusion(Study):
     applies = {"eta": ("sampler", ("ddim",)), "input_scale": ("schedule", SCALED),
                "train_schedule_params": ("train_schedule", schedules.NAMES),
                "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32")),
-               "sample_act_precision": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32"))}
+               "sample_act_precision": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32")),
+               "condition_flip": ("conditional", (True,)), "condition_loss": ("conditional", (True,))}
     primary = ("dataset", "schedule", "zero_terminal_snr", "prediction", "sampler", "sample_steps", "spacing",
                "steps", "seed")
     presets = {
@@ -150,6 +154,11 @@ class Diffusion(Study):
                              doc="2-D points, or 8×8 images (bright_dark: bimodal mean brightness; digits_images).")
     n_train = param.Integer(5000, bounds=(16, 1_000_000), doc="Training points (a held-out set of the same size is "
                                                                "drawn for the metrics).")
+    data_split = param.Selector(default="all", objects=["all", "half_a", "half_b"],
+                                doc="all: n_train examples; half_a / half_b: one of two disjoint halves of a pool of "
+                                    "2·n_train (held-out data disjoint from both), half_b's denoiser from other "
+                                    "initial weights. Two runs differing only here sample from the same initial "
+                                    "noise (Kadkhodaie et al. 2024: do they learn the same density?).")
     schedule = param.Selector(default="linear", objects=list(schedules.NAMES),
                               doc="Noise schedule (workbench.noise.schedules; discrete ones have T = 1000).")
     schedule_params = param.String("", doc="The schedule's own parameters, named as in its paper: 'name=value, "
@@ -185,6 +194,19 @@ class Diffusion(Study):
     corruption_sigma = param.Number(0.0, bounds=(0.0, 10.0), doc="Std of the noise on the corrupted points.")
     ambient = param.Boolean(True, doc="Corrupted points teach only at diffusion noise levels above their own, "
                                       "through ambient diffusion's loss (off: trained on as if clean).")
+    conditional = param.Boolean(False, doc="Class-conditional: the denoiser is told each training example's class "
+                                           "(eight_gaussians: its mode; moons: its moon; images: the digit), and "
+                                           "samples are asked for every class in turn.")
+    condition_flip = param.Number(0.0, bounds=(0.0, 0.95), doc="Share of the training examples whose class, as the "
+                                                               "denoiser is told it, is flipped to another class "
+                                                               "(uniformly among the others); samples are still "
+                                                               "asked for true classes. Needs conditional.")
+    condition_loss = param.Selector(default="plain", objects=["plain", "transition"],
+                                    doc="plain: the denoiser learns the class it is told; transition: TDSM (Na et "
+                                        "al. 2024): its output for the told class is the sum of its outputs for "
+                                        "every class weighted by p(class | told class, x_t), from the known flip "
+                                        "rate and a time-dependent classifier trained beside it on the told "
+                                        "classes (forward-corrected).")
     time_conditioning = param.Boolean(True, doc="Give the denoiser the time (off: it must infer the noise level).")
     resolution = param.Selector(default=8, objects=list(datasets.RESOLUTIONS),
                                 doc="Image side (8: the digits as they are; 16, 32: upsampled). Images only.")
@@ -220,6 +242,17 @@ class Diffusion(Study):
         if self.denoiser == "conv" and self.dataset not in datasets.IMAGES:
             raise ConfigError("denoiser", "conv", f"mlp for the 2-D dataset {self.dataset!r} (conv needs images: "
                                                   f"{', '.join(datasets.IMAGES)})")
+        if self.data_split != "all" and self.dataset in datasets.IMAGES \
+                and 2 * self.n_train > datasets.IMAGE_TRAIN_POOL:
+            raise ConfigError("n_train", self.n_train, f"at most {datasets.IMAGE_TRAIN_POOL // 2} with data_split "
+                                                       f"{self.data_split!r}: two disjoint halves of the "
+                                                       f"{datasets.IMAGE_TRAIN_POOL} training digits")
+        if self.conditional and self.dataset not in datasets.CLASSES:
+            raise ConfigError("conditional", True, f"off for the data set {self.dataset!r}, which has no classes "
+                                                   f"(classes: {', '.join(datasets.CLASSES)})")
+        if self.condition_flip and not self.conditional:
+            raise ConfigError("condition_flip", self.condition_flip, "0 unless conditional is on (the flips act on "
+                                                                     "the classes the denoiser is told)")
         if self.best_of and self.dataset not in datasets.DENSITIES:
             raise ConfigError("best_of", self.best_of, f"0 for the data set {self.dataset!r}: the search needs a "
                                                        f"known density ({', '.join(datasets.DENSITIES)})")
@@ -232,32 +265,52 @@ class Diffusion(Study):
         dev, c0, k, streams, configs = group.device, group.c0, group.k, group.streams, group.configs
         sch, train_sch = noise_schedules(c0.param.values())
         images = c0.dataset in datasets.IMAGES
-        data, sigma, held, base = [], [], [], []
+        classes = datasets.CLASSES[c0.dataset] if c0.conditional else 0
+        flips = label_noise.symmetric(classes, c0.condition_flip).float().to(dev) if classes else None
+        data, sigma, held, base, told, held_y, base_y = [], [], [], [], [], [], []
+        halves = c0.data_split != "all"
         for c, st in zip(configs, streams):
             g = st.generator("data")
+            pool = 2 * c.n_train if halves else c.n_train  # a half: the first or second n_train of the pool
             if images:  # held-out images from digits disjoint from the training ones
-                x, other = datasets.images(c.dataset, c.n_train, g, c0.resolution, n_held=2 * c.n_samples)
+                x, y, other, y_other = datasets.labelled_images(c.dataset, pool, g, c0.resolution,
+                                                                n_held=2 * c.n_samples)
                 held.append(other[:c.n_samples])
                 base.append(other[c.n_samples:])
+                held_y.append(y_other[:c.n_samples])
+                base_y.append(y_other[c.n_samples:])
             else:
-                x = datasets.points(c.dataset, c.n_train, g)
-                held.append(datasets.points(c.dataset, c.n_samples, g))
-                base.append(datasets.points(c.dataset, c.n_samples, g))
+                x, y = datasets.labelled_points(c.dataset, pool, g)
+                for kept, kept_y in ((held, held_y), (base, base_y)):
+                    h, hy = datasets.labelled_points(c.dataset, c.n_samples, g)
+                    kept.append(h)
+                    kept_y.append(hy)
+            if halves:
+                part = slice(c.n_train) if c0.data_split == "half_a" else slice(c.n_train, None)
+                x, y = x[part], None if y is None else y[part]
             noise = st.generator("noise")
             corrupt = (torch.rand(c.n_train, generator=noise) >= c.clean_fraction) & (c.corruption_sigma > 0)
             x = x + corrupt[:, None] * c.corruption_sigma * torch.randn(x.shape, generator=noise)
             data.append(x.to(dev))
             sigma.append((corrupt * (c.corruption_sigma if c.ambient else 0.0)).to(dev))  # the noise it carries
+            if classes:  # the class each example is told as (flipped after the corruption's draws)
+                told.append(label_noise.flip(y, flips.double().cpu(), noise)[0].to(dev))
         dim = data[0].shape[1]
         if c0.denoiser == "conv":
             def build():
-                return ConvDenoiser(c0.resolution, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
+                return ConvDenoiser(c0.resolution, c0.width, c0.depth, time_conditioning=c0.time_conditioning,
+                                    classes=classes)
         else:
             def build():
-                return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning)
-        trained = [init_(build(), g).to(dev) for g in group.generators("init")]
+                return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning, classes=classes)
+        inits = [st.fresh("init", 1) for st in streams] if c0.data_split == "half_b" else group.generators("init")
+        trained = [init_(build(), g).to(dev) for g in inits]
+        # transition-aware training (TDSM): a noisy-class classifier per model, from the same init stream
+        clfs = [init_(TimeClassifier(dim, classes), g).to(dev) for g in inits] \
+            if classes and c0.condition_loss == "transition" else []
         gens = group.generators("order")  # each model's minibatches, times and training noise
         opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in trained]
+        clf_opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in clfs]
         nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
 
@@ -265,6 +318,9 @@ class Diffusion(Study):
             return streams[m].fresh("probe")
 
         sw_base = np.array([dif.sliced_wasserstein(h, b, generator=proj(m)) for m, (h, b) in enumerate(zip(held, base))])
+        asked = torch.arange(c0.n_samples) % classes if classes else None  # the class each sample is asked for
+        vote_base = np.array([float((dif.nearest_class(b, h, hy) == by).float().mean()) if classes else np.nan
+                              for h, hy, b, by in zip(held, held_y, base, base_y)])
         # K denoisers of their own (not stacked): each model's step is its own Adam step
         near_held = np.stack([torch.cdist(h, x.cpu()).min(1).values.numpy() for h, x in zip(held, data)])
         ctx.put("nearest_train_heldout", ("model", "sample"), near_held)
@@ -277,9 +333,16 @@ class Diffusion(Study):
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
                             sampling_step=np.array([i + 1, steps]))
 
-            return dif.sample(model or nets[m], sch, (c0.n_samples, dim), steps, streams[m].fresh("sampling"),
-                              c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
-                              callback=show if live else None).cpu()
+            return dif.sample(conditioned(model or nets[m], asked), sch, (c0.n_samples, dim), steps,
+                              streams[m].fresh("sampling"), c0.sampler, c0.prediction, c0.spacing, c0.eta, dev,
+                              clip_x0=c0.clip_x0, callback=show if live else None).cpu()
+
+        def conditioned(model, y):
+            """model(x, t), asked for classes y (None: unconditional)."""
+            if y is None:
+                return model
+            y = y.to(dev)
+            return lambda x, t: model(x, t, y)
 
         def draw_times(g, noisy):
             return training_times(sch, train_sch, noisy, t_min, g)
@@ -292,6 +355,10 @@ class Diffusion(Study):
             for m in range(k):
                 cal = held[m][:512].to(dev)
                 batches = ptq.timestep_batches(cal, sch, ts, streams[m].fresh("probe", 1))
+                if classes:  # calibrated on held-out data told its own classes
+                    y_cal = held_y[m][:512].to(dev)
+                    plain = batches
+                    batches = lambda plain=plain: ((xt, tt, y_cal) for xt, tt in plain())  # noqa: E731
                 act = None if c0.sample_act_precision == "same" else c0.sample_act_precision
                 low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()), act_fmt=act)
                 s = draw(m, c0.sample_steps, model=low)
@@ -302,7 +369,8 @@ class Diffusion(Study):
 
         s = SimpleNamespace(k=k, c0=c0, sch=sch, dev=dev, dim=dim, streams=streams, images=images, configs=configs,
                             data=data, sigma=sigma, held=held, trained=trained, nets=nets, opts=opts, gens=gens,
-                            draw=draw,
+                            draw=draw, conditioned=conditioned, classes=classes, flips=flips, told=told,
+                            asked=asked, held_y=held_y, vote_base=vote_base, clfs=clfs, clf_opts=clf_opts,
                             draw_times=draw_times, proj=proj, quantized_quality=quantized_quality, sw_base=sw_base,
                             near_held=near_held, bin_sum=bin_sum, bin_n=bin_n, bin_centres=bin_centres,
                             running=running, ok=np.ones(k, dtype=bool), final=None)
@@ -323,7 +391,14 @@ class Diffusion(Study):
             t = s.draw_times(g, (sn > 0).cpu())
             abar = s.sch.alpha_bar(t).float().to(dev)
             x_t, tgt, weight = dif.ambient_batch(x0, sn, eps, abar, c0.prediction)
-            per_example = (net(x_t, t.float().to(dev)) - tgt).pow(2).mean(1) * weight
+            tt = t.float().to(dev)
+            if not s.classes:
+                out = net(x_t, tt)
+            elif s.clfs:  # TDSM: the told class's output as the flip-aware mixture of every class's
+                out = dif.transition_output(net, x_t, tt, cls._class_weights(s, m, x_t, tt, s.told[m][idx]))
+            else:
+                out = net(x_t, tt, s.told[m][idx])
+            per_example = (out - tgt).pow(2).mean(1) * weight
             loss = per_example.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -336,6 +411,18 @@ class Diffusion(Study):
             np.add.at(s.bin_sum[m], bins, per_example.detach().cpu().numpy())
             np.add.at(s.bin_n[m], bins, 1)
         return torch.tensor([r[-1] for r in s.running])
+
+    @staticmethod
+    def _class_weights(s, m, x_t, t, told):
+        """One step of model m's noisy-class classifier on (x_t, told class), forward-corrected by the flip matrix
+        (so its softmax estimates p(true class | x_t)), and the weights p(class | told, x_t) it gives."""
+        clf, opt = s.clfs[m], s.clf_opts[m]
+        p = clf(x_t, t).softmax(1)
+        loss = torch.nn.functional.nll_loss(torch.log((p @ s.flips).clamp_min(1e-12)), told)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return dif.transition_weights(p.detach(), s.flips, told)
 
     @classmethod
     def measure(cls, plan, i, step):
@@ -356,6 +443,11 @@ class Diffusion(Study):
         near = np.stack([torch.cdist(x, d.cpu()).min(1).values.numpy() for x, d in zip(samples, s.data)])
         ctx.put("nearest_train", ("model", "sample"), near)
         ctx.put("samples", ("model", "sample", "coord"), np.stack([x.numpy() for x in samples]))
+        asked = np.full(k, np.nan)
+        if s.classes:
+            ctx.put("sample_class", ("model", "sample"), np.tile(s.asked.numpy(), (k, 1)))
+            asked = np.array([float((dif.nearest_class(x, h, hy) == s.asked).float().mean()) if o else np.nan
+                              for x, h, hy, o in zip(samples, s.held, s.held_y, ok)])
         with np.errstate(invalid="ignore"):
             ctx.put("loss_by_t", ("model", "t_bin"), s.bin_sum / s.bin_n, t_bin=s.bin_centres)
         s.ok, s.final = ok, samples
@@ -363,7 +455,8 @@ class Diffusion(Study):
                 "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(s.near_held, 1), 1e-12), **low,
                 "brightness_std": np.array([float(b.std()) for b in bright]),
                 "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
-                "data_brightness_std": np.array([float(h.mean(1).std()) for h in s.held])}
+                "data_brightness_std": np.array([float(h.mean(1).std()) for h in s.held]),
+                "condition_accuracy": asked, "condition_accuracy_data": s.vote_base}
 
     @classmethod
     def judge(cls, plan, rec, step):
@@ -397,7 +490,8 @@ class Diffusion(Study):
                 t = ((b + u) / T_BINS).clamp(1e-4, 1 - 1e-4)
                 abar = s.sch.alpha_bar(t).float().to(s.dev)
                 x_t, tgt, _ = dif.ambient_batch(x0, torch.zeros(len(x0), device=s.dev), eps, abar, c0.prediction)
-                loss = (net(x_t, t.float().to(s.dev)) - tgt).pow(2).mean()
+                told = s.told[m][idx] if s.classes else None  # a conditional one told the classes it trained on
+                loss = (s.conditioned(net, told)(x_t, t.float().to(s.dev)) - tgt).pow(2).mean()
                 grads.append(torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(loss, list(net.parameters()))]))
             G = torch.nn.functional.normalize(torch.stack(grads).double(), dim=1)
             cos[m] = (G @ G.T).cpu().numpy()
@@ -417,7 +511,8 @@ class Diffusion(Study):
         score, sw = np.full((k, len(grid)), np.nan), np.full((k, len(grid)), np.nan)
         rows = torch.arange(n)
         for m in range(k):
-            cand = dif.sample(s.nets[m], s.sch, (n * most, s.dim), c0.sample_steps, s.streams[m].fresh("sampling", 1),
+            asked = None if s.asked is None else (torch.arange(n) % s.classes).repeat_interleave(most)
+            cand = dif.sample(s.conditioned(s.nets[m], asked), s.sch, (n * most, s.dim), c0.sample_steps, s.streams[m].fresh("sampling", 1),
                               c0.sampler, c0.prediction, c0.spacing, c0.eta, s.dev, clip_x0=c0.clip_x0).cpu()
             logp = datasets.log_density(c0.dataset, cand)
             logp = torch.where(torch.isfinite(logp), logp, -math.inf).view(n, most)

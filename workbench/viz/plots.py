@@ -320,9 +320,14 @@ def image_grid(flat: np.ndarray, side: int, n: int = 8) -> np.ndarray:
     return grid
 
 
-def samples_plot(pts: np.ndarray, title: str = "samples"):
-    """Samples (n, d): a scatter for 2-D points, a grid of the first 64 images for square images."""
+def samples_plot(pts: np.ndarray, title: str = "samples", classes: np.ndarray | None = None):
+    """Samples (n, d): a scatter for 2-D points (coloured by the class each was asked for, a class-conditional
+    model's), a grid of the first 64 images for square images (in the order asked: classes in turn)."""
     if pts.shape[-1] == 2:
+        if classes is not None:
+            return hv.Scatter((pts[:, 0], pts[:, 1], classes), "x₁", ["x₂", "class asked for"]).opts(
+                color="class asked for", cmap=PALETTE[:int(classes.max()) + 1], colorbar=True, size=3, alpha=0.6,
+                title=f"{title}, coloured by the class asked for", height=300, responsive=True)
         return hv.Scatter((pts[:, 0], pts[:, 1]), "x₁", "x₂").opts(
             size=2, alpha=0.4, color=PALETTE[0], title=title, height=300, responsive=True)
     side = int(round(pts.shape[-1] ** 0.5))
@@ -351,7 +356,8 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     ds, _ = _resolve(run_or_ds)
     pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
     panel = dict(height=300, responsive=True)
-    items = [samples_plot(pick(ds["samples"]).values)]
+    items = [samples_plot(pick(ds["samples"]).values,
+                          classes=pick(ds["sample_class"]).values if "sample_class" in ds else None)]
     if "sw_vs_steps" in ds:
         sw = pick(ds["sw_vs_steps"])
         items.append(hv.Curve((sw["sampling_steps"].values, sw.values), "sampling steps", "sliced Wasserstein")
