@@ -318,3 +318,40 @@ def test_a_class_conditional_model_is_asked_for_each_class_and_the_flip_aware_lo
     conv = wb.run("diffusion", **dict(tiny, dataset="digits_images", denoiser="conv", width=8))
     assert conv.status == "done" and np.isfinite(conv.ds.condition_accuracy.values).all()
     assert np.isfinite(conv.ds.grad_cosine.values).all()
+
+
+def test_two_halves_are_disjoint_draws_of_one_pool_and_sample_from_the_same_noise(monkeypatch):
+    """data_split: half_a and half_b split one pool of 2·n_train (held-out data the same for both), half_b's model
+    from other initial weights, both sampled from the same initial noise; halves larger than the digits allow are
+    refused before any work."""
+    from workbench import datasets
+    from workbench.studies import get
+
+    seen = {}
+    real = datasets.labelled_images
+
+    def spy(name, n, g, side=8, n_held=0):
+        out = real(name, n, g, side, n_held)
+        seen.setdefault("pool", []).append(out[0])
+        return out
+    monkeypatch.setattr(datasets, "labelled_images", spy)
+    real_sample = dif.sample
+
+    def sample_spy(model, schedule, shape, steps, generator, *args, **kw):
+        seen.setdefault("noise", []).append(generator.initial_seed())
+        return real_sample(model, schedule, shape, steps, generator, *args, **kw)
+    monkeypatch.setattr(dif, "sample", sample_spy)
+    tiny = dict(get("diffusion").tiny, dataset="digits_images", n_train=32, progress=False)
+    a = wb.run("diffusion", **tiny, data_split="half_a")
+    b = wb.run("diffusion", **tiny, data_split="half_b")
+    pool_a, pool_b = seen["pool"]
+    assert len(pool_a) == 64 and torch.equal(pool_a, pool_b)  # one pool of 2·n_train distinct digits
+    assert len({tuple(r.tolist()) for r in pool_a}) == 64
+    half = len(seen["noise"]) // 2
+    assert seen["noise"][:half] == seen["noise"][half:]  # every sampling from the same initial noise in both
+    near_a, near_b = a.ds.nearest_train_heldout.values, b.ds.nearest_train_heldout.values
+    assert not np.allclose(near_a, near_b)  # each measured against its own half
+    assert not np.array_equal(a.ds.train_loss.values[1:], b.ds.train_loss.values[1:])
+    with pytest.raises(ConfigError) as e:
+        wb.run("diffusion", dataset="digits_images", n_train=datasets.IMAGE_TRAIN_POOL // 2 + 1, data_split="half_a")
+    assert e.value.field == "n_train" and str(datasets.IMAGE_TRAIN_POOL // 2) in str(e.value)

@@ -225,3 +225,49 @@ def test_anti_correlated_gradient_noise_telescopes_and_is_each_models_own():
     again = ensemble.GradientNoise(torch.full((k,), 0.5), torch.ones(k), [torch.Generator().manual_seed(s)
                                                                           for s in range(k)])
     assert torch.equal(again(zeros)[0][1], first_alone)
+
+
+def test_iterative_magnitude_pruning_removes_the_smallest_weights_rewinds_and_keeps_them_zero():
+    """Each model of the stack on its own: a round removes the given share of its remaining weights, the smallest
+    in magnitude over all layers (never the output's zero padding), rewinds the rest to their initial values, and
+    training keeps the removed ones at zero."""
+    import workbench as wb
+    from workbench.errors import ConfigError
+    from workbench.studies.label_noise import _Pruning
+
+    g = torch.Generator().manual_seed(0)
+    net = ensemble.stack([models.build("mlp", input_dim=6, width=5, depth=2, num_classes=3, generator=g)
+                          for _ in range(2)])
+    first = {n: p.detach().clone() for n, p in net.params.items()}
+    prune = _Pruning(net, 0.5)
+    assert prune.total.tolist() == [6 * 5 + 5 * 5 + 5 * 3] * 2 and prune.density().tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        for p in net.params.values():
+            p.add_(torch.randn(p.shape, generator=g))  # "trained"
+        net.params["w2"][..., 3:] = 0  # the padding stays zero
+    trained = {n: p.detach().clone() for n, p in net.params.items()}
+    prune.next_round()
+    assert prune.density().tolist() == [0.5, 0.5]
+    for m in range(2):
+        mags = torch.cat([trained[n][m].abs().flatten() if n != "w2" else trained[n][m][:, :3].abs().flatten()
+                          for n in ("w0", "w1", "w2")])
+        kept = torch.cat([prune.masks[n][m].flatten() if n != "w2" else prune.masks[n][m][:, :3].flatten()
+                          for n in ("w0", "w1", "w2")])
+        assert mags[kept].min() > mags[~kept].max()  # the larger half kept
+    for n, p in net.params.items():
+        expect = first[n] * prune.masks[n] if n in prune.masks else first[n]
+        assert torch.equal(p.detach(), expect), n  # rewound, pruned ones zero
+    x, y = torch.randn(2, 8, 6, generator=g), torch.randint(0, 3, (2, 8), generator=g)
+    opt = ensemble.Optimizer(net.tensors(), "adam", 0.1)
+    ensemble.train_step(net, opt, lambda z, t, i: losses.cross_entropy(z, t).mean(1), x, y, torch.arange(8).repeat(2, 1))
+    prune.apply()
+    assert all((net.params[n][~prune.masks[n]] == 0).all() for n in prune.names)
+    assert not torch.equal(net.params["w0"], first["w0"] * prune.masks["w0"])  # the kept ones trained
+
+    run = wb.run("label_noise", epochs=2, prune_rounds=2, prune_fraction=0.5, n_train=200, width=16,
+                 loss_snapshots=0, progress=False)
+    assert run.ds.density.values.round(4).tolist() == [1, 1, 1, 0.5, 0.5, 0.25, 0.25]  # the axis spans the rounds
+    for dials, field in (({"model": "cnn"}, "prune_rounds"), ({"epochs": 5, "eval_every": 2}, "eval_every")):
+        with pytest.raises(ConfigError) as e:
+            wb.run("label_noise", prune_rounds=2, **dials)
+        assert e.value.field == field, e.value

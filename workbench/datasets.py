@@ -126,6 +126,21 @@ IMAGES = ("bright_dark", "digits_images")
 RESOLUTIONS = (8, 16, 32)
 
 
+def shifted(x: torch.Tensor, image_shape: tuple, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat images (..., n, prod(image_shape)) each moved `pixels` up, down, left or right (one direction per image,
+    drawn from `generator`, the same for every leading index), the uncovered border zero: a domain shift for a net
+    without translation invariance (an MLP on digits)."""
+    h, w = image_shape[-2:]
+    n = x.shape[-2]
+    img = x.reshape(*x.shape[:-1], -1, h, w)  # (..., n, channels, h, w)
+    padded = torch.nn.functional.pad(img, (pixels, pixels, pixels, pixels))
+    moves = torch.tensor([(-1, 0), (1, 0), (0, -1), (0, 1)])[torch.randint(0, 4, (n,), generator=generator)] * pixels
+    out = torch.empty_like(img)
+    for i, (dy, dx) in enumerate(moves.tolist()):  # the window of the padded image that puts the digit dy, dx off
+        out[..., i, :, :, :] = padded[..., i, :, pixels - dy:pixels - dy + h, pixels - dx:pixels - dx + w]
+    return out.reshape(x.shape)
+
+
 #: the share of the 1,797 digits kept out of training for diffusion's held-out images
 HELD_OUT_SHARE = 0.25
 #: how many distinct digits diffusion's training images come from (the rest are held out)

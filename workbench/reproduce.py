@@ -215,6 +215,31 @@ def _terminal_snr(s):
                 figure=curves_by(flawed, "brightness_std", "prediction"))
 
 
+def _offset_noise(s):
+    """Offset noise against the brightness collapse of Lin et al.'s flawed setting (ε, scaled-linear, leading
+    spacing, non-zero terminal SNR): training noise with a per-image constant added."""
+    from .viz.plots import curves_by
+
+    ds = _sweep("diffusion", {"offset_noise": [0.0, *s["offsets"]]}, s["seeds"], dataset="bright_dark",
+                schedule="scaled_linear", prediction="epsilon", spacing="leading", steps=s["steps"],
+                eval_every=s["steps"], sample_steps=25, n_samples=1000, clip_x0=1.0)
+    spread = ds.brightness_std.isel(step=-1).transpose("offset_noise", "seed").values
+    sw = ds.sw.isel(step=-1).transpose("offset_noise", "seed").values
+    data = float(ds.data_brightness_std.isel(step=-1).mean())
+    gain = spread[1:] - spread[0]  # (offset, seed)
+    said = "; ".join(f"offset {o}: spread {_fmt(spread[i + 1])}, sliced W. {_fmt(sw[i + 1])}"
+                     for i, o in enumerate(s["offsets"]))
+    return dict(passed=bool((gain > 0).all()), values=gain[0],
+                effect_label=f"brightness spread with offset noise {s['offsets'][0]} minus without (data "
+                             f"{data:.2f})",
+                detail=f"bright/dark digits (per-image brightness ±0.7: the data's spread {data:.3f}), ε-prediction, "
+                       f"scaled-linear schedule with its non-zero terminal SNR, leading spacing, DDIM 25 steps, "
+                       f"{s['steps']} training steps. Without offset noise: spread {_fmt(spread[0])}, sliced W. "
+                       f"{_fmt(sw[0])}; {said}. Reproduced if offset noise widens the spread on every seed and "
+                       "offset.",
+                figure=curves_by(ds, "brightness_std", "offset_noise"))
+
+
 def _points_2d(s, **dials) -> dict:
     """A diffusion claim's dials on eight Gaussians: its training steps (measured once, at the end), samples and
     sampling steps, and any others."""
@@ -528,11 +553,68 @@ def _label_noise_diffusion(s):
                 detail=f"eight Gaussians, each its class; {s['steps']} training steps, DDIM {s['sample_steps']} "
                        f"steps, {s['n_samples']} samples asked for the eight classes in turn, each sample's class by "
                        f"a 5-NN vote among held-out points (its accuracy on held-out data: "
-                       f"{_fmt(ds.condition_accuracy_data.isel(step=-1, condition_loss=0, condition_flip=0).values)}). Symmetric flips to "
+                       f"{_fmt(ds.condition_accuracy_data.isel(step=-1, condition_loss=0, condition_flip=0).values)}"
+                       "). Symmetric flips to "
                        f"the other classes; the transition-aware loss knows the flip rate and learns p(class | x_t) "
                        f"beside the denoiser. {said}. Reproduced if the transition-aware loss puts more samples in "
                        "the class asked for at every flip rate and seed.",
                 figure=(bars + scatter("plain") + scatter("transition")).cols(1))
+
+
+def _geometry_adaptive(s):
+    """Kadkhodaie et al. 2024: two denoisers trained on disjoint halves of the digits, sampled from the same initial
+    noise (DDIM, deterministic): how far apart their samples are, against the distance to their own nearest
+    training image, as the halves grow."""
+    import holoviews as hv
+    import torch
+
+    from .viz.plots import PALETTE, image_grid
+
+    sizes = s["sizes"]
+    ds = _sweep("diffusion", {"n_train": sizes, "data_split": ["half_a", "half_b"]}, s["seeds"],
+                dataset="digits_images", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"],
+                sample_steps=s["sample_steps"])
+    pair, unrelated, near = (np.full((len(sizes), len(s["seeds"])), np.nan) for _ in range(3))
+    for i, n in enumerate(sizes):
+        for j in range(len(s["seeds"])):
+            a = torch.as_tensor(ds.samples.sel(n_train=n, data_split="half_a").isel(seed=j).values)
+            b = torch.as_tensor(ds.samples.sel(n_train=n, data_split="half_b").isel(seed=j).values)
+            pair[i, j] = float((a - b).norm(dim=1).median())  # the same initial noise through the two models
+            unrelated[i, j] = float((a - b.roll(1, 0)).norm(dim=1).median())  # different initial noises
+            near[i, j] = float(np.median(ds.nearest_train.sel(n_train=n).isel(seed=j).values))  # both halves
+    falls = pair[-1] < pair[0]
+    general = pair[-1] < near[-1]  # closer to the other half's model than to any of its own training images
+    memorizes = pair[0] > near[0]
+    curves = hv.Overlay([
+        hv.Curve((sizes, pair.mean(1)), "training images per half", "median distance",
+                 label="half A's sample to half B's, same noise").opts(color=PALETTE[0], xticks=sizes),
+        hv.Curve((sizes, near.mean(1)), "training images per half", "median distance",
+                 label="a sample to its nearest own training image").opts(color=PALETTE[1], xticks=sizes),
+        hv.Curve((sizes, unrelated.mean(1)), "training images per half", "median distance",
+                 label="half A's sample to half B's, other noise").opts(color="gray", line_dash="dashed",
+                                                                         xticks=sizes)]).opts(
+        logx=True, title="two denoisers on disjoint halves: distance between their samples (mean of "
+                                       "seeds)", width=780, height=360, show_grid=True, legend_position="right")
+    rows = np.concatenate([ds.samples.sel(n_train=n, data_split=h).isel(seed=0).values[:8]
+                           for n in (sizes[0], sizes[-1]) for h in ("half_a", "half_b")])
+    grid = image_grid(rows, 8)
+    pictures = hv.Image(np.flipud(grid), bounds=(0, 0, grid.shape[1], grid.shape[0])).opts(
+        cmap="gray", clim=(-1, 1), xaxis=None, yaxis=None, data_aspect=1, frame_width=640,
+        title=f"the same 8 initial noises, seed {s['seeds'][0]}: rows half A, half B at {sizes[0]} images per half, "
+              f"then at {sizes[-1]}")
+    said = "; ".join(f"{n} per half: pair {_fmt(pair[i])}, nearest own training image {_fmt(near[i])}, other "
+                     f"noise {_fmt(unrelated[i])}" for i, n in enumerate(sizes))
+    return dict(passed=bool(falls.all() and general.all() and memorizes.all()),
+                values=pair[0] / unrelated[0] - pair[-1] / unrelated[-1],
+                effect_label=f"distance between the two halves' samples from the same noise, relative to other "
+                             f"noise, at {sizes[0]} minus at {sizes[-1]} images per half",
+                detail=f"8×8 digits, two MLP denoisers (other initial weights) on disjoint halves of the training "
+                       f"digits, {s['steps']} steps, DDIM {s['sample_steps']} steps (deterministic) from the same "
+                       f"{s['n_samples']} initial noises; medians of per-sample distances. {said}. Reproduced if, "
+                       "on every seed, the distance between the two models' samples falls from the smallest to the "
+                       "largest halves, at the largest halves is below the distance to their own nearest training "
+                       "image (the same density learned) and at the smallest above it (each half memorized).",
+                figure=(curves + pictures).cols(1))
 
 
 def _relay_snr(s):
@@ -640,18 +722,30 @@ def _fp_vs_int_diffusion(s):
     end = ds.isel(step=-1)
     q = {f: end.sw_quantized.sel(sample_precision=f).values.ravel() for p in pairs for f in p}
     fp32 = end.sw.isel(sample_precision=0).values.ravel()
-    ok = all((np.nan_to_num(q[fp], nan=np.inf) < np.nan_to_num(q[i], nan=np.inf)).all() for fp, i in pairs)
+    (w_fp, a_fp), (w_int, a_int) = s["mixed"]  # weights and layer inputs apart: W4A8 in each family, and crossed
+    mixed = _sweep("diffusion", {"sample_precision": [w_fp, w_int], "sample_act_precision": [a_fp, a_int]},
+                   s["seeds"], **kw).sw_quantized.isel(step=-1)
+    m = {(w, a): mixed.sel(sample_precision=w, sample_act_precision=a).values.ravel()
+         for w in (w_fp, w_int) for a in (a_fp, a_int)}
+    worse = lambda v: np.nan_to_num(v, nan=np.inf)  # noqa: E731 - a diverged sampling counts as the worst
+    ok = all((worse(q[fp]) < worse(q[i])).all() for fp, i in pairs) \
+        and (worse(m[w_fp, a_fp]) < worse(m[w_int, a_int])).all()
     low_fp, low_int = pairs[-1]
-    bars = _bars([(f, float(np.nanmean(v))) for f, v in q.items()] + [("fp32", float(fp32.mean()))],
+    name = lambda w, a: f"W {w} / A {a}"  # noqa: E731
+    bars = _bars([(f, float(np.nanmean(v))) for f, v in q.items()]
+                 + [(name(w, a), float(np.nanmean(v))) for (w, a), v in m.items()] + [("fp32", float(fp32.mean()))],
                  "format", "sliced Wasserstein to held-out data (lower is better)",
-                 "Post-training quantization of a denoiser: floating point against integer at equal bits")
+                 "Post-training quantization of a denoiser: floating point against integer at equal bits",
+                 xrotation=30)
     return dict(passed=bool(ok), values=1 - q[low_fp] / q[low_int],
                 effect_label=f"relative drop of the sliced Wasserstein distance, {low_int} → {low_fp}",
                 detail=f"eight Gaussians, {s['steps']} training steps, DDIM {s['sample_steps']} steps, weights and "
                        "layer inputs rounded (static ranges calibrated at every sampling time); reproduced if the "
                        "floating-point format samples closer to the data than the integer one of the same bits "
-                       "on every seed, at each width. fp32 " + _fmt(fp32) + "; "
-                       + "; ".join(f"{f} {_fmt(q[f])}" for p in pairs for f in p), figure=bars)
+                       "on every seed, at each width, and so do floating-point weights and layer inputs at "
+                       f"W{w_fp[2]}A{a_fp[2]} ({w_fp} / {a_fp} against {w_int} / {a_int}). fp32 " + _fmt(fp32) + "; "
+                       + "; ".join(f"{f} {_fmt(q[f])}" for p in pairs for f in p) + "; "
+                       + "; ".join(f"{name(w, a)} {_fmt(v)}" for (w, a), v in m.items()), figure=bars)
 
 
 def _elr(s):
@@ -821,6 +915,99 @@ def _dropout(s):
                        "fit — " + "; ".join(f"dropout {r:g}: {_fmt(final.sel(dropout=r).values)} / "
                                             f"{_fmt(mem.sel(dropout=r).values)}" for r in s["rates"]),
                 figure=curves_by(ds, "test_acc", "dropout"))
+
+
+def _pretrain_noise(s):
+    """Chen et al. 2024 (noisy model learning): pre-train an MLP on digits with a share of its labels flipped,
+    freeze it, and fit a linear probe on its last hidden features, in domain (clean test digits) and out of domain
+    (the same digits moved a few pixels)."""
+    import holoviews as hv
+
+    from .viz.plots import PALETTE
+
+    rates = s["rates"]
+    ds = _sweep("label_noise", {"flip_rate": rates}, s["seeds"], epochs=s["epochs"], eval_every=s["epochs"],
+                loss_snapshots=0, linear_probe=True, probe_shift=s["shift"])
+    iid = ds.probe_acc.transpose("flip_rate", "seed").values
+    ood = ds.probe_acc_shifted.transpose("flip_rate", "seed").values
+    slight = [i for i, r in enumerate(rates) if 0 < r <= 0.1]
+    best_slight = max(slight, key=lambda i: iid[i].mean())
+    id_helps = iid[best_slight].mean() >= iid[0].mean()
+    ood_hurt = all(ood[i].mean() < ood[0].mean() for i in range(1, len(rates))) and (ood[-1] < ood[0]).all()
+    figure = hv.Overlay([
+        hv.Curve((rates, iid.mean(1)), "flipped share of the pre-training labels", "linear-probe accuracy",
+                 label="in domain: clean test digits").opts(color=PALETTE[0]),
+        hv.Curve((rates, ood.mean(1)), "flipped share of the pre-training labels", "linear-probe accuracy",
+                 label=f"out of domain: digits moved {s['shift']} pixels").opts(color=PALETTE[1])]
+        + [hv.Scatter((np.repeat(rates, iid.shape[1]), v.ravel()), "flipped share of the pre-training labels",
+                      "linear-probe accuracy").opts(color=c, size=5, alpha=0.5)
+           for v, c in ((iid, PALETTE[0]), (ood, PALETTE[1]))]).opts(
+        title="label noise in pre-training: a linear probe on the frozen features (line: mean, dots: seeds)",
+        width=780, height=380, show_grid=True, legend_position="right", xlim=(-0.02, max(rates) + 0.02))
+    said = "; ".join(f"{r:.0%}: in domain {_fmt(iid[i])}, out of domain {_fmt(ood[i])}" for i, r in enumerate(rates))
+    return dict(passed=bool(id_helps and ood_hurt), values=ood[0] - ood[-1],
+                effect_label=f"out-of-domain linear-probe accuracy, clean pre-training minus {rates[-1]:.0%} flips",
+                detail=f"digits, MLP 512 × 2 pre-trained {s['epochs']} epochs (Adam 1e-3) on 1,200 digits with a "
+                       f"share of symmetric flips; frozen; a logistic-regression probe on the last hidden features "
+                       f"fitted on half of the ~600 clean test digits and scored on the other half, in domain and "
+                       f"with every test digit moved {s['shift']} pixels up, down, left or right. {said}. "
+                       f"Reproduced if slight noise (≤ 10 %) does not lower the in-domain probe (mean of seeds; here "
+                       f"{'it does not' if id_helps else 'it does'}) and every flip rate lowers the out-of-domain "
+                       f"probe (mean of seeds, and the largest rate on every seed; here "
+                       f"{'it does' if ood_hurt else 'it does not'}).",
+                figure=figure)
+
+
+def _lottery_noise(s):
+    """Arora et al. 2023: iterative magnitude pruning (rewinding to the initial weights) from MLPs of several widths
+    on digits with flipped labels; at each round's end the test accuracy, test ECE and the weights kept."""
+    import holoviews as hv
+
+    from .viz.plots import PALETTE
+
+    widths, e = s["widths"], s["epochs"]
+    ds = _sweep("label_noise", {"width": widths}, s["seeds"], dataset="digits", depth=1, flip_rate=s["flip_rate"],
+                epochs=e, eval_every=e, prune_rounds=s["rounds"], prune_fraction=s["fraction"], loss_snapshots=0)
+    ends = ds.sel(epoch=[e * (r + 1) for r in range(s["rounds"] + 1)])  # each round's end
+    acc = ends.test_acc.transpose("width", "seed", "epoch").values
+    ece = ends.ece.transpose("width", "seed", "epoch").values
+    weights = np.array([w * (64 + 10) for w in widths])  # a one-hidden-layer MLP on 8×8 digits, 10 classes
+    kept = ends.density.transpose("width", "seed", "epoch").values * weights[:, None, None]
+    best = np.nanargmax(np.where(np.isfinite(acc), acc, -np.inf), axis=2)  # (width, seed): the best round
+    pick = lambda a: np.take_along_axis(a, best[..., None], 2)[..., 0]  # noqa: E731
+    best_size, best_ece, dense_ece = pick(kept), pick(ece), ece[..., 0]
+    start_spread = weights.max() / weights.min()
+    size_spread = best_size.max(0) / best_size.min(0)  # per seed: largest best size over smallest
+    calibrated = (best_ece < dense_ece).all()
+    curves = []
+    for i, w in enumerate(widths):
+        x = kept[i].mean(0)
+        curves.append(hv.Curve((x, acc[i].mean(0)), "weights kept", "test accuracy", label=f"width {w}")
+                      .opts(color=PALETTE[i % len(PALETTE)]))
+    fig_acc = hv.Overlay(curves).opts(logx=True, width=780, height=340, show_grid=True, legend_position="right",
+                                      title=f"IMP with {s['flip_rate']:.0%} flipped labels: test accuracy against "
+                                            "the weights kept (mean of seeds)")
+    fig_ece = hv.Overlay([hv.Curve((kept[i].mean(0), ece[i].mean(0)), "weights kept", "test ECE",
+                                   label=f"width {w}").opts(color=PALETTE[i % len(PALETTE)])
+                          for i, w in enumerate(widths)]).opts(
+        logx=True, width=780, height=340, show_grid=True, legend_position="right",
+        title="test ECE against the weights kept (mean of seeds; dense at the right)")
+    said = "; ".join(f"width {w} ({weights[i]:,} weights): best round kept {_fmt(best_size[i])} weights at test "
+                     f"accuracy {_fmt(pick(acc)[i])} (dense {_fmt(acc[i, :, 0])}), ECE {_fmt(best_ece[i])} against "
+                     f"dense {_fmt(dense_ece[i])}" for i, w in enumerate(widths))
+    return dict(passed=bool((size_spread < start_spread / 4).all() and calibrated),
+                values=np.log10(start_spread) - np.log10(size_spread),
+                effect_label="orders of magnitude by which IMP narrows the spread of network sizes (starting sizes' "
+                             "max/min against the best pruned sizes')",
+                detail=f"digits, {s['flip_rate']:.0%} symmetric flips, one-hidden-layer MLPs of widths "
+                       f"{', '.join(map(str, widths))} (a {start_spread:.0f}× range of sizes), Adam 1e-3, "
+                       f"{e} epochs per round, {s['rounds']} rounds each removing {s['fraction']:.0%} of the "
+                       f"remaining weights (smallest magnitude over both layers) and rewinding the rest to their "
+                       f"initial values; the best round by test accuracy. {said}. Best pruned sizes span "
+                       f"{_fmt(size_spread)}× over the widths. Reproduced if, on every seed, the best pruned sizes "
+                       f"span less than a quarter of the starting sizes' range and every best pruned net has a lower "
+                       f"test ECE than its dense start.",
+                figure=(fig_acc + fig_ece).cols(1))
 
 
 def _auc(score, positive) -> float:
@@ -1270,6 +1457,14 @@ CLAIMS = {c.key: c for c in [
           "Bright/dark digits: ε, scaled-linear, leading spacing narrows the brightness spread below the data's; "
           "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1, 2], "steps": 1000},
           {"seeds": [0, 1, 2], "steps": 3000}),
+    Claim("offset_noise", "Hu et al. 2024 (One More Step), on Guttenberg's offset noise",
+          "Models trained with a schedule whose last step keeps some signal cannot make images far from average "
+          "brightness; ε-prediction models are patched with offset noise — a per-image constant added to the "
+          "training noise — which lets the mean brightness move.",
+          "Bright/dark digits in Lin et al.'s flawed setting (ε, scaled-linear, leading spacing): the spread of "
+          "per-image brightness with offset noise 0.1 and 0.2 against none.", _offset_noise,
+          {"seeds": [0, 1, 2], "steps": 1000, "offsets": [0.1, 0.2]},
+          {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "offsets": [0.1, 0.2]}),
     Claim("terminal_snr_fixes", "Lin et al. 2024 (common diffusion noise schedules and sample steps are flawed)",
           "Three fixes together make training and sampling agree: rescale the schedule to zero terminal SNR, train "
           "with v-prediction, and start sampling from the last timestep.",
@@ -1334,6 +1529,17 @@ CLAIMS = {c.key: c for c in [
           "for.", _label_noise_diffusion,
           {"seeds": [0, 1, 2], "steps": 1500, "n_samples": 1000, "sample_steps": 50, "flips": [0.2, 0.4]},
           {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 2000, "sample_steps": 50, "flips": [0.2, 0.4]}),
+    Claim("geometry_adaptive", "Kadkhodaie et al. 2024 (generalization in diffusion models arises from "
+          "geometry-adaptive harmonic representations)",
+          "Two denoisers trained on non-overlapping subsets learn nearly the same score, and so generate nearly the "
+          "same image from the same noise, once the subsets are large enough; below that each memorizes its own "
+          "training images.",
+          "8×8 digits: two denoisers on disjoint halves of 16 to 512 images each, sampled from the same initial "
+          "noise; the distance between their samples against the distance to their own nearest training image.",
+          _geometry_adaptive, {"seeds": [0, 1, 2], "steps": 2000, "n_samples": 400, "sample_steps": 50,
+                               "sizes": [16, 64, 512]},
+          {"seeds": [0, 1, 2, 3, 4], "steps": 5000, "n_samples": 400, "sample_steps": 50,
+           "sizes": [16, 32, 64, 128, 256, 512]}),
     Claim("relay_snr", "Teng et al. 2024 (relay diffusion)",
           "The same noise level leaves a higher signal-to-noise ratio per frequency at a higher resolution, so a "
           "schedule tuned at one resolution is too easy at a larger one.",
@@ -1358,11 +1564,13 @@ CLAIMS = {c.key: c for c in [
           "At the same bit width, floating-point post-training quantization gives diffusion models better samples "
           "than integer quantization; 8-bit floating point shows no noticeable loss against fp32.",
           "Eight Gaussians: the same trained denoiser sampled with fp8 e4m3 against int8 and fp4 e2m1 against int4 "
-          "weights and activations.",
+          "weights and activations, and at W4A8 (4-bit weights, 8-bit layer inputs) floating point against integer.",
           _fp_vs_int_diffusion, {"seeds": [0, 1, 2], "steps": 1000, "n_samples": 2000, "sample_steps": 50,
-                                 "pairs": [["fp8_e4m3", "int8"], ["fp4_e2m1", "int4"]]},
+                                 "pairs": [["fp8_e4m3", "int8"], ["fp4_e2m1", "int4"]],
+                                 "mixed": [["fp4_e2m1", "fp8_e4m3"], ["int4", "int8"]]},
           {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 2000, "sample_steps": 50,
-           "pairs": [["fp8_e4m3", "int8"], ["fp4_e2m1", "int4"]]}),
+           "pairs": [["fp8_e4m3", "int8"], ["fp4_e2m1", "int4"]],
+           "mixed": [["fp4_e2m1", "fp8_e4m3"], ["int4", "int8"]]}),
     Claim("elr", "Liu et al. 2020 (early-learning regularization prevents memorization of noisy labels)",
           "A regularizer that pulls the outputs towards targets averaged over the early-learning phase keeps a "
           "network from memorizing its wrong labels, so its accuracy stays near the early peak.",
@@ -1395,6 +1603,24 @@ CLAIMS = {c.key: c for c in [
           "accuracy is higher and fewer flipped labels are fit than without, on every seed, at every rate tried.",
           _dropout, {"seeds": [0, 1, 2], "epochs": 60, "rates": [0.0, 0.6], "rate": 0.6},
           {"seeds": [0, 1, 2, 3, 4], "epochs": 100, "rates": [0.0, 0.3, 0.6, 0.8], "rate": 0.6}),
+    Claim("pretrain_noise", "Chen et al. 2024 (understanding and mitigating the label noise in pre-training on "
+          "downstream tasks)",
+          "Slight label noise in pre-training can help in-domain transfer, but it always hurts transfer out of the "
+          "pre-training domain, because the noise shapes the feature space.",
+          "Digits: an MLP pre-trained with 0–40 % flipped labels, frozen; a linear probe on its features, on clean "
+          "test digits (in domain) and on the digits moved two pixels (out of domain).", _pretrain_noise,
+          {"seeds": [0, 1, 2], "epochs": 40, "rates": [0.0, 0.05, 0.1, 0.2, 0.4], "shift": 2},
+          {"seeds": [0, 1, 2, 3, 4], "epochs": 100, "rates": [0.0, 0.05, 0.1, 0.2, 0.4], "shift": 2}),
+    Claim("lottery_noise", "Arora et al. 2023 (quantifying lottery tickets under label noise: accuracy, "
+          "calibration, and complexity)",
+          "Iterative magnitude pruning converges to networks of comparable size from full networks whose sizes span "
+          "orders of magnitude, and the best pruned networks are less over-confident than the full ones.",
+          "Digits with 20 % flipped labels: IMP (rewinding to the initial weights) from one-hidden-layer MLPs of "
+          "widths 32 to 512; the size of the best pruned net per width, and its test ECE against the dense net's.",
+          _lottery_noise, {"seeds": [0, 1, 2], "widths": [32, 128, 512], "flip_rate": 0.2, "epochs": 30,
+                           "rounds": 15, "fraction": 0.3},
+          {"seeds": [0, 1, 2, 3, 4], "widths": [16, 64, 256, 1024], "flip_rate": 0.2, "epochs": 60, "rounds": 20,
+           "fraction": 0.3}),
     Claim("data_diet", "Paul et al. 2021 (deep learning on a data diet)",
           "Simple scores a few epochs into training, averaged over several initializations — the norm of the "
           "error vector (EL2N) and of the gradient (GraNd) — find the important examples early, and detect "

@@ -53,7 +53,7 @@ def spiked_regression(seed: int, n: int, dim: int, spikes: int, tail: float, noi
 
 
 def excess_risk(w: torch.Tensor, w_star: torch.Tensor, cov: torch.Tensor) -> float:
-    return float(((w - w_star) ** 2 * cov).sum())
+    return float(((w.detach() - w_star) ** 2 * cov).sum())
 
 
 def deep_linear_risk(seed: int, depth: int, n: int = 50, dim: int = 1000, spikes: int = 5, tail: float = 0.02,
@@ -88,3 +88,32 @@ def deep_linear_risk(seed: int, depth: int, n: int = 50, dim: int = 1000, spikes
         train = float(((x @ w_net) - y).pow(2).mean())
     return {"net": excess_risk(w_net, w_star, cov), "min_norm": excess_risk(w_min, w_star, cov),
             "train_mse": train, "noise_var": noise ** 2}
+
+
+def probe_accuracy(features: torch.Tensor, y: torch.Tensor, train: torch.Tensor, c: float = 1.0,
+                   iterations: int = 200) -> float:
+    """A linear probe on frozen features: multinomial logistic regression fitted on the rows where `train` is True
+    (features standardized by those rows' mean and std), with scikit-learn's objective — C · Σ cross-entropy +
+    ½‖W‖² (bias unpenalized) — minimized by L-BFGS in float64; its accuracy on the other rows. nan for non-finite
+    features."""
+    f = features.detach().double().cpu()
+    if not torch.isfinite(f).all():
+        return float("nan")
+    y, train = y.cpu().long(), train.cpu().bool()
+    mu, sd = f[train].mean(0), f[train].std(0, correction=0) + 1e-8
+    f = (f - mu) / sd
+    x, t = f[train], y[train]
+    classes = int(y.max()) + 1
+    w = torch.zeros(f.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iterations, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
+
+    def objective():
+        opt.zero_grad()
+        loss = c * torch.nn.functional.cross_entropy(x @ w + b, t, reduction="sum") + 0.5 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    with torch.no_grad():
+        return float(((f[~train] @ w + b).argmax(1) == y[~train]).double().mean())

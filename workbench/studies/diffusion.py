@@ -88,8 +88,9 @@ class Diffusion(Study):
                "to the samples?"
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
-    claims = ('terminal_snr', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
-              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'noise_conditioning',
+    claims = ('terminal_snr', 'offset_noise', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
+              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'geometry_adaptive',
+              'noise_conditioning',
               'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
@@ -329,9 +330,10 @@ class Diffusion(Study):
         bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
         def draw(m, steps, live=False, model=None):
-            def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds
+            def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds (with the classes asked for)
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
-                            sampling_step=np.array([i + 1, steps]))
+                            sampling_step=np.array([i + 1, steps]),
+                            **({} if asked is None else {"sample_class": asked[:PREVIEW_SAMPLES].numpy()}))
 
             return dif.sample(conditioned(model or nets[m], asked), sch, (c0.n_samples, dim), steps,
                               streams[m].fresh("sampling"), c0.sampler, c0.prediction, c0.spacing, c0.eta, dev,

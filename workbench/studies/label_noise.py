@@ -34,7 +34,8 @@ class LabelNoise(Study):
     paper = "Arpit et al. 2017; Liu et al. 2020 (ELR); Zhang & Sabuncu 2018 (GCE)"
     finding = "Clean test accuracy climbs first, peaks, then falls as the net memorizes the flipped labels (watch the flipped fit to noisy label rise). ELR and GCE keep the peak."
     claims = ('early_learning', 'elr', 'regret', 'double_descent', 'small_loss', 'dropout', 'data_diet', 'dsmi',
-              'long_tail', 'xor_grokking', 'dp_noise')
+              'long_tail', 'xor_grokking', 'dp_noise', 'pretrain_noise',
+              'lottery_noise')
     axis = "epoch"
     metrics = (
         Metric("test_acc", "clean test accuracy", "max", group="Accuracy"),
@@ -49,6 +50,9 @@ class LabelNoise(Study):
         Metric("grad_noise_scale", "gradient noise scale B_simple", group="Gradient noise scale (noise_scale)"),
         Metric("selected", "share of batch examples the selection keeps", group="Sample selection"),
         Metric("selected_flipped", "flipped share of the examples kept"),
+        Metric("density", "share of the weights kept", group="Iterative magnitude pruning (prune_rounds)"),
+        Metric("probe_acc", "linear probe on the frozen features: clean test digits", "max", per="run"),
+        Metric("probe_acc_shifted", "linear probe on the frozen features: shifted test digits", "max", per="run"),
         *PRECISION_METRICS, *SPECTRA_METRICS, *DIVERGENCE_METRICS,
     )
     headline = "test_acc"
@@ -149,6 +153,20 @@ class LabelNoise(Study):
                                      doc="Anti-correlation β of the gradient noise across steps: step t adds "
                                          "grad_noise·(ξ_t − β·ξ_{t−1}). 0: independent (DP-SGD); 1: consecutive "
                                          "draws cancel in the sum (Koloskova et al. 2023).")
+    prune_rounds = param.Integer(0, bounds=(0, 60), doc="Iterative magnitude pruning (Frankle & Carbin 2019; "
+                                 "sparse double descent): after every `epochs` epochs, remove prune_fraction of the "
+                                 "remaining weights of smallest magnitude (over all layers, biases kept), rewind the "
+                                 "rest to their initial values and train `epochs` epochs again, this many times. "
+                                 "The epoch axis runs over all rounds. MLP only; 0: off.")
+    prune_fraction = param.Number(0.2, bounds=(0.01, 0.95), step=0.05,
+                                  doc="Share of the remaining weights each pruning round removes.")
+    linear_probe = param.Boolean(False, doc="At the end, freeze the net and fit a linear probe (logistic "
+                                            "regression) on its last hidden features: on half the clean test set, "
+                                            "scored on the other half (probe_acc), and the same with every test "
+                                            "image moved probe_shift pixels (probe_acc_shifted: out of domain). "
+                                            "Label noise in pre-training, seen downstream. MLP on images only.")
+    probe_shift = param.Integer(2, bounds=(1, 16), doc="Pixels each test image moves (up, down, left or right) "
+                                                       "for the out-of-domain probe.")
     loss_snapshots = param.Integer(5, bounds=(0, 50), doc="Epochs (evenly spaced) at which per-example losses and "
                                    "data-diet scores (EL2N, GraNd) are kept.")
     eval_every = param.Integer(1, bounds=(1, 10_000), doc="Epochs between measurements (the last epoch is always measured).")
@@ -180,6 +198,18 @@ class LabelNoise(Study):
             raise ConfigError("dropout", self.dropout, f"0 with model={self.model!r} (dropout is a dial of the MLP)")
         if is_import_path(self.model):
             self._factory_params(data)
+        if self.prune_rounds and self.model != "mlp":
+            raise ConfigError("prune_rounds", self.prune_rounds, f"0 with model={self.model!r} (pruning acts on the "
+                                                                 "MLP's weights)")
+        if self.prune_rounds and self.epochs % self.eval_every:
+            raise ConfigError("eval_every", self.eval_every, f"a divisor of epochs={self.epochs} with prune_rounds "
+                                                             "(every round's end is measured)")
+        if self.linear_probe and self.model != "mlp":
+            raise ConfigError("linear_probe", True, f"false with model={self.model!r} (the probe reads the MLP's "
+                                                    "last hidden features)")
+        if self.linear_probe and data.image_shape is None:
+            raise ConfigError("linear_probe", True, f"false for data set {self.dataset!r}, which has no image shape "
+                                                    "(the out-of-domain probe moves the images)")
         if self.noise_scale and self.model != "mlp":
             raise ConfigError("noise_scale", True, f"false with model={self.model!r} (measured on the MLP)")
         prec = self.make_precision()
@@ -251,14 +281,19 @@ class LabelNoise(Study):
         y_tr, flipped = stackd([f[0] for f in flips]), stackd([f[1] for f in flips])  # noisy labels, mask (K, n)
         selection = losses.Selection(c0.selection, k, keep=hyper["keep_fraction"], flipped=flipped, device=dev)
         n = y_tr.shape[1]
-        epochs = c0.epochs
+        epochs = c0.epochs * (c0.prune_rounds + 1)  # every pruning round trains c0.epochs epochs
         snap_at = set(np.unique(np.linspace(0, epochs, c0.loss_snapshots).round().astype(int)).tolist()) \
             if c0.loss_snapshots else set()
+
+        def fresh():  # the optimizer and the loss (ELR's targets), new for each pruning round
+            return (ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"],
+                                       hyper["weight_decay"]),
+                    losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
+                                lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev, selection=selection))
+        opt, loss_fn = fresh()
         s = SimpleNamespace(
-            k=k, n=n, batch_size=c0.batch_size, order=group.generators("order"),
-            opt=ensemble.Optimizer(net.tensors(), c0.optimizer, hyper["lr"], hyper["momentum"], hyper["weight_decay"]),
-            loss_fn=losses.make(c0.loss, num_models=k, num_examples=n, num_classes=num_classes, q=hyper["gce_q"],
-                                lam=hyper["elr_lambda"], beta=hyper["elr_beta"], device=dev, selection=selection),
+            k=k, n=n, batch_size=c0.batch_size, order=group.generators("order"), opt=opt, loss_fn=loss_fn,
+            fresh=fresh, round_epochs=c0.epochs, prune=_Pruning(net, c0.prune_fraction) if c0.prune_rounds else None,
             selection=selection, warmup=c0.selection_warmup, noise_scale=c0.noise_scale,
             x_tr=stackd([d.x_train for d in data]), x_te=stackd([d.x_test for d in data]),  # (K, n, ...)
             y_true=stackd([d.y_train for d in data]), y_te=stackd([d.y_test for d in data]), y_tr=y_tr,
@@ -267,6 +302,16 @@ class LabelNoise(Study):
             snap_at={e - e % c0.eval_every if e < epochs else e for e in snap_at}, snaps={}, snap_epochs=[],
             # a measured loss far above chance level counts as a divergence (the precision study's dial)
             spike_limit=getattr(c0, "divergence_factor", 0.0) * math.log(num_classes))
+        s.probe = None
+        if c0.linear_probe:  # each model's split of its test set, and its shifted test images (the probe stream)
+            n_te, split, moved = s.x_te.shape[1], [], []
+            for m, st in enumerate(group.streams):
+                g = st.fresh("probe")
+                split.append(torch.randperm(n_te, generator=g) < n_te // 2)
+                moved.append(datasets.shifted(s.x_te[m].cpu(), data[m].image_shape, c0.probe_shift, g))
+            s.probe = SimpleNamespace(train=split, x_shifted=stackd(moved))
+        for name in ("probe_acc", "probe_acc_shifted"):  # nan unless the probe runs at the end
+            ctx.put(name, ("model",), np.full(k, np.nan))
         ctx.put("flipped", ("model", "example"), flipped.cpu().numpy())
         ctx.put("noisy_label", ("model", "example"), y_tr.cpu().numpy())
         ctx.put("true_label", ("model", "example"), s.y_true.cpu().numpy())
@@ -280,6 +325,9 @@ class LabelNoise(Study):
     @classmethod
     def batches(cls, plan, epoch):
         s = plan.state
+        if s.prune is not None and epoch > 1 and (epoch - 1) % s.round_epochs == 0:  # a round ends: prune, rewind
+            s.prune.next_round()
+            s.opt, s.loss_fn = s.fresh()
         s.running.zero_()
         s.selection.active = epoch > s.warmup
         perms = torch.stack([torch.randperm(s.n, generator=g) for g in s.order]).to(s.x_tr.device)  # (K, n)
@@ -289,6 +337,8 @@ class LabelNoise(Study):
     def step(cls, plan, idx, step):
         s = plan.state
         per_model = ensemble.train_step(plan.net, s.opt, s.loss_fn, s.x_tr, s.y_tr, idx)  # (K,)
+        if s.prune is not None:
+            s.prune.apply()
         s.running += per_model * idx.shape[1]
         return per_model
 
@@ -310,10 +360,14 @@ class LabelNoise(Study):
             "test_acc": _mean(pred_te == s.y_te),
             "test_loss": losses.cross_entropy(z_te, s.y_te).mean(1),
             "ece": torch.tensor([metrics.ece(z_te[i], s.y_te[i]) for i in range(s.k)]),
+            "density": s.prune.density() if s.prune is not None else torch.full((s.k,), float("nan")),
             **s.selection.take_kept(),  # over the steps since the last measurement (nan before the first step)
         }
         if epoch == plan.total:  # which test points each model gets right at the end (regret under label noise)
             plan.ctx.put("test_correct", ("model", "test_example"), (pred_te == s.y_te).cpu().numpy())
+            if s.probe is not None:
+                for name, acc in _probe(net, s).items():
+                    plan.ctx.put(name, ("model",), acc)
         if epoch in s.snap_at:  # per training example: the loss, and the data-diet scores (Paul et al. 2021)
             s.snap_epochs.append(epoch)
             scores = {"example_loss": per_example, "example_el2n": _el2n(z_tr, s.y_tr)}
@@ -354,6 +408,65 @@ def _mean(hit: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return hit.mean(1)
     m = mask.float()
     return (hit * m).sum(1) / m.sum(1)  # 0/0 -> nan for a model with no such examples
+
+
+class _Pruning:
+    """Iterative magnitude pruning of a stacked MLP, each model on its own: masks over every weight matrix (the
+    output layer's zero padding excluded), the initial weights to rewind to, and the weights kept zero after
+    every step."""
+
+    def __init__(self, net, fraction: float):
+        self.net, self.fraction = net, fraction
+        self.names = [n for n in net.params if n.startswith("w")]
+        self.initial = {n: p.detach().clone() for n, p in net.params.items()}
+        self.masks = {n: torch.ones_like(net.params[n], dtype=torch.bool) for n in self.names}
+        last = self.names[-1]
+        self.masks[last][..., net.classes:] = False  # the padded logits' columns: zero, never counted
+        self.total = sum(self._real(n).sum((1, 2)) for n in self.names)  # (K,) weights that exist
+
+    def _real(self, name):
+        m = torch.ones_like(self.masks[name])
+        if name == self.names[-1]:
+            m[..., self.net.classes:] = False
+        return m
+
+    @torch.no_grad()
+    def next_round(self) -> None:
+        """Remove `fraction` of each model's remaining weights, the smallest in magnitude over all layers; rewind
+        the others (and the biases) to their initial values."""
+        mags = torch.cat([torch.where(self.masks[n], self.net.params[n].abs(), float("inf")).flatten(1)
+                          for n in self.names], dim=1)  # (K, all weights): pruned ones last
+        kept = torch.cat([self.masks[n].flatten(1) for n in self.names], dim=1).sum(1)
+        drop = (kept.double() * self.fraction).round().long()
+        for m in range(mags.shape[0]):
+            if drop[m] > 0:
+                cut = mags[m].kthvalue(int(drop[m])).values
+                for n in self.names:  # ties at the cut all go: a round may remove a few more
+                    self.masks[n][m] &= self.net.params[n][m].abs() > cut
+        for n, p in self.net.params.items():
+            p.copy_(self.initial[n])
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for n in self.names:
+            self.net.params[n].mul_(self.masks[n])
+
+    def density(self) -> torch.Tensor:
+        return sum(self.masks[n].sum((1, 2)) for n in self.names).float() / self.total.float()
+
+
+def _probe(net, s) -> dict[str, np.ndarray]:
+    """Each model's linear-probe accuracy on its frozen last hidden features, on the clean test images and on them
+    shifted (probes.linear.probe_accuracy; the same split of the test set for both)."""
+    from ..probes.linear import probe_accuracy
+
+    out = {}
+    for name, x in (("probe_acc", s.x_te), ("probe_acc_shifted", s.probe.x_shifted)):
+        with torch.no_grad():
+            features = net._layers(net.params, x)[0][-1]  # (K, n, width): the output layer's input
+        out[name] = np.array([probe_accuracy(features[m], s.y_te[m], s.probe.train[m]) for m in range(s.k)])
+    return out
 
 
 def _el2n(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

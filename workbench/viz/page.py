@@ -404,7 +404,7 @@ class StudyPage(_Follower):
         rows, arrays, sampling = [], False, None
         for event in items:
             if isinstance(event, Preview):  # x̂_0 part-way through sampling: only the latest is drawn
-                sampling = (event.values, event.coords["sampling_step"])
+                sampling = (event.values, event.coords["sampling_step"], event.coords.get("sample_class"))
             elif isinstance(event, ArrayKept):
                 self._arrays[event.name] = (event.dims, event.values)
                 self._coords.update(event.coords)
@@ -414,7 +414,7 @@ class StudyPage(_Follower):
         if sampling is not None and not ended:
             (i, n) = sampling[1]
             self._show_samples(samples_plot(sampling[0], f"after {self.progress.max} training {self.cls.axis}s: "
-                                                         f"x̂₀ at sampler step {i}/{n}"))
+                                                         f"x̂₀ at sampler step {i}/{n}", classes=sampling[2]))
         if arrays and not ended:  # spectra snapshots arrive while the run trains: redraw the Spectra tab
             self._show_spectra(xr.Dataset(dict(self._arrays), coords=self._coords, attrs={"study": self.study}))
         cancelling = " — cancelling, stops at the next step..." if job.cancel.is_set() and not ended else ""
