@@ -491,6 +491,39 @@ def _steps_to_reach(curve, target) -> np.ndarray:
     return np.array(out)
 
 
+def _sampling_noise(s):
+    """Albergo, Boffi & Vanden-Eijnden 2023 (stochastic interpolants): one trained model, sampled by the family of
+    processes with the same marginals — DDIM's η from the probability-flow ODE (0) to ancestral sampling (1) — at
+    several numbers of steps."""
+    import holoviews as hv
+
+    from .viz.plots import PALETTE
+
+    etas, steps = s["etas"], s["step_counts"]
+    ds = _sweep("diffusion", {"eta": etas, "sample_steps": steps}, s["seeds"], dataset="eight_gaussians",
+                sampler="ddim", steps=s["steps"], eval_every=s["steps"], n_samples=s["n_samples"])
+    sw = ds.sw.isel(step=-1).transpose("eta", "sample_steps", "seed").values
+    ode, noisy = sw[0], sw[1:]  # (steps, seed), (eta > 0, steps, seed)
+    best_noisy = noisy.min(0)
+    many_helps = (best_noisy[-1] < ode[-1]).all()
+    figure = hv.Overlay([hv.Curve((steps, sw[i].mean(1)), "sampling steps", "sliced Wasserstein to held-out data",
+                                  label=f"η = {e:g}").opts(color=PALETTE[i % len(PALETTE)], xticks=steps)
+                         for i, e in enumerate(etas)]).opts(
+        logx=True, logy=True, width=780, height=360, show_grid=True, legend_position="right",
+        title="one trained denoiser sampled with more or less noise (DDIM η; mean of seeds)")
+    said = "; ".join(f"{n} steps: " + ", ".join(f"η {e:g} {_fmt(sw[i, j])}" for i, e in enumerate(etas))
+                     for j, n in enumerate(steps))
+    return dict(passed=bool(many_helps), values=1 - best_noisy[-1] / ode[-1],
+                effect_label=f"relative drop of the sliced Wasserstein distance at {steps[-1]} steps, the best η > 0 "
+                             "against the ODE (η = 0)",
+                detail=f"eight Gaussians, {s['steps']} training steps (ε-prediction, linear schedule); every run "
+                       f"trains the same model (same seed) and samples {s['n_samples']} points with DDIM at η = "
+                       f"{', '.join(f'{e:g}' for e in etas)}. {said}. Reproduced if, at the most steps, some η > 0 "
+                       "samples closer to the data than the ODE on every seed (the noise corrects errors of the "
+                       "learned score; with few steps the added noise is itself an error).",
+                figure=figure)
+
+
 _NC_SAMPLERS = ("ddpm", "ddim", "heun")
 
 
@@ -585,23 +618,24 @@ def _geometry_adaptive(s):
     falls = pair[-1] < pair[0]
     general = pair[-1] < near[-1]  # closer to the other half's model than to any of its own training images
     memorizes = pair[0] > near[0]
+    ticks = dict(logx=True, xticks=[(n, str(n)) for n in sizes], padding=0.05)
     curves = hv.Overlay([
         hv.Curve((sizes, pair.mean(1)), "training images per half", "median distance",
-                 label="half A's sample to half B's, same noise").opts(color=PALETTE[0], xticks=sizes),
+                 label="half A's sample to half B's, same noise").opts(color=PALETTE[0], **ticks),
         hv.Curve((sizes, near.mean(1)), "training images per half", "median distance",
-                 label="a sample to its nearest own training image").opts(color=PALETTE[1], xticks=sizes),
+                 label="a sample to its nearest own training image").opts(color=PALETTE[1], **ticks),
         hv.Curve((sizes, unrelated.mean(1)), "training images per half", "median distance",
                  label="half A's sample to half B's, other noise").opts(color="gray", line_dash="dashed",
-                                                                         xticks=sizes)]).opts(
-        logx=True, title="two denoisers on disjoint halves: distance between their samples (mean of "
-                                       "seeds)", width=780, height=360, show_grid=True, legend_position="right")
+                                                                         **ticks)]).opts(
+        title="two denoisers on disjoint halves: distance between their samples (mean of "
+                                       "seeds)", width=780, height=360, show_grid=True, legend_position="bottom")
     rows = np.concatenate([ds.samples.sel(n_train=n, data_split=h).isel(seed=0).values[:8]
                            for n in (sizes[0], sizes[-1]) for h in ("half_a", "half_b")])
     grid = image_grid(rows, 8)
     pictures = hv.Image(np.flipud(grid), bounds=(0, 0, grid.shape[1], grid.shape[0])).opts(
-        cmap="gray", clim=(-1, 1), xaxis=None, yaxis=None, data_aspect=1, frame_width=640,
-        title=f"the same 8 initial noises, seed {s['seeds'][0]}: rows half A, half B at {sizes[0]} images per half, "
-              f"then at {sizes[-1]}")
+        cmap="gray", clim=(-1, 1), xaxis=None, yaxis=None, width=780, height=40 + 730 * grid.shape[0] // grid.shape[1],
+        title=f"8 initial noises (seed {s['seeds'][0]}); rows: half A, half B at {sizes[0]} per half, then at "
+              f"{sizes[-1]}")
     said = "; ".join(f"{n} per half: pair {_fmt(pair[i])}, nearest own training image {_fmt(near[i])}, other "
                      f"noise {_fmt(unrelated[i])}" for i, n in enumerate(sizes))
     return dict(passed=bool(falls.all() and general.all() and memorizes.all()),
@@ -615,6 +649,46 @@ def _geometry_adaptive(s):
                        "largest halves, at the largest halves is below the distance to their own nearest training "
                        "image (the same density learned) and at the smallest above it (each half memorized).",
                 figure=(curves + pictures).cols(1))
+
+
+def _resolution_shift(s):
+    """Chen 2023: the best input scale b (the data scaled by b before noise: smaller is noisier at every step) at
+    each image resolution; the same digits upsampled, a convolutional denoiser."""
+    import holoviews as hv
+
+    from .viz.plots import PALETTE
+
+    sides, scales = s["sides"], s["scales"]
+    sw = []
+    for side in sides:
+        ds = _sweep("diffusion", {"input_scale": scales}, s["seeds"], dataset="digits_images", resolution=side,
+                    denoiser="conv", width=s["width"], depth=s["depth"], schedule="sigmoid", steps=s["steps"],
+                    eval_every=s["steps"], n_train=2000, n_samples=s["n_samples"], sample_steps=s["sample_steps"])
+        sw.append(ds.sw.isel(step=-1).transpose("input_scale", "seed").values)
+    sw = np.array(sw)  # (side, scale, seed)
+    best = np.array(scales)[np.nanargmin(np.where(np.isfinite(sw), sw, np.inf), axis=1)]  # (side, seed)
+    best_mean = [scales[int(np.nanargmin(sw[i].mean(1)))] for i in range(len(sides))]
+    shifts = np.log2(best[0] / best[-1])  # per seed: octaves the best b moves down from the smallest to the largest
+    rel = sw / np.nanmin(sw.mean(2), axis=1)[:, None, None]  # each resolution's distances over its best mean
+    figure = hv.Overlay([hv.Curve((scales, rel[i].mean(1)), "input scale b (smaller: noisier)",
+                                  "sliced W. / the resolution's best", label=f"{side}×{side}")
+                         .opts(color=PALETTE[i % len(PALETTE)], logx=True, xticks=[(b, f"{b:g}") for b in scales])
+                         for i, side in enumerate(sides)]).opts(
+        width=780, height=360, show_grid=True, legend_position="right", padding=0.05,
+        title="sample quality against the input scale, per resolution (mean of seeds; 1 = that resolution's best)")
+    said = "; ".join(f"{side}×{side}: " + ", ".join(f"b {b:g} {_fmt(sw[i, j])}" for j, b in enumerate(scales))
+                     + f" (best b {best_mean[i]:g})" for i, side in enumerate(sides))
+    monotone = all(best_mean[i + 1] <= best_mean[i] for i in range(len(sides) - 1))
+    return dict(passed=bool(monotone and best_mean[-1] < best_mean[0]), values=shifts,
+                effect_label=f"octaves by which the best input scale b falls from {sides[0]}×{sides[0]} to "
+                             f"{sides[-1]}×{sides[-1]} (per seed)",
+                detail=f"8×8 digits upsampled bilinearly to each side, 2,000 training images, a convolutional "
+                       f"denoiser ({s['width']} channels, {s['depth']} blocks), sigmoid schedule with Chen's input "
+                       f"scale b, {s['steps']} steps, DDIM {s['sample_steps']} steps, sliced Wasserstein to "
+                       f"held-out images (compared within a resolution). {said}. Reproduced if the best b (mean over "
+                       f"seeds) never grows with the resolution and is smaller at {sides[-1]}×{sides[-1]} than at "
+                       f"{sides[0]}×{sides[0]}.",
+                figure=figure)
 
 
 def _relay_snr(s):
@@ -734,7 +808,7 @@ def _fp_vs_int_diffusion(s):
     name = lambda w, a: f"W {w} / A {a}"  # noqa: E731
     bars = _bars([(f, float(np.nanmean(v))) for f, v in q.items()]
                  + [(name(w, a), float(np.nanmean(v))) for (w, a), v in m.items()] + [("fp32", float(fp32.mean()))],
-                 "format", "sliced Wasserstein to held-out data (lower is better)",
+                 "format", "sliced W. to held-out data (lower: better)",
                  "Post-training quantization of a denoiser: floating point against integer at equal bits",
                  xrotation=30)
     return dict(passed=bool(ok), values=1 - q[low_fp] / q[low_int],
@@ -1540,6 +1614,25 @@ CLAIMS = {c.key: c for c in [
                                "sizes": [16, 64, 512]},
           {"seeds": [0, 1, 2, 3, 4], "steps": 5000, "n_samples": 400, "sample_steps": 50,
            "sizes": [16, 32, 64, 128, 256, 512]}),
+    Claim("sampling_noise", "Albergo, Boffi & Vanden-Eijnden 2023 (stochastic interpolants)",
+          "One learned model defines a family of generative processes with the same marginals — a deterministic "
+          "probability flow and stochastic ones with an adjustable noise level — and the stochastic ones control "
+          "the likelihood better than the deterministic one.",
+          "Eight Gaussians: one trained denoiser sampled with DDIM at η = 0 (the ODE), 0.5 and 1 (ancestral), at 10, "
+          "50 and 200 steps.", _sampling_noise,
+          {"seeds": [0, 1, 2], "steps": 1000, "n_samples": 2000, "etas": [0.0, 0.5, 1.0],
+           "step_counts": [10, 50, 200]},
+          {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 2000, "etas": [0.0, 0.25, 0.5, 1.0],
+           "step_counts": [10, 20, 50, 100, 200, 500]}),
+    Claim("resolution_shift", "Chen 2023 (on the importance of noise scheduling for diffusion models)",
+          "The best noise schedule depends on the image size: as the resolution grows the optimum moves towards "
+          "noisier schedules, e.g. a smaller input scaling factor b.",
+          "The same digits at 8, 16 and 32 pixels a side (upsampled), a convolutional denoiser trained with the "
+          "sigmoid schedule at input scales b = 1, 0.5, 0.25; the best b per resolution.", _resolution_shift,
+          {"seeds": [0, 1, 2], "sides": [8, 16, 32], "scales": [1.0, 0.5, 0.25], "steps": 1000, "width": 32,
+           "depth": 2, "n_samples": 400, "sample_steps": 50},
+          {"seeds": [0, 1, 2, 3, 4], "sides": [8, 16, 32], "scales": [2.0, 1.0, 0.5, 0.25, 0.125], "steps": 3000,
+           "width": 64, "depth": 3, "n_samples": 1000, "sample_steps": 50}),
     Claim("relay_snr", "Teng et al. 2024 (relay diffusion)",
           "The same noise level leaves a higher signal-to-noise ratio per frequency at a higher resolution, so a "
           "schedule tuned at one resolution is too easy at a larger one.",

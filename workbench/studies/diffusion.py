@@ -89,9 +89,9 @@ class Diffusion(Study):
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
     claims = ('terminal_snr', 'offset_noise', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
-              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'geometry_adaptive',
+              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'geometry_adaptive', 'sampling_noise',
               'noise_conditioning',
-              'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
+              'resolution_shift', 'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"

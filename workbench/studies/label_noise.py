@@ -64,7 +64,8 @@ class LabelNoise(Study):
                "keep_fraction": ("selection", ("fixed_k",)), "dropout": ("model", ("mlp",)),
                "selection_warmup": ("selection", ("fixed_k", "adaptive_k")),
                "momentum": ("optimizer", ("sgd",)), "transition_matrix": ("noise_kind", ("matrix",)),
-               "input_dim": ("dataset", ("xor",)), "separation": ("dataset", ("xor",))}
+               "input_dim": ("dataset", ("xor",)), "separation": ("dataset", ("xor",)),
+               "probe_shift": ("linear_probe", (True,))}
     presets = {
         "double_descent": {
             "about": "Model-wise double descent (Nakkiran et al. 2019): with 20% flips the test error peaks where the "
