@@ -222,7 +222,7 @@ def _offset_noise(s):
 
     ds = _sweep("diffusion", {"offset_noise": [0.0, *s["offsets"]]}, s["seeds"], dataset="bright_dark",
                 schedule="scaled_linear", prediction="epsilon", spacing="leading", steps=s["steps"],
-                eval_every=s["steps"], sample_steps=25, n_samples=1000, clip_x0=1.0)
+                eval_every=s["steps"], sample_steps=25, n_samples=s["n_samples"], clip_x0=1.0)
     spread = ds.brightness_std.isel(step=-1).transpose("offset_noise", "seed").values
     sw = ds.sw.isel(step=-1).transpose("offset_noise", "seed").values
     data = float(ds.data_brightness_std.isel(step=-1).mean())
@@ -507,9 +507,10 @@ def _sampling_noise(s):
     best_noisy = noisy.min(0)
     many_helps = (best_noisy[-1] < ode[-1]).all()
     figure = hv.Overlay([hv.Curve((steps, sw[i].mean(1)), "sampling steps", "sliced Wasserstein to held-out data",
-                                  label=f"η = {e:g}").opts(color=PALETTE[i % len(PALETTE)], xticks=steps)
+                                  label=f"η = {e:g}").opts(color=PALETTE[i % len(PALETTE)], logx=True,
+                                                            xticks=[(n, str(n)) for n in steps])
                          for i, e in enumerate(etas)]).opts(
-        logx=True, logy=True, width=780, height=360, show_grid=True, legend_position="right",
+        logy=True, width=780, height=360, show_grid=True, legend_position="right", padding=0.05,
         title="one trained denoiser sampled with more or less noise (DDIM η; mean of seeds)")
     said = "; ".join(f"{n} steps: " + ", ".join(f"η {e:g} {_fmt(sw[i, j])}" for i, e in enumerate(etas))
                      for j, n in enumerate(steps))
@@ -662,8 +663,10 @@ def _resolution_shift(s):
     sw = []
     for side in sides:
         ds = _sweep("diffusion", {"input_scale": scales}, s["seeds"], dataset="digits_images", resolution=side,
-                    denoiser="conv", width=s["width"], depth=s["depth"], schedule="sigmoid", steps=s["steps"],
-                    eval_every=s["steps"], n_train=2000, n_samples=s["n_samples"], sample_steps=s["sample_steps"])
+                    denoiser="conv", width=s["width"], depth=s["depth"], batch_size=s["batch_size"],
+                    schedule="sigmoid", steps=s["steps"],
+                    eval_every=s["steps"], n_train=s["n_train"], n_samples=s["n_samples"],
+                    sample_steps=s["sample_steps"])
         sw.append(ds.sw.isel(step=-1).transpose("input_scale", "seed").values)
     sw = np.array(sw)  # (side, scale, seed)
     best = np.array(scales)[np.nanargmin(np.where(np.isfinite(sw), sw, np.inf), axis=1)]  # (side, seed)
@@ -682,9 +685,10 @@ def _resolution_shift(s):
     return dict(passed=bool(monotone and best_mean[-1] < best_mean[0]), values=shifts,
                 effect_label=f"octaves by which the best input scale b falls from {sides[0]}×{sides[0]} to "
                              f"{sides[-1]}×{sides[-1]} (per seed)",
-                detail=f"8×8 digits upsampled bilinearly to each side, 2,000 training images, a convolutional "
+                detail=f"8×8 digits upsampled bilinearly to each side, {s['n_train']:,} training images, a "
+                       f"convolutional "
                        f"denoiser ({s['width']} channels, {s['depth']} blocks), sigmoid schedule with Chen's input "
-                       f"scale b, {s['steps']} steps, DDIM {s['sample_steps']} steps, sliced Wasserstein to "
+                       f"scale b, {s['steps']} steps of {s['batch_size']} images, DDIM {s['sample_steps']} steps, sliced Wasserstein to "
                        f"held-out images (compared within a resolution). {said}. Reproduced if the best b (mean over "
                        f"seeds) never grows with the resolution and is smaller at {sides[-1]}×{sides[-1]} than at "
                        f"{sides[0]}×{sides[0]}.",
@@ -1537,8 +1541,8 @@ CLAIMS = {c.key: c for c in [
           "training noise — which lets the mean brightness move.",
           "Bright/dark digits in Lin et al.'s flawed setting (ε, scaled-linear, leading spacing): the spread of "
           "per-image brightness with offset noise 0.1 and 0.2 against none.", _offset_noise,
-          {"seeds": [0, 1, 2], "steps": 1000, "offsets": [0.1, 0.2]},
-          {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "offsets": [0.1, 0.2]}),
+          {"seeds": [0, 1, 2], "steps": 1000, "n_samples": 1000, "offsets": [0.1, 0.2]},
+          {"seeds": [0, 1, 2, 3, 4], "steps": 3000, "n_samples": 1000, "offsets": [0.1, 0.2]}),
     Claim("terminal_snr_fixes", "Lin et al. 2024 (common diffusion noise schedules and sample steps are flawed)",
           "Three fixes together make training and sampling agree: rescale the schedule to zero terminal SNR, train "
           "with v-prediction, and start sampling from the last timestep.",
@@ -1629,10 +1633,10 @@ CLAIMS = {c.key: c for c in [
           "noisier schedules, e.g. a smaller input scaling factor b.",
           "The same digits at 8, 16 and 32 pixels a side (upsampled), a convolutional denoiser trained with the "
           "sigmoid schedule at input scales b = 1, 0.5, 0.25; the best b per resolution.", _resolution_shift,
-          {"seeds": [0, 1, 2], "sides": [8, 16, 32], "scales": [1.0, 0.5, 0.25], "steps": 1000, "width": 32,
-           "depth": 2, "n_samples": 400, "sample_steps": 50},
+          {"seeds": [0, 1, 2], "sides": [8, 16, 32], "scales": [1.0, 0.5, 0.25], "steps": 1000, "width": 16,
+           "depth": 2, "batch_size": 64, "n_train": 2000, "n_samples": 400, "sample_steps": 50},
           {"seeds": [0, 1, 2, 3, 4], "sides": [8, 16, 32], "scales": [2.0, 1.0, 0.5, 0.25, 0.125], "steps": 3000,
-           "width": 64, "depth": 3, "n_samples": 1000, "sample_steps": 50}),
+           "width": 64, "depth": 3, "batch_size": 256, "n_train": 2000, "n_samples": 1000, "sample_steps": 50}),
     Claim("relay_snr", "Teng et al. 2024 (relay diffusion)",
           "The same noise level leaves a higher signal-to-noise ratio per frequency at a higher resolution, so a "
           "schedule tuned at one resolution is too easy at a larger one.",
