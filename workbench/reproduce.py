@@ -678,7 +678,7 @@ def _resolution_shift(s):
                          .opts(color=PALETTE[i % len(PALETTE)], logx=True, xticks=[(b, f"{b:g}") for b in scales])
                          for i, side in enumerate(sides)]).opts(
         width=780, height=360, show_grid=True, legend_position="right", padding=0.05,
-        title="sample quality against the input scale, per resolution (mean of seeds; 1 = that resolution's best)")
+        title="sample quality against the input scale b (mean of seeds; 1 = the resolution's best)")
     said = "; ".join(f"{side}×{side}: " + ", ".join(f"b {b:g} {_fmt(sw[i, j])}" for j, b in enumerate(scales))
                      + f" (best b {best_mean[i]:g})" for i, side in enumerate(sides))
     monotone = all(best_mean[i + 1] <= best_mean[i] for i in range(len(sides) - 1))
