@@ -36,8 +36,8 @@ FAST = dict(epochs=3, width=32, n_train=300)
 
 #: the modules that take longest on two cores (make test's --durations), longest first: the two test processes
 #: take whole modules in collection order, so a long module collected last ran alone at the end of the suite
-LONGEST_FIRST = ("test_diffusion", "test_notebooks", "test_load", "test_seen", "test_cluster", "test_reproduce",
-                 "test_reproduction", "test_jupyterlab", "test_grokking", "test_plugins", "test_edge_of_stability",
+LONGEST_FIRST = ("test_diffusion", "test_reproduce", "test_jupyterlab", "test_notebooks", "test_load", "test_seen",
+                 "test_cluster", "test_reproduction", "test_grokking", "test_plugins", "test_edge_of_stability",
                  "test_faults", "test_app")
 
 

@@ -514,8 +514,9 @@ class Diffusion(Study):
         rows = torch.arange(n)
         for m in range(k):
             asked = None if s.asked is None else (torch.arange(n) % s.classes).repeat_interleave(most)
-            cand = dif.sample(s.conditioned(s.nets[m], asked), s.sch, (n * most, s.dim), c0.sample_steps, s.streams[m].fresh("sampling", 1),
-                              c0.sampler, c0.prediction, c0.spacing, c0.eta, s.dev, clip_x0=c0.clip_x0).cpu()
+            cand = dif.sample(s.conditioned(s.nets[m], asked), s.sch, (n * most, s.dim), c0.sample_steps,
+                              s.streams[m].fresh("sampling", 1), c0.sampler, c0.prediction, c0.spacing, c0.eta,
+                              s.dev, clip_x0=c0.clip_x0).cpu()
             logp = datasets.log_density(c0.dataset, cand)
             logp = torch.where(torch.isfinite(logp), logp, -math.inf).view(n, most)
             cand = cand.view(n, most, s.dim)
