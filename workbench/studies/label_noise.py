@@ -421,15 +421,11 @@ class _Pruning:
         self.names = [n for n in net.params if n.startswith("w")]
         self.initial = {n: p.detach().clone() for n, p in net.params.items()}
         self.masks = {n: torch.ones_like(net.params[n], dtype=torch.bool) for n in self.names}
-        last = self.names[-1]
-        self.masks[last][..., net.classes:] = False  # the padded logits' columns: zero, never counted
-        self.total = sum(self._real(n).sum((1, 2)) for n in self.names)  # (K,) weights that exist
+        self.masks[self.names[-1]][..., net.classes:] = False  # the padded logits' columns: zero, never counted
+        self.total = self._kept()  # (K,) weights that exist
 
-    def _real(self, name):
-        m = torch.ones_like(self.masks[name])
-        if name == self.names[-1]:
-            m[..., self.net.classes:] = False
-        return m
+    def _kept(self) -> torch.Tensor:
+        return sum(self.masks[n].sum((1, 2)) for n in self.names)
 
     @torch.no_grad()
     def next_round(self) -> None:
@@ -437,8 +433,7 @@ class _Pruning:
         the others (and the biases) to their initial values."""
         mags = torch.cat([torch.where(self.masks[n], self.net.params[n].abs(), float("inf")).flatten(1)
                           for n in self.names], dim=1)  # (K, all weights): pruned ones last
-        kept = torch.cat([self.masks[n].flatten(1) for n in self.names], dim=1).sum(1)
-        drop = (kept.double() * self.fraction).round().long()
+        drop = (self._kept().double() * self.fraction).round().long()
         for m in range(mags.shape[0]):
             if drop[m] > 0:
                 cut = mags[m].kthvalue(int(drop[m])).values
@@ -454,7 +449,7 @@ class _Pruning:
             self.net.params[n].mul_(self.masks[n])
 
     def density(self) -> torch.Tensor:
-        return sum(self.masks[n].sum((1, 2)) for n in self.names).float() / self.total.float()
+        return self._kept().float() / self.total.float()
 
 
 def _probe(net, s) -> dict[str, np.ndarray]:
