@@ -50,7 +50,7 @@ class LabelNoise(Study):
         Metric("grad_noise_scale", "gradient noise scale B_simple", group="Gradient noise scale (noise_scale)"),
         Metric("selected", "share of batch examples the selection keeps", group="Sample selection"),
         Metric("selected_flipped", "flipped share of the examples kept"),
-        Metric("density", "share of the weights kept", group="Iterative magnitude pruning (prune_rounds)"),
+        Metric("density", "share of the weights kept", group="Weights kept (prune_rounds)"),
         Metric("probe_acc", "linear probe on the frozen features: clean test digits", "max", per="run"),
         Metric("probe_acc_shifted", "linear probe on the frozen features: shifted test digits", "max", per="run"),
         *PRECISION_METRICS, *SPECTRA_METRICS, *DIVERGENCE_METRICS,
