@@ -6,11 +6,12 @@ baseline), then while the jobs run; at the end every job must be stored as done 
 
     python bench/bench_load.py [--sessions 5] [--events 40] [--epochs 60] [--json]
                                [--env NAME=VALUE ...] [--profile server.prof]
-    python bench/bench_load.py --abuse [--sessions 3] [--events 40] [--json]
+    python bench/bench_load.py --abuse [--sessions 3] [--hostile 2] [--events 40] [--json]
 
 --abuse: the same server shared (WORKBENCH_SHARED=1, sign-in by password, small quotas, one job worker) and, beside
-the normal visitors, two hostile ones: each opens three tabs and queues a 100,000-epoch job in every one, asks for
-a 17 GB model and a 10,000-cell sweep, and tries to cancel the normal visitors' jobs from its Jobs tab. The quotas
+the normal visitors, --hostile hostile ones (two, or one): each opens three tabs and queues a 100,000-epoch job in
+every one; the first asks for a 17 GB model and tries to cancel the normal visitors' jobs from its Jobs tab, the
+last asks for a 10,000-cell sweep. The quotas
 must hold (the third tab, the model and the sweep refused, with the reason on the page), the cancel must be
 refused, the normal visitors' small jobs must end done (the time limit per job stops the hogs, the round-robin
 puts the others first), and every dial turn of theirs must be answered meanwhile.
@@ -207,7 +208,7 @@ async def _said(page, text: str, timeout: float = 60_000) -> bool:
         return False
 
 
-async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100) -> dict:
+async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100, hostile: int = 2) -> dict:
     from playwright.async_api import async_playwright
 
     hog = "&".join(f"{k}={v}" for k, v in HOG.items())
@@ -222,7 +223,8 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
             normal.append(await _signed_in(browser, url, f"user{i}", f"/label_noise?{query}"))
         # the hostile visitors: three tabs each (one browser, so one sign-in), a hog queued in every tab
         tabs = {}
-        for name in ("mallory", "trudy"):
+        names = ("mallory", "trudy")[:hostile]
+        for name in names:
             first = await _signed_in(browser, url, name, f"/label_noise?{hog}&seed=1")
             context = first.context
             more = []
@@ -233,7 +235,8 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
                 more.append(tab)
             tabs[name] = [first, *more]
         marks["pages_open"] = time.perf_counter() - start
-        refused = {"tabs": 0, "model": 0, "sweep": 0, "cancel": 0}
+        refused = {"tabs": 0, "model": 0, "sweep": 0, "cancel": 0}  # (with one hostile visitor its third tab asks
+        # for the model, then for the sweep on a plain page)
         for name, pages in tabs.items():
             for tab in pages:
                 await tab.get_by_role("button", name="Run").click()
@@ -251,17 +254,20 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
         t0 = time.perf_counter()
         busy_turns = turns(150)
         # meanwhile the hostile visitors ask for more than the server allows, and try to cancel the others' jobs
-        tab = tabs["mallory"][2]
+        tab = tabs[names[0]][2]
         await tab.goto(f"{url}/label_noise?width=8192&depth=16&epochs=3")
         await tab.get_by_role("button", name="Run").click()
         refused["model"] += await _said(tab, "of the memory available")
-        tab = tabs["trudy"][2]
+        tab = tabs[names[-1]][2]
+        if hostile == 1:
+            await tab.goto(f"{url}/label_noise")
+            await tab.get_by_role("button", name="Run").wait_for(timeout=60_000)
         await tab.locator(".bk-tab", has_text="Sweep").click()
         await _fill(tab, "x values", ",".join(f"{v / 100:g}" for v in range(100)))
         await _fill(tab, "y values", ",".join(str(v) for v in range(8, 808, 8)))
         await tab.get_by_role("button", name="Sweep").click()
         refused["sweep"] += await _said(tab, "cells per sweep on this server")
-        tab = tabs["mallory"][0]
+        tab = tabs[names[0]][0]
         await tab.locator(".bk-tab", has_text="Jobs").click()
         rows = tab.locator(".wb-queue .tabulator-row", has_text="another session").or_(
             tab.locator(".wb-queue .tabulator-row", has_text="user0"))
@@ -280,7 +286,7 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
         ends = await asyncio.gather(*(page_end(pg) for pg in normal))
         jobs_s = time.perf_counter() - t0
         marks["jobs_ended"] = time.perf_counter() - start
-        hogs_stopped = await _said(tabs["mallory"][0], "limit per job", timeout=120_000)
+        hogs_stopped = await _said(tabs[names[0]][0], "limit per job", timeout=120_000)
         marks["hog_seen_stopped"] = time.perf_counter() - start
         await browser.close()
     return {"idle": [m for s in idle_turns for m in s], "busy": [m for s in busy for m in s], "jobs_s": jobs_s,
@@ -296,13 +302,13 @@ def abuse_main(args) -> dict:
                                                              "bench-load-cookie-secret"))
     try:
         job = {"epochs": args.epochs, "width": 32, "n_train": 300}
-        raw = asyncio.run(abuse_test(url, args.sessions, args.events, job))
+        raw = asyncio.run(abuse_test(url, args.sessions, args.events, job, hostile=args.hostile))
     finally:
         stop_server(proc)
     rows = wb.Store(data).list()
     normal = [r for r in rows if r["owner"].startswith("user:user")]
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions, "job": job,
-           "quotas": ABUSE_ENV, "idle": summary(raw["idle"]), "while_abused": summary(raw["busy"]),
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions,
+           "hostile": args.hostile, "job": job, "quotas": ABUSE_ENV, "idle": summary(raw["idle"]), "while_abused": summary(raw["busy"]),
            "refused": raw["refused"], "normal_jobs_done": sum(r["status"] == "done" for r in normal),
            "pages_saw_done": saw_done(raw["ends"]), "page_ends": raw["ends"], "phases_s": _rounded(raw["marks"]),
            "normal_jobs_s": round(raw["jobs_s"], 1),
@@ -310,7 +316,8 @@ def abuse_main(args) -> dict:
            "runs": [{"owner": r["owner"], "status": r["status"], "created": r["created"], "finished": r["finished"],
                      "wall_s": r["wall_s"]} for r in sorted(rows, key=lambda r: r["created"] or "")]}
     shutil.rmtree(data, ignore_errors=True)
-    show(out, args.json, f"abuse: {args.sessions} normal visitors ({job}) and 2 hostile ones, quotas {ABUSE_ENV}",
+    show(out, args.json, f"abuse: {args.sessions} normal visitors ({job}) and {args.hostile} hostile, quotas "
+                         f"{ABUSE_ENV}",
          ("idle", "while_abused"),
          f"refused: {out['refused']}; normal jobs done {out['normal_jobs_done']}/{args.sessions} in "
          f"{out['normal_jobs_s']} s; a hog stopped at the time limit: {out['hog_stopped_at_limit']}")
@@ -339,6 +346,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the server process")
     ap.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     ap.add_argument("--abuse", action="store_true", help="a shared server with hostile visitors (see above)")
+    ap.add_argument("--hostile", type=int, default=2, choices=(1, 2), help="hostile visitors under --abuse")
     args = ap.parse_args(argv)
     if args.abuse:
         return abuse_main(args)

@@ -30,10 +30,13 @@ def test_five_sessions_start_jobs_at_once_and_none_is_lost():
 
 
 def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_nobody():
-    out = bench("--abuse", "--sessions", "2", "--events", "5", "--epochs", "3", "--env", "WORKBENCH_QUOTA_JOB_S=6")
+    # one hostile visitor (bench/RESULTS.md has two): its eight pages cost most of this test's time
+    out = bench("--abuse", "--sessions", "2", "--hostile", "1", "--events", "5", "--epochs", "3",
+                "--env", "WORKBENCH_QUOTA_JOB_S=6")
+    print("phases (s):", out["phases_s"])  # where the time went, shown if it fails
     # every abuse refused, with its reason on the hostile page: a third tab's job (per visitor, not per tab), a
     # 17 GB model, a 10,000-cell sweep, and cancelling another visitor's job
-    assert out["refused"] == {"tabs": 2, "model": 1, "sweep": 1, "cancel": 1}
+    assert out["refused"] == {"tabs": 1, "model": 1, "sweep": 1, "cancel": 1}
     assert out["normal_jobs_done"] == out["pages_saw_done"] == 2, out  # nobody starved: the hogs are stopped and rotated
     assert out["hog_stopped_at_limit"]
     hogs = [r for r in out["runs"] if not r["owner"].startswith("user:user")]

@@ -710,9 +710,21 @@ class QueueView:
             return
         self._seen, self._drawn_at = version, time.monotonic()
         jobs = self.jobs.jobs()
-        self._ids = [j.id for j in jobs]
-        self.table.value = pd.DataFrame([{**j.row(), "owner": self.page.visitor.describe(j.owner)} for j in jobs],
-                                        columns=self.COLUMNS)
+        ids = [j.id for j in jobs]
+        frame = pd.DataFrame([{**j.row(), "owner": self.page.visitor.describe(j.owner)} for j in jobs],
+                             columns=self.COLUMNS)
+        if ids == self._ids and len(self.table.value) == len(frame):
+            # the same jobs: only the cells that changed (progress, status, seconds), the rows left in place, so
+            # a click on "cancel" or "open" lands on the row it was aimed at while jobs progress
+            old = self.table.value
+            changed = {c: [(i, v) for i, (a, v) in enumerate(zip(old[c], frame[c]))
+                           if not (a == v or (pd.isna(a) and pd.isna(v)))] for c in self.COLUMNS}
+            changed = {c: cells for c, cells in changed.items() if cells}
+            if changed:
+                self.table.patch(changed, as_index=False)
+        else:
+            self.table.value = frame
+        self._ids = ids
         counts = {k: v for k, v in self.jobs.counts().items() if v}
         where = self.jobs.where()
         if where["backend"] == "dask":
