@@ -358,3 +358,34 @@ def test_two_halves_are_disjoint_draws_of_one_pool_and_sample_from_the_same_nois
     with pytest.raises(ConfigError) as e:
         wb.run("diffusion", dataset="digits_images", n_train=datasets.IMAGE_TRAIN_POOL // 2 + 1, data_split="half_a")
     assert e.value.field == "n_train" and str(datasets.IMAGE_TRAIN_POOL // 2) in str(e.value)
+
+
+def test_one_more_step_starts_the_frozen_sampler_from_its_own_step_and_is_measured_at_the_end():
+    """Hu et al. 2024: from zero SNR the noise is ε exactly, so the start is √ᾱ·x̂_0 + √(1 − ᾱ)·z at the sampler's
+    first time (leading spacing: not t = 1); `sample` continues from it; a run trains the step beside each frozen
+    denoiser at the end and measures it against the plain samples; 2-D data has no brightness to ask for."""
+    sch = schedules.get("scaled_linear")
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    x0 = torch.full((5, 4), 0.7)
+    start = dif.one_more_step(lambda z, r: x0 * r, sch, 25, "leading", z, torch.ones(5, 1))
+    a = float(sch.alpha_bar(dif.times(sch, 25, "leading")[:1]))
+    assert float(dif.times(sch, 25, "leading")[0]) < 1
+    torch.testing.assert_close(start, math.sqrt(a) * x0 + math.sqrt(1 - a) * z)
+    seen = []
+    dif.sample(lambda x, t: seen.append(x.clone()) or torch.zeros_like(x), sch, (5, 4), 3, torch.Generator(),
+               x_init=start)
+    torch.testing.assert_close(seen[0], start)
+    with pytest.raises(ValueError, match="x_init has shape"):
+        dif.sample(lambda x, t: x, sch, (6, 4), 3, torch.Generator(), x_init=start)
+
+    run = wb.run("diffusion", dataset="bright_dark", one_more_step=True, steps=20, eval_every=10, n_samples=64,
+                 width=16, depth=1, sample_steps=4, batch_size=16)
+    ds = run.ds
+    for name in ("oms_sw", "oms_brightness_std", "oms_brightness_error", "brightness_error"):
+        assert np.isnan(float(ds[name][0])) and np.isfinite(float(ds[name][-1])), name
+    assert ds.brightness_hist_oms.shape == ds.brightness_hist.shape
+    plain = wb.run("diffusion", dataset="bright_dark", steps=20, eval_every=10, n_samples=64, width=16, depth=1,
+                   sample_steps=4, batch_size=16).ds
+    np.testing.assert_array_equal(plain.samples.values, ds.samples.values)  # the plain samples are untouched
+    with pytest.raises(ConfigError, match="one_more_step"):
+        wb.run("diffusion", one_more_step=True, steps=2)

@@ -118,6 +118,7 @@ TINY = {
     "resolution_shift": {"seeds": [0, 1], "sides": [8, 16], "scales": [1.0, 0.5], "steps": 4, "width": 8, "depth": 1,
                          "batch_size": 16, "n_train": 64, "n_samples": 16, "sample_steps": 2},
     "offset_noise": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "offsets": [0.1]},
+    "one_more_step": {"seeds": [0, 1], "steps": 20, "n_samples": 64},
     "label_noise_diffusion": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4, "flips": [0.4]},
     "laplace_schedule": {"seeds": [0, 1], "steps": 8, "n_samples": 64, "sample_steps": 4, "scales": [0.5]},
     "critical_batch": {"seeds": [0, 1], "batch_sizes": [16, 128], "lrs": [0.4], "max_steps": 40,

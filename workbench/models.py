@@ -185,6 +185,19 @@ class Denoiser(nn.Module):
         return self.net(torch.cat([x.reshape(shape[0], -1), emb], dim=1)).reshape(shape)
 
 
+class OneMoreStep(nn.Module):
+    """One More Step's compact net (Hu et al. 2024): pure noise z and a request (a vector: here the image's mean
+    brightness, with the class one-hot where the run is conditional — a prompt's stand-in) -> x̂_0 at zero SNR."""
+
+    def __init__(self, dim: int, request_dim: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + request_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, dim))
+
+    def forward(self, z, request):
+        return self.net(torch.cat([z, request], dim=1))
+
+
 class ConvDenoiser(nn.Module):
     """A small convolutional denoiser for square one-channel images given flat (B, side²): a 3×3 conv stem, `depth`
     residual blocks (3×3 conv, SiLU, plus a per-channel bias from the time embedding and a linear map of the

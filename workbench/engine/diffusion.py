@@ -136,17 +136,21 @@ def times(schedule: sched.Schedule, steps: int, spacing: str = "trailing") -> to
 @torch.no_grad()
 def sample(model: Callable, schedule: sched.Schedule, shape: tuple, steps: int, generator: torch.Generator,
            sampler: str = "ddim", prediction: str = "epsilon", spacing: str = "trailing", eta: float = 0.0,
-           device="cpu", callback: Callable | None = None, clip_x0: float = 0.0) -> torch.Tensor:
+           device="cpu", callback: Callable | None = None, clip_x0: float = 0.0,
+           x_init: torch.Tensor | None = None) -> torch.Tensor:
     """Draw samples: model(x_t, t) -> prediction, t a (n,) float tensor in [0, 1]. callback(i, x̂_0) is called
     after each step (samples appearing as sampling proceeds). clip_x0 > 0 clips x̂_0 to ±clip_x0 and recomputes ε̂
-    from it (DDPM's clip_sample: ε-prediction at near-zero SNR otherwise amplifies its error by 1/√ᾱ)."""
+    from it (DDPM's clip_sample: ε-prediction at near-zero SNR otherwise amplifies its error by 1/√ᾱ). x_init: the
+    state at the first sampling time (`one_more_step`'s); default pure noise from `generator`."""
     if sampler not in SAMPLERS:
         raise ConfigError("sampler", sampler, f"one of {', '.join(SAMPLERS)}")
     if eta < 0:
         raise ConfigError("eta", eta, "a number >= 0")
     ts = times(schedule, steps, spacing)
     abars = schedule.alpha_bar(ts).float().to(device)
-    x = torch.randn(shape, generator=generator).to(device)  # pure noise at the first sampling time
+    if x_init is not None and tuple(x_init.shape) != tuple(shape):
+        raise ValueError(f"x_init has shape {tuple(x_init.shape)}, the samples {tuple(shape)}")
+    x = (torch.randn(shape, generator=generator) if x_init is None else x_init).to(device)  # at the first time
     n = shape[0]
 
     def predict(x, i):
@@ -184,6 +188,17 @@ def sample(model: Callable, schedule: sched.Schedule, shape: tuple, steps: int, 
         if callback is not None:
             callback(i, x0)
     return x
+
+
+def one_more_step(oms: Callable, schedule: sched.Schedule, steps: int, spacing: str, z: torch.Tensor,
+                  request: torch.Tensor) -> torch.Tensor:
+    """Hu et al. 2024's One More Step: the state at the sampler's first time from pure noise z, by one DDIM step
+    from zero SNR. There x_t is the noise itself, so ε̂ = z exactly; the small net `oms(z, request)` predicts x̂_0
+    (at zero SNR the best it can do is E[x_0 | request]: the request, a prompt's stand-in, is what it can use), and
+    x = √ᾱ·x̂_0 + √(1 − ᾱ)·z at the first sampling time — a frozen model trained with non-zero terminal SNR then
+    starts where its training put signal."""
+    a = schedule.alpha_bar(times(schedule, steps, spacing)[:1]).float().to(z.device)
+    return a.sqrt() * oms(z, request) + (1 - a).sqrt() * z
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256,

@@ -19,7 +19,7 @@ from .. import datasets
 from ..engine import diffusion as dif
 from ..engine.loop import Plan
 from ..errors import ConfigError
-from ..models import ConvDenoiser, Denoiser, TimeClassifier, init_
+from ..models import ConvDenoiser, Denoiser, OneMoreStep, TimeClassifier, init_
 from ..probes import ptq
 from ..probes.spectra import radial_power_spectrum
 from ..noise import labels as label_noise, schedules
@@ -31,6 +31,8 @@ T_BINS = 10  # the training loss is also kept per bin of t
 SAMPLE_FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "mxfp8_e4m3", "fp6_e2m3", "int6",
                   "fp4_e2m1", "int4", "mxfp4_e2m1")
 PREVIEW_SAMPLES = 500  # points (or 64 images) of model 0 shown while it samples
+OMS_STEPS = 1000  # One More Step's net: Adam steps after the denoiser's training
+BRIGHTNESS_EDGES = np.linspace(-1.5, 1.5, 31)  # the brightness histograms' bins
 
 
 SCALED = ("chen_cosine", "sigmoid")  # the schedules with Chen 2023's input scale b
@@ -81,6 +83,12 @@ def training_times(sch, train, noisy: torch.Tensor, t_min: float, g: torch.Gener
     return (lo + (1 - lo) * u).clamp(1e-4, 1 - 1e-4)
 
 
+def _brightness_hist(xs) -> np.ndarray:
+    """Each model's density of per-image mean brightness over BRIGHTNESS_EDGES (non-finite samples left out)."""
+    return np.stack([np.histogram(b[np.isfinite(b)], BRIGHTNESS_EDGES, density=True)[0]
+                     for b in (x.mean(1).numpy() for x in xs)])
+
+
 class Diffusion(Study):
     key = "diffusion"
     title = "Diffusion: noise schedules and samplers"
@@ -88,7 +96,7 @@ class Diffusion(Study):
                "to the samples?"
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
-    claims = ('terminal_snr', 'offset_noise', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
+    claims = ('terminal_snr', 'offset_noise', 'one_more_step', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
               'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'geometry_adaptive', 'sampling_noise',
               'noise_conditioning',
               'resolution_shift', 'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
@@ -97,6 +105,7 @@ class Diffusion(Study):
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"
     _bright = "Brightness spread (std of per-sample means)"
     _classes = "Class-conditional: samples in the class asked for (by a 5-NN vote among held-out data)"
+    _oms = "Off the brightness asked for (One More Step; plain samples ignore it)"
     metrics = (
         Metric("train_loss", "training loss", "min", group="Training loss"),
         Metric("sw", "sliced Wasserstein to held-out data", "min", group=_quality),
@@ -109,6 +118,10 @@ class Diffusion(Study):
         Metric("brightness_std", "std of sample brightness", group=_bright),
         Metric("data_brightness_std", "std of data brightness", group=_bright),
         Metric("brightness_extreme", "share of samples with |brightness| > 0.5"),
+        Metric("oms_sw", "sliced W. with One More Step", "min", group=_quality),
+        Metric("oms_brightness_std", "std of brightness, One More Step", group=_bright),
+        Metric("oms_brightness_error", "with One More Step", "min", group=_oms),
+        Metric("brightness_error", "plain samples", group=_oms),
         Metric("condition_accuracy", "share of samples in the class asked for", "max", group=_classes),
         Metric("condition_accuracy_data", "the vote's accuracy on held-out data", group=_classes),
         *DIVERGENCE_METRICS,
@@ -208,6 +221,12 @@ class Diffusion(Study):
                                         "every class weighted by p(class | told class, x_t), from the known flip "
                                         "rate and a time-dependent classifier trained beside it on the told "
                                         "classes (forward-corrected).")
+    one_more_step = param.Boolean(False, doc="Images: after training, freeze the denoiser and train One More Step "
+                                             "(Hu et al. 2024) beside it — a small net from pure noise and a "
+                                             "request (the image's mean brightness; and its class, where "
+                                             "conditional) to x̂_0 at zero SNR, 1,000 Adam steps — then sample "
+                                             "again with one DDIM step from zero SNR onto the first sampling "
+                                             "time, each sample asked for a held-out image's brightness.")
     time_conditioning = param.Boolean(True, doc="Give the denoiser the time (off: it must infer the noise level).")
     resolution = param.Selector(default=8, objects=list(datasets.RESOLUTIONS),
                                 doc="Image side (8: the digits as they are; 16, 32: upsampled). Images only.")
@@ -251,6 +270,9 @@ class Diffusion(Study):
         if self.conditional and self.dataset not in datasets.CLASSES:
             raise ConfigError("conditional", True, f"off for the data set {self.dataset!r}, which has no classes "
                                                    f"(classes: {', '.join(datasets.CLASSES)})")
+        if self.one_more_step and self.dataset not in datasets.IMAGES:
+            raise ConfigError("one_more_step", True, f"off for the data set {self.dataset!r}: its request is an "
+                                                     f"image's brightness (images: {', '.join(datasets.IMAGES)})")
         if self.condition_flip and not self.conditional:
             raise ConfigError("condition_flip", self.condition_flip, "0 unless conditional is on (the flips act on "
                                                                      "the classes the denoiser is told)")
@@ -440,6 +462,10 @@ class Diffusion(Study):
         low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
         if step == c0.steps and c0.sample_precision != "fp32":
             low = s.quantized_quality(samples)
+        oms = {key: np.full(k, np.nan) for key in ("oms_sw", "oms_brightness_std", "oms_brightness_error",
+                                                   "brightness_error")}
+        if step == c0.steps and c0.one_more_step:
+            oms = cls._one_more_step(ctx, s, samples)
         bright = [x.mean(1) for x in samples]  # per-sample mean value (an image's brightness)
         # memorization: each sample's distance to its nearest training example, against held-out data's
         near = np.stack([torch.cdist(x, d.cpu()).min(1).values.numpy() for x, d in zip(samples, s.data)])
@@ -455,6 +481,7 @@ class Diffusion(Study):
         s.ok, s.final = ok, samples
         return {"train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": s.sw_base,
                 "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(s.near_held, 1), 1e-12), **low,
+                **oms,
                 "brightness_std": np.array([float(b.std()) for b in bright]),
                 "brightness_extreme": np.array([float((b.abs() > 0.5).float().mean()) for b in bright]),
                 "data_brightness_std": np.array([float(h.mean(1).std()) for h in s.held]),
@@ -471,6 +498,52 @@ class Diffusion(Study):
         cls._transfer(plan.ctx, s)
         if s.c0.best_of:
             cls._best_of(plan.ctx, s)
+
+    @staticmethod
+    def _one_more_step(ctx, s, samples) -> dict:
+        """One More Step beside each frozen model: its net trained on the training images (x̂_0 from pure noise
+        and the request: the image's own brightness, and the class it is told), then n_samples drawn with it, each
+        asked for a held-out image's brightness (and the class the plain samples are asked for). The plain samples'
+        distance to the same requests is the baseline: they ignore them."""
+        c0, k, dev = s.c0, s.k, s.dev
+
+        def request(x, y):
+            r = x.mean(1, keepdim=True)
+            return torch.cat([r, torch.nn.functional.one_hot(y, s.classes).float()], 1) if s.classes else r
+
+        out = {key: np.full(k, np.nan) for key in ("oms_sw", "oms_brightness_std", "oms_brightness_error",
+                                                   "brightness_error")}
+        drawn = []
+        for m in range(k):
+            oms = init_(OneMoreStep(s.dim, 1 + s.classes), s.streams[m].fresh("init", 2)).to(dev)
+            opt, g, x = torch.optim.Adam(oms.parameters(), lr=c0.lr), s.streams[m].fresh("order", 1), s.data[m]
+            for _ in range(OMS_STEPS):
+                idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
+                x0 = x[idx]
+                z = torch.randn(x0.shape, generator=g).to(dev)
+                loss = (oms(z, request(x0, s.told[m][idx] if s.classes else None)) - x0).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            wanted = s.held[m][:c0.n_samples].to(dev)
+            g = s.streams[m].fresh("sampling", 2)
+            with torch.no_grad():
+                z = torch.randn((c0.n_samples, s.dim), generator=g).to(dev)
+                asked = None if s.asked is None else s.asked.to(dev)
+                start = dif.one_more_step(oms, s.sch, c0.sample_steps, c0.spacing, z, request(wanted, asked))
+            x = dif.sample(s.conditioned(s.nets[m], s.asked), s.sch, (c0.n_samples, s.dim), c0.sample_steps, g,
+                           c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
+                           x_init=start).cpu()
+            drawn.append(x)
+            r = wanted.mean(1).cpu()
+            out["brightness_error"][m] = float((samples[m].mean(1) - r).abs().mean())
+            if torch.isfinite(x).all():
+                out["oms_sw"][m] = dif.sliced_wasserstein(x, s.held[m], generator=s.proj(m))
+                out["oms_brightness_std"][m] = float(x.mean(1).std())
+                out["oms_brightness_error"][m] = float((x.mean(1) - r).abs().mean())
+        ctx.put("brightness_hist_oms", ("model", "brightness"), _brightness_hist(drawn),
+                brightness=(BRIGHTNESS_EDGES[1:] + BRIGHTNESS_EDGES[:-1]) / 2)
+        return out
 
     @staticmethod
     def _transfer(ctx, s, batch: int = 2048):
@@ -540,14 +613,9 @@ class Diffusion(Study):
         ctx.put("sw_vs_steps", ("model", "sampling_steps"), sw_steps, sampling_steps=np.array(grid))
         if not images:
             return
-        edges = np.linspace(-1.5, 1.5, 31)
-
-        def hist(xs):  # density of per-image mean brightness (non-finite samples left out)
-            return np.stack([np.histogram(b[np.isfinite(b)], edges, density=True)[0]
-                             for b in (x.mean(1).numpy() for x in xs)])
-
-        ctx.put("brightness_hist", ("model", "brightness"), hist(samples), brightness=(edges[1:] + edges[:-1]) / 2)
-        ctx.put("brightness_hist_data", ("model", "brightness"), hist(held))
+        centres = (BRIGHTNESS_EDGES[1:] + BRIGHTNESS_EDGES[:-1]) / 2
+        ctx.put("brightness_hist", ("model", "brightness"), _brightness_hist(samples), brightness=centres)
+        ctx.put("brightness_hist_data", ("model", "brightness"), _brightness_hist(held))
         power = lambda x: radial_power_spectrum(x.reshape(-1, side, side))  # noqa: E731
         radius = power(held[0][:1])[0]
         ctx.put("power_samples", ("model", "radius"),

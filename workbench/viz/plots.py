@@ -389,7 +389,10 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
         items.append((hv.Curve((x, pick(ds["brightness_hist_data"]).values), "mean brightness", "density",
                                label="data").opts(color="gray", line_dash="dashed") *
                       hv.Curve((x, pick(ds["brightness_hist"]).values), "mean brightness", "density",
-                               label="samples").opts(color=PALETTE[0]))
+                               label="samples").opts(color=PALETTE[0]) *
+                      (hv.Curve((x, pick(ds["brightness_hist_oms"]).values), "mean brightness", "density",
+                                label="One More Step").opts(color=PALETTE[2])
+                       if "brightness_hist_oms" in ds else hv.Curve([], "mean brightness", "density")))
                      .opts(title="per-image mean brightness", show_grid=True, **panel))
     if "power_samples" in ds:
         items.append(power_spectrum_plot(ds, model))
