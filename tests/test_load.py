@@ -1,4 +1,4 @@
-"""Five browser sessions each start a job on one dashboard server at once: every job is stored as done, every
+"""Browser sessions each start a job on one dashboard server at once: every job is stored as done, every
 page sees its own end, every widget event is answered. (The latency numbers are bench/bench_load.py's to measure;
 bench/RESULTS.md has them.)"""
 import os
@@ -22,11 +22,12 @@ def bench(*args) -> dict:
     return main([*args, "--json"])
 
 
-def test_five_sessions_start_jobs_at_once_and_none_is_lost():
-    out = bench("--sessions", "5", "--events", "5", "--epochs", "3")
-    assert out["jobs_done"] == out["jobs_stored"] == 5 and out["pages_saw_done"] == 5, out
+def test_sessions_start_jobs_at_once_and_none_is_lost():
+    # three sessions here (the benchmark's default is five: bench/RESULTS.md)
+    out = bench("--sessions", "3", "--events", "5", "--epochs", "3")
+    assert out["jobs_done"] == out["jobs_stored"] == 3 and out["pages_saw_done"] == 3, out
     assert out["idle"]["unanswered"] == out["while_jobs_run"]["unanswered"] == 0
-    assert out["while_jobs_run"]["events"] == 5 * 5
+    assert out["while_jobs_run"]["events"] == 3 * 5
 
 
 def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_nobody():

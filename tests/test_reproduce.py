@@ -26,11 +26,11 @@ def test_bad_claim_or_profile_is_refused():
 
 
 # The quick profile's claims that take seconds (or whose runs other tests store first), end to end through their
-# notebooks: the whole quick profile (about 8 minutes on two cores) is the slow run below; every claim's check runs on
-# tiny settings in the default suite, and `edge_of_stability`, `terminal_snr`, `softmax_collapse` and `perp_grad`
-# (20 s to a minute each here: the tests that share their runs seldom store them first in the other test process)
-# are checked at the same settings by tests/test_edge_of_stability.py, tests/test_diffusion.py and
-# tests/test_grokking.py.
+# notebooks: the whole quick profile is the slow run below; every claim's check runs on tiny settings in the default
+# suite, and `edge_of_stability`, `softmax_collapse` and `perp_grad` (20 s to a minute each here: the tests that
+# share their runs seldom store them first in the other test process) are checked at the same settings by
+# tests/test_edge_of_stability.py and tests/test_grokking.py (`terminal_snr` and `ambient` by slow tests in
+# tests/test_diffusion.py).
 SHARED_QUICK = ["fp8_training", "relay_snr", "gumbel_precision", "data_diet", "noisyquant", "fp8_stability",
                 "long_tail"]
 
@@ -62,7 +62,9 @@ def test_quick_profile_writes_the_report(only, shared_data, tmp_path, capsys):
         assert r["n"] == len(claim.quick["seeds"]) and r["effect_lo"] <= r["effect"] <= r["effect_hi"]
         assert said["effect"] == pytest.approx(r["effect"], abs=max(0.01, 0.05 * abs(r["effect"]))), r["key"]
         assert "cdn.bokeh.org" not in (out / r["figure"]).read_text()  # BokehJS inline: it draws offline
+        assert r["seconds"] > 0 and r["machine"], r  # how long its notebook took, and where
     page = (out / "index.html").read_text()
+    assert "Time: " in page and results[0]["machine"] in page
     for r in results:
         assert r["key"] in page
         if r["status"] != "skipped":

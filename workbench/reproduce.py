@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -1908,6 +1909,28 @@ def _validate(keys, profile: str) -> None:
         raise ConfigError("profile", profile, f"one of {', '.join(PROFILES)}")
 
 
+def _machine() -> str:
+    """Where the checks run, for their times: the accelerator the studies pick, else the CPU's cores."""
+    import os
+
+    import torch
+
+    from .engine.context import pick_device
+
+    dev = pick_device()
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{dev.type}, {os.cpu_count()} cores" if dev.type == "cpu" else dev.type
+
+
+def _took(r: dict) -> str:
+    """A result's time as the report says it ('' when it was not timed: a claim the profile skips)."""
+    if r.get("seconds") is None:
+        return ""
+    s = float(r["seconds"])
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
 def _header(key: str, profile: str) -> dict:
     """What every result says of its claim, whatever happened to the check."""
     c = CLAIMS[key]
@@ -2028,7 +2051,7 @@ def report(results: list[dict], profile: str) -> str:
             f"{verdict.get(r['status'], r['status'])}</td>"
             f"<td>{effect}</td><td><small>{html.escape(r.get('paper_number') or '—')}</small></td>"
             f"<td><small>{html.escape(str(r.get('detail', '')))}</small></td>"
-            f"<td>{' · '.join(links)}</td></tr>")
+            f"<td><small>{html.escape(_took(r))}</small></td><td>{' · '.join(links)}</td></tr>")
     passed = sum(r["status"] == "pass" for r in results)
     ran = sum(r["status"] in ("pass", "fail", "error") for r in results)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Noise Workbench — reproduction report</title>
@@ -2037,11 +2060,23 @@ padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
 <h1>Reproduction report ({html.escape(profile)} profile)</h1>
 <p>{passed} of {ran} findings reproduced. Each check trains the models over the seeds listed in its notebook; the
 quick profile is small, the full one uses longer runs and more seeds. A finding that does not show at these settings
-is reported as not reproduced here, with its numbers: mean ± sd over seeds, the 95 % interval of the mean, n.</p>
+is reported as not reproduced here, with its numbers: mean ± sd over seeds, the 95 % interval of the mean, n.
+{html.escape(_times(results))}</p>
 <table><tr><th>claim</th><th>what the paper reports / what is checked</th><th>result</th><th>effect size (here)</th>
-<th>the paper's number</th><th>detail</th><th>links</th></tr>
+<th>the paper's number</th><th>detail</th><th>time</th><th>links</th></tr>
 {''.join(rows)}
 </table></body></html>"""
+
+
+def _times(results: list[dict]) -> str:
+    """The report's line on time: the whole and where it ran (runs read back from the store take seconds)."""
+    timed = [r for r in results if r.get("seconds") is not None]
+    if not timed:
+        return ""
+    total = _took({"seconds": sum(float(r["seconds"]) for r in timed)})
+    where = ", ".join(sorted({str(r.get("machine", "")) for r in timed} - {""}))
+    return f"Time: {total} for {len(timed)} notebooks on {where or 'this machine'}; a claim whose runs were " \
+           "already stored reads them back in seconds."
 
 
 def notebook(key: str):
@@ -2106,6 +2141,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     folder = out / "reproduce"
     folder.mkdir(parents=True, exist_ok=True)
     results = []
+    machine = _machine()
     km = KernelManager(kernel_name=kernel)
     try:
         for key in tqdm(keys, desc=f"reproduce ({profile})", unit="claim", disable=not progress):
@@ -2118,6 +2154,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
                 km.start_kernel()
             executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
             result_path.unlink(missing_ok=True)
+            started = time.perf_counter()
             try:
                 pm.execute_notebook(str(notebooks / f"{key}.ipynb"), str(executed), kernel_name=kernel, km=km,
                                     parameters={"profile": profile, "result_path": str(result_path),
@@ -2128,6 +2165,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
                 what = f"{e.ename}: {e.evalue}" if isinstance(e, pm.PapermillExecutionError) else f"the kernel: {e}"
                 r = dict(_header(key, profile), status="error", effect=None, effect_label="", detail=what,
                          figure=None)
+            r["seconds"], r["machine"] = round(time.perf_counter() - started, 1), machine
             if executed.is_file():
                 body, _ = HTMLExporter().from_filename(str(executed))
                 (folder / f"{key}.html").write_text(body)
