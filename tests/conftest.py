@@ -36,9 +36,9 @@ FAST = dict(epochs=3, width=32, n_train=300)
 
 #: the modules that take longest on two cores (make test's --durations), longest first: the two test processes
 #: take whole modules in collection order, so a long module collected last ran alone at the end of the suite
-LONGEST_FIRST = ("test_reproduce", "test_notebooks", "test_diffusion", "test_load", "test_jupyterlab", "test_seen",
-                 "test_cluster", "test_app", "test_reproduction", "test_faults", "test_protocol", "test_packaging",
-                 "test_plugins", "test_grokking", "test_sweep", "test_edge_of_stability")
+LONGEST_FIRST = ("test_claims", "test_notebooks", "test_seen", "test_app", "test_cluster", "test_diffusion",
+                 "test_jupyterlab", "test_reproduction", "test_load", "test_protocol", "test_faults", "test_packaging",
+                 "test_plugins", "test_grokking", "test_reproduce", "test_sweep", "test_edge_of_stability")
 
 
 def pytest_collection_modifyitems(config, items):

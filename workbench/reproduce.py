@@ -203,7 +203,7 @@ def _terminal_snr(s):
     from .viz.plots import curves_by
 
     kw = dict(dataset="bright_dark", schedule="scaled_linear", steps=s["steps"], eval_every=s["steps"],
-              sample_steps=25, n_samples=1000, clip_x0=1.0)
+              sample_steps=25, n_samples=s["n_samples"], clip_x0=1.0)
     flawed = _sweep("diffusion", {"prediction": ["epsilon"]}, s["seeds"], spacing="leading", **kw)
     fixed = _sweep("diffusion", {"prediction": ["v"]}, s["seeds"], spacing="trailing", zero_terminal_snr=True, **kw)
     data = float(fixed.data_brightness_std.isel(step=-1).mean())
@@ -1576,8 +1576,8 @@ CLAIMS = {c.key: c for c in [
           "Schedules with non-zero terminal SNR leak signal at t = T; sampled from pure noise, models cannot make "
           "very bright or dark images. Zero terminal SNR, v-prediction and trailing timesteps fix it.",
           "Bright/dark digits: ε, scaled-linear, leading spacing narrows the brightness spread below the data's; "
-          "zero terminal SNR, v, trailing restores it.", _terminal_snr, {"seeds": [0, 1, 2], "steps": 1000},
-          {"seeds": [0, 1, 2], "steps": 3000}),
+          "zero terminal SNR, v, trailing restores it.", _terminal_snr,
+          {"seeds": [0, 1, 2], "steps": 1000, "n_samples": 1000}, {"seeds": [0, 1, 2], "steps": 3000, "n_samples": 1000}),
     Claim("offset_noise", "Hu et al. 2024 (One More Step), on Guttenberg's offset noise",
           "Models trained with a schedule whose last step keeps some signal cannot make images far from average "
           "brightness; ε-prediction models are patched with offset noise — a per-image constant added to the "

@@ -32,7 +32,9 @@ SAMPLE_FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "mxfp8
                   "fp4_e2m1", "int4", "mxfp4_e2m1")
 PREVIEW_SAMPLES = 500  # points (or 64 images) of model 0 shown while it samples
 OMS_STEPS = 1000  # One More Step's net: Adam steps after the denoiser's training
+OMS_METRICS = ("oms_sw", "oms_brightness_std", "oms_brightness_error", "brightness_error")  # measured at the end
 BRIGHTNESS_EDGES = np.linspace(-1.5, 1.5, 31)  # the brightness histograms' bins
+BRIGHTNESS_CENTRES = (BRIGHTNESS_EDGES[1:] + BRIGHTNESS_EDGES[:-1]) / 2
 
 
 SCALED = ("chen_cosine", "sigmoid")  # the schedules with Chen 2023's input scale b
@@ -96,10 +98,10 @@ class Diffusion(Study):
                "to the samples?"
     paper = "Chen 2023; Lin et al. 2024; Hang et al. 2024; Li et al. 2024 (immiscible); Daras et al. 2024"
     finding = "Sample quality (sliced Wasserstein to held-out data) falls as training proceeds; the schedule, sampler and prediction target set how far, and zero terminal SNR restores bright and dark images."
-    claims = ('terminal_snr', 'offset_noise', 'one_more_step', 'terminal_snr_fixes', 'ambient', 'immiscible', 'laplace_schedule',
-              'inference_scaling', 'negative_transfer', 'label_noise_diffusion', 'geometry_adaptive', 'sampling_noise',
-              'noise_conditioning',
-              'resolution_shift', 'relay_snr', 'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
+    claims = ('terminal_snr', 'offset_noise', 'one_more_step', 'terminal_snr_fixes', 'ambient', 'immiscible',
+              'laplace_schedule', 'inference_scaling', 'negative_transfer', 'label_noise_diffusion',
+              'geometry_adaptive', 'sampling_noise', 'noise_conditioning', 'resolution_shift', 'relay_snr',
+              'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"
@@ -462,8 +464,7 @@ class Diffusion(Study):
         low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
         if step == c0.steps and c0.sample_precision != "fp32":
             low = s.quantized_quality(samples)
-        oms = {key: np.full(k, np.nan) for key in ("oms_sw", "oms_brightness_std", "oms_brightness_error",
-                                                   "brightness_error")}
+        oms = {key: np.full(k, np.nan) for key in OMS_METRICS}
         if step == c0.steps and c0.one_more_step:
             oms = cls._one_more_step(ctx, s, samples)
         bright = [x.mean(1) for x in samples]  # per-sample mean value (an image's brightness)
@@ -511,8 +512,7 @@ class Diffusion(Study):
             r = x.mean(1, keepdim=True)
             return torch.cat([r, torch.nn.functional.one_hot(y, s.classes).float()], 1) if s.classes else r
 
-        out = {key: np.full(k, np.nan) for key in ("oms_sw", "oms_brightness_std", "oms_brightness_error",
-                                                   "brightness_error")}
+        out = {key: np.full(k, np.nan) for key in OMS_METRICS}
         drawn = []
         for m in range(k):
             oms = init_(OneMoreStep(s.dim, 1 + s.classes), s.streams[m].fresh("init", 2)).to(dev)
@@ -541,8 +541,7 @@ class Diffusion(Study):
                 out["oms_sw"][m] = dif.sliced_wasserstein(x, s.held[m], generator=s.proj(m))
                 out["oms_brightness_std"][m] = float(x.mean(1).std())
                 out["oms_brightness_error"][m] = float((x.mean(1) - r).abs().mean())
-        ctx.put("brightness_hist_oms", ("model", "brightness"), _brightness_hist(drawn),
-                brightness=(BRIGHTNESS_EDGES[1:] + BRIGHTNESS_EDGES[:-1]) / 2)
+        ctx.put("brightness_hist_oms", ("model", "brightness"), _brightness_hist(drawn), brightness=BRIGHTNESS_CENTRES)
         return out
 
     @staticmethod
@@ -613,8 +612,7 @@ class Diffusion(Study):
         ctx.put("sw_vs_steps", ("model", "sampling_steps"), sw_steps, sampling_steps=np.array(grid))
         if not images:
             return
-        centres = (BRIGHTNESS_EDGES[1:] + BRIGHTNESS_EDGES[:-1]) / 2
-        ctx.put("brightness_hist", ("model", "brightness"), _brightness_hist(samples), brightness=centres)
+        ctx.put("brightness_hist", ("model", "brightness"), _brightness_hist(samples), brightness=BRIGHTNESS_CENTRES)
         ctx.put("brightness_hist_data", ("model", "brightness"), _brightness_hist(held))
         power = lambda x: radial_power_spectrum(x.reshape(-1, side, side))  # noqa: E731
         radius = power(held[0][:1])[0]
