@@ -308,7 +308,8 @@ def abuse_main(args) -> dict:
     rows = wb.Store(data).list()
     normal = [r for r in rows if r["owner"].startswith("user:user")]
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sessions": args.sessions,
-           "hostile": args.hostile, "job": job, "quotas": ABUSE_ENV, "idle": summary(raw["idle"]), "while_abused": summary(raw["busy"]),
+           "hostile": args.hostile, "job": job, "quotas": env, "idle": summary(raw["idle"]),
+           "while_abused": summary(raw["busy"]),
            "refused": raw["refused"], "normal_jobs_done": sum(r["status"] == "done" for r in normal),
            "pages_saw_done": saw_done(raw["ends"]), "page_ends": raw["ends"], "phases_s": _rounded(raw["marks"]),
            "normal_jobs_s": round(raw["jobs_s"], 1),
@@ -317,7 +318,7 @@ def abuse_main(args) -> dict:
                      "wall_s": r["wall_s"]} for r in sorted(rows, key=lambda r: r["created"] or "")]}
     shutil.rmtree(data, ignore_errors=True)
     show(out, args.json, f"abuse: {args.sessions} normal visitors ({job}) and {args.hostile} hostile, quotas "
-                         f"{ABUSE_ENV}",
+                         f"{env}",
          ("idle", "while_abused"),
          f"refused: {out['refused']}; normal jobs done {out['normal_jobs_done']}/{args.sessions} in "
          f"{out['normal_jobs_s']} s; a hog stopped at the time limit: {out['hog_stopped_at_limit']}")
