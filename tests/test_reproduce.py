@@ -88,6 +88,15 @@ def test_the_readme_table_updates_only_the_claims_rerun(tmp_path):
     assert not reproduce.write_readme(readme, [rerun])  # nothing new: unchanged
 
 
+def test_a_bar_in_a_label_stays_inside_its_cell():
+    r = {"key": "elr", "paper": "A | B 2020", "status": "pass", "effect": 0.5, "effect_sd": 0.1, "n": 3,
+         "effect_lo": 0.3, "effect_hi": 0.7, "effect_label": "mean |x − y|"}
+    row = reproduce._row(r)
+    assert row.replace("\\|", "").count("|") == 5  # four cells, however many bars the texts hold
+    said = reproduce.readme_rows(f"{reproduce.TABLE_START}\n{row}\n{reproduce.TABLE_END}")
+    assert said == {"elr": {"verdict": "reproduced", "effect": 0.5}}
+
+
 def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data, tmp_path):
     """The notebooks share one kernel: a cell's exception is that claim's error, and the next notebook runs."""
     import shutil

@@ -144,7 +144,7 @@ def _tc_power_law(s):
         logx=True, logy=True, width=390, height=340, show_grid=True, legend_position="top_right", xticks=list(ps),
         title=f"T_c (weight change reaches {s['levels'][0]:g}/α) against P")
     return dict(passed=bool((main < 0).all()), values=-main.mean(0),
-                effect_label=f"−exponent a of T_c ∝ P^(−a), T_c where |w − w0|/|w0| reaches {s['levels'][0]:g}/α "
+                effect_label=f"−exponent a of T_c ∝ P^(−a), T_c where ‖w − w0‖/‖w0‖ reaches {s['levels'][0]:g}/α "
                              "(mean of χ = 0 and 1)",
                 detail="teacher perceptron in 16 dimensions, 2 × 128 MLP, α = 100 (lazy), B = 16, trained to zero "
                        f"hinge loss ({s['steps']} steps at most), T = " + ", ".join(f"{t:g}" for t in ts)
@@ -1986,7 +1986,9 @@ TABLE_HEAD = ["| claim | paper | verdict | effect as measured |", "|---|---|---|
 
 def _row(r: dict) -> str:
     effect = f"{effect_text(r)}: {r['effect_label']}" if r.get("effect") is not None else "—"
-    return f"| `{r['key']}` | {r['paper']} | **{VERDICTS.get(r['status'], r['status'])}** | {effect} |"
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - a '|' in a label would end its cell
+    verdict = VERDICTS.get(r["status"], r["status"])
+    return f"| `{r['key']}` | {cell(r['paper'])} | **{verdict}** | {cell(effect)} |"
 
 
 def table(results: list[dict]) -> str:
@@ -2003,7 +2005,7 @@ def readme_rows(text: str) -> dict[str, dict]:
     block = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
     out = {}
     for line in block.splitlines():
-        m = re.match(r"\|\s*`([a-z0-9_]+)`\s*\|[^|]*\|\s*\*\*([^*]+)\*\*\s*\|\s*([^|]*)\|", line)
+        m = re.match(r"\|\s*`([a-z0-9_]+)`\s*\|(?:[^|\\]|\\.)*\|\s*\*\*([^*]+)\*\*\s*\|\s*([^|]*)\|", line)
         if m:
             number = re.match(r"\s*([+-]?[0-9.]+)", m.group(3))
             out[m.group(1)] = {"verdict": m.group(2), "effect": float(number.group(1)) if number else None}
