@@ -107,7 +107,7 @@ class Diffusion(Study):
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"
     _bright = "Brightness spread (std of per-sample means)"
     _classes = "Class-conditional: samples in the class asked for (by a 5-NN vote among held-out data)"
-    _oms = "Off the brightness asked for (One More Step; plain samples ignore it)"
+    _oms = "One More Step (end of training): distance from the brightness asked for, spread, sliced W."
     metrics = (
         Metric("train_loss", "training loss", "min", group="Training loss"),
         Metric("sw", "sliced Wasserstein to held-out data", "min", group=_quality),
@@ -120,10 +120,10 @@ class Diffusion(Study):
         Metric("brightness_std", "std of sample brightness", group=_bright),
         Metric("data_brightness_std", "std of data brightness", group=_bright),
         Metric("brightness_extreme", "share of samples with |brightness| > 0.5"),
-        Metric("oms_sw", "sliced W. with One More Step", "min", group=_quality),
-        Metric("oms_brightness_std", "std of brightness, One More Step", group=_bright),
-        Metric("oms_brightness_error", "with One More Step", "min", group=_oms),
-        Metric("brightness_error", "plain samples", group=_oms),
+        Metric("oms_brightness_error", "distance, One More Step", "min", group=_oms),
+        Metric("brightness_error", "distance, plain samples (they ignore it)", group=_oms),
+        Metric("oms_brightness_std", "brightness spread, One More Step", group=_oms),
+        Metric("oms_sw", "sliced W. to held-out data, One More Step", "min", group=_oms),
         Metric("condition_accuracy", "share of samples in the class asked for", "max", group=_classes),
         Metric("condition_accuracy_data", "the vote's accuracy on held-out data", group=_classes),
         *DIVERGENCE_METRICS,
