@@ -7,6 +7,7 @@ import workbench as wb
 import pytest
 
 from workbench.cli import ensure_kernel, main
+from workbench.notebooks import OWN, own_parameters, parameters_source, sync
 from workbench.studies import get, names
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -17,9 +18,12 @@ def test_parameters_cell_mirrors_the_dials(study):
     nb = nbformat.read(NOTEBOOKS / f"{get(study).notebook_name()}.ipynb", as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1
-    assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(cells[0].source).body
+    dials, _, own = cells[0].source.partition(OWN)
+    assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(dials).body
                 for t in n.targets if isinstance(n, ast.Assign)}
     assert assigned == get(study).defaults()
+    mine = {t.id for n in ast.parse(own).body for t in n.targets if isinstance(n, ast.Assign)}
+    assert not mine & set(assigned), "a notebook's own parameter shadows a dial"
     assert nb.metadata["kernelspec"]["name"] and nb.metadata["language_info"]["name"] == "python"
 
 
@@ -79,9 +83,33 @@ def test_papermill_runs_the_phase_diagrams_notebook_on_a_tiny_grid(data_root, tm
 
 
 def test_papermill_runs_the_precision_notebook(data_root, tmp_path):
-    text = _execute("precision", tmp_path, {"epochs": 2, "eval_every": 1, "width": 32, "n_train": 300})
+    """The notebook's own parameters (its sweeps' grids and seeds) are papermill's to set, as the dials are."""
+    text = _execute("precision", tmp_path, {"epochs": 2, "eval_every": 1, "width": 32, "n_train": 300, "seeds": [0],
+                                            "compare_formats": ["fp32", "fp8_e4m3", "fp4_e2m1"],
+                                            "map_lrs": [0.001, 0.1], "exp_bits_grid": [2, 4],
+                                            "man_bits_grid": [1, 3], "lab_n": 4096})
     assert "status done" in text or "Run(" in text
     assert "HeatMap" in text and "output MSE with dither" in text
+    formats = ["fp32", "fp8_e4m3", "fp4_e2m1"]
+    swept = [(r["params"]["grid"], r["params"]["seeds"]) for r in wb.Store(data_root).list("precision", kind="sweep")]
+    asked = [({"precision": formats}, [0]), ({"precision": formats, "lr": [0.001, 0.1]}, [0]),
+             ({"exp_bits": [2, 4], "man_bits": [1, 3]}, [0])]
+    assert len(swept) == 3 and all(a in swept for a in asked), swept  # the grids and seeds given, not its own
+
+
+def test_sync_keeps_a_notebooks_own_parameters_below_the_dials(tmp_path):
+    nb = nbformat.read(NOTEBOOKS / "precision.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    own = own_parameters(cell.source)
+    assert "compare_formats = " in own and "lr = " not in own
+    cell.source = cell.source.replace("lr = 0.001\n", "lr = 0.5\n")  # a stale dial default
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    nbformat.write(nb, folder / "precision.ipynb")
+    assert "precision: parameters cell updated" in sync(folder)
+    synced = next(c for c in nbformat.read(folder / "precision.ipynb", as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", []))
+    assert synced.source == parameters_source("precision", own)  # the dials fixed, its own parameters kept
 
 
 def test_papermill_runs_the_grokking_notebook(data_root, tmp_path):

@@ -1,6 +1,7 @@
 """The study notebooks in notebooks/: each study's parameterised notebook (papermill) is derived from its class.
 
-`sync` rewrites every notebook's `parameters` cell from the study's dials and writes a notebook for any study that
+`sync` rewrites every notebook's `parameters` cell from the study's dials (keeping the notebook's own parameters
+below them) and writes a notebook for any study that
 has none yet (a new study is one file: its notebook follows from it). Cell ids are stable (a hash of the study and
 the cell's place), so a regenerated notebook differs from the committed one only where the study changed.
 """
@@ -12,14 +13,29 @@ from pathlib import Path
 from .studies import get as get_study, names as study_names
 
 
-def parameters_source(study: str) -> str:
-    """The `parameters` cell of a study's notebook: every dial at its default, its doc above it."""
+#: the line of a `parameters` cell after which a notebook keeps parameters of its own (a sweep's grid, its seeds):
+#: `sync` rewrites the dials above it and keeps what follows. In the parameters cell, papermill's values, injected
+#: after it, override them too (in a later cell they would silently overwrite what papermill was given).
+OWN = "# This notebook's own parameters (papermill overrides these too; they are not dials of the study)"
+
+
+def parameters_source(study: str, own: str = "") -> str:
+    """The `parameters` cell of a study's notebook: every dial at its default, its doc above it; then the
+    notebook's own parameters, if it has any."""
     cls = get_study(study)
     lines = [f"# Dials of the {study} study (papermill overrides these). The same names as the CLI options and the "
              "app's widgets."]
     for name, par in cls.dials().items():
         lines += [f"# {par.doc}", f"{name} = {par.default!r}"]
+    if own.strip():
+        lines += [OWN, own.strip("\n")]
     return "\n".join(lines)
+
+
+def own_parameters(source: str) -> str:
+    """The part of a `parameters` cell that is the notebook's own (below the OWN line), or ''."""
+    head, sep, own = source.partition(OWN + "\n")
+    return own if sep else ""
 
 
 def _cell_id(study: str, i: int) -> str:
@@ -77,7 +93,7 @@ def sync(folder: Path) -> list[str]:
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         if len(cells) != 1:
             raise ConfigError("notebook", str(path), "exactly one cell tagged 'parameters'")
-        new = parameters_source(key)
+        new = parameters_source(key, own_parameters(cells[0].source))
         if cells[0].source != new:
             cells[0].source = new
             nbformat.write(nb, path)
