@@ -128,6 +128,14 @@ def test_papermill_runs_the_diffusion_notebook(data_root, tmp_path):
     assert "sliced Wasserstein" in text and "status done" in text
 
 
+def test_papermill_runs_the_masked_diffusion_notebook(data_root, tmp_path):
+    text = _execute("masked_diffusion", tmp_path, {"steps": 20, "eval_every": 10, "n_train": 200, "n_samples": 64,
+                                                   "width": 32, "sample_steps": 64, "seeds": [0],
+                                                   "compare_uniforms": ["float64", "float16"]})
+    assert "status='done'" in text and "held-out images: entropy per pixel" in text
+    assert "float16   samples: entropy per pixel" in text and "float32   samples" not in text  # the types asked for
+
+
 def test_the_tour_runs_every_study_at_a_small_scale(data_root, tmp_path):
     text = _execute("tour", tmp_path, {"scale": 0.05, "seeds": [0]})
     for line in ("studies: diffusion", "clean test acc: best", "temperature 0.001: test error", "2/η = 10",

@@ -18,9 +18,12 @@ SWEEPS = {
     "edge_of_stability": ("lr", "0.05,0.2", "width", "16"),
     "sgd_noise": ("temperature", "0.001,0.01", "alpha", "1"),
     "diffusion": ("eta", "0,1", "width", "16"),
+    "masked_diffusion": ("temperature", "0.5,1", "levels", "16"),
 }
 #: studies whose tiny run stores spectra (the Spectra tab draws them)
 SPECTRA = {"label_noise", "edge_of_stability", "grokking"}
+#: studies whose page draws figures beyond the curves once a run ends (loss histograms, samples)
+EXTRAS = {"label_noise", "diffusion", "masked_diffusion"}
 
 
 def test_every_study_has_a_sweep_here():
@@ -91,8 +94,8 @@ def test_every_figure_on_the_page_is_drawn(server, browser, study):
     page.get_by_role("button", name="Run").click()
     page.locator(".wb-status").get_by_text("Done").wait_for(timeout=180_000)
     page.get_by_text("Drawing the run's figures").wait_for(state="detached", timeout=60_000)
-    run_tab = audit(page, f"{study} after a run", at_least=1 + (study in ("label_noise", "diffusion")),
-                    shot=f"{study}-after")
+    run_tab = audit(page, f"{study} after a run", at_least=1 + (study in EXTRAS), shot=f"{study}-after")
+    assert not page.get_by_text("Could not draw the figures").count(), f"{study}: a figure failed to draw"
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 1400, "the page scrolls sideways"
     titles = [f["title"] for f in run_tab]
     assert any(t in titles for t in cls.curves), f"no curve panel among {titles}"

@@ -185,6 +185,26 @@ class Denoiser(nn.Module):
         return self.net(torch.cat([x.reshape(shape[0], -1), emb], dim=1)).reshape(shape)
 
 
+class MaskedTokenNet(nn.Module):
+    """A masked diffusion model's denoiser for L tokens over a vocabulary of V (Sahoo et al. 2024; Zheng et al.
+    2024): the tokens one-hot, with the mask as token V, through an MLP (SiLU) to logits over the V tokens at every
+    position (n, L, V). No time input: the masked tokens say how far sampling has come (a masked diffusion model is
+    time-agnostic, Zheng et al.)."""
+
+    def __init__(self, length: int, vocab: int, width: int = 256, depth: int = 2):
+        super().__init__()
+        self.length, self.vocab = length, vocab
+        layers, d = [], length * (vocab + 1)
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.SiLU()]
+            d = width
+        self.net = nn.Sequential(*layers, nn.Linear(d, length * vocab))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.one_hot(tokens, self.vocab + 1).float().flatten(1)
+        return self.net(x).view(len(tokens), self.length, self.vocab)
+
+
 class OneMoreStep(nn.Module):
     """One More Step's compact net (Hu et al. 2024): pure noise z and a request (a vector: here the image's mean
     brightness, with the class one-hot where the run is conditional — a prompt's stand-in) -> x̂_0 at zero SNR."""

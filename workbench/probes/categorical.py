@@ -25,17 +25,27 @@ from ..errors import ConfigError
 #: the grid torch.rand draws on: k / 2^bits
 GRID_BITS = {"float32": 24, "float64": 53}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the float types a sampler may draw in (the probe's exact expectations know the first two's grids only)
+SAMPLER_DTYPES = {**DTYPES, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _dtype(name: str):
-    if name not in DTYPES:
-        raise ConfigError("uniforms", name, f"one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+def _dtype(name: str, allowed: dict = DTYPES):
+    if name not in allowed:
+        raise ConfigError("uniforms", name, f"one of {', '.join(allowed)}")
+    return allowed[name]
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel values from uniforms, in the uniforms' float type."""
     return -torch.log(-torch.log(u))
+
+
+def gumbel_argmax(logits: torch.Tensor, uniforms: str, generator: torch.Generator) -> torch.Tensor:
+    """One Gumbel-max draw per row of `logits` (..., V), the logits and the Gumbel noise in the named float type (as a
+    sampler written in that type computes them): argmax over the last axis of logits + (−log(−log u))."""
+    dt = _dtype(uniforms, SAMPLER_DTYPES)
+    u = torch.rand(logits.shape, dtype=dt, generator=generator).to(logits.device)
+    return (logits.to(dt) + gumbel(u)).argmax(-1)
 
 
 def gumbel_max(logits: torch.Tensor, n: int, uniforms: str, generator: torch.Generator,

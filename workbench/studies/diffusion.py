@@ -101,7 +101,7 @@ class Diffusion(Study):
     claims = ('terminal_snr', 'offset_noise', 'one_more_step', 'terminal_snr_fixes', 'ambient', 'immiscible',
               'laplace_schedule', 'inference_scaling', 'negative_transfer', 'label_noise_diffusion',
               'geometry_adaptive', 'sampling_noise', 'noise_conditioning', 'resolution_shift', 'relay_snr',
-              'gumbel_precision', 'ptq_calibration', 'fp_vs_int_diffusion')
+              'ptq_calibration', 'fp_vs_int_diffusion')
     axis = "step"
     _quality = "Sample quality (sliced Wasserstein to held-out data; baseline: data vs data)"
     _low = "Low-precision sampling (end of training): sliced W. to data, and to the fp32 samples"

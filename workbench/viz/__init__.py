@@ -11,7 +11,8 @@ import panel as pn
 
 from ..errors import ConfigError
 from .plots import (cell_table, crossover, crossover_plot, curves, curves_by, diffusion_plots, fit_power_law,
-                    extras, fourier_spectrum, frame, group_plot, heatmap, loss_histogram, overview, phase_diagram, power_law,
+                    extras, fourier_spectrum, frame, group_plot, heatmap, loss_histogram, masked_diffusion_plots, overview,
+                    phase_diagram, power_law,
                     reduce_axis, schedules_plot, spectra_plot, spectra_views, sqnr_heatmap, sweep_curves)
 
 
@@ -42,6 +43,7 @@ def app(study: str = "label_noise", **dials):
 
 
 __all__ = ["app", "cell_table", "crossover", "crossover_plot", "curves", "curves_by", "diffusion_plots", "fit_power_law",
-           "extras", "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "overview", "phase_diagram",
+           "extras", "fourier_spectrum", "frame", "group_plot", "heatmap", "loss_histogram", "masked_diffusion_plots",
+           "overview", "phase_diagram",
            "power_law", "reduce_axis", "schedules_plot", "spectra_plot", "spectra_views", "sqnr_heatmap",
            "sweep_curves"]

@@ -301,7 +301,8 @@ def overview(run_or_ds) -> hv.Layout:
 def extras(run_or_ds) -> hv.Layout | None:
     """A run's figures beyond its curves (what a study page adds below the live curves once the run ends)."""
     ds, _ = _resolve(run_or_ds)
-    figs = [draw(ds) for key, draw in (("example_loss", loss_histogram), ("samples", diffusion_plots)) if key in ds]
+    samples = masked_diffusion_plots if "level_hist" in ds else diffusion_plots
+    figs = [draw(ds) for key, draw in (("example_loss", loss_histogram), ("samples", samples)) if key in ds]
     if len(figs) > 1:
         return (figs[0] + figs[1]).cols(3)
     return figs[0] if figs else None
@@ -335,6 +336,22 @@ def samples_plot(pts: np.ndarray, title: str = "samples", classes: np.ndarray | 
     return hv.Image(np.flipud(grid), bounds=(0, 0, grid.shape[1], grid.shape[0])).opts(
         cmap="gray", clim=(-1, 1), xaxis=None, yaxis=None, title=f"{title} ({side}×{side})", height=300,
         responsive=True)
+
+
+def masked_diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
+    """A masked diffusion run: its last samples (an image grid) and how often each grey level is drawn, against
+    the held-out images' levels (a sampler at too low a temperature starves the rare levels)."""
+    ds, _ = _resolve(run_or_ds)
+    pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
+    levels = ds["level"].values
+    grey = levels / max(len(levels) - 1, 1) * 2 - 1
+    hist = (hv.Curve((grey, pick(ds["level_hist_data"]).values), "grey level", "share of pixels",
+                     label="held-out images").opts(color="gray", line_dash="dashed", interpolation="steps-mid") *
+            hv.Curve((grey, pick(ds["level_hist"]).values), "grey level", "share of pixels", label="samples")
+            .opts(color=PALETTE[1], interpolation="steps-mid"))
+    return (samples_plot(pick(ds["samples"]).values) +
+            hist.opts(logy=True, title="grey levels drawn (log scale)", legend_position="right", show_grid=True,
+                      height=300, responsive=True)).cols(2)
 
 
 def power_spectrum_plot(run_or_ds, model: int = 0) -> hv.Overlay:
