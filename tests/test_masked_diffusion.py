@@ -101,7 +101,8 @@ def test_a_run_measures_diversity_against_held_out_images_and_bad_input_is_refus
         assert np.isfinite(ds[name].values).all(), name
     assert 0 < float(ds.data_entropy[-1]) < np.log(16)
     assert ds.samples.shape[-1] == 64 and float(ds.level_hist.sum("level")) == pytest.approx(1.0)
-    for dial, value in (("uniforms", "float8"), ("levels", 1), ("temperature", 0.0), ("mask_schedule", "log")):
+    for dial, value in (("uniforms", "float8"), ("levels", 1), ("levels", 18), ("temperature", 0.0),
+                        ("mask_schedule", "log")):
         with pytest.raises(ConfigError) as e:
             wb.run("masked_diffusion", **{dial: value})
         assert e.value.field == dial

@@ -26,7 +26,8 @@ from ..errors import ConfigError
 GRID_BITS = {"float32": 24, "float64": 53}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: the float types a sampler may draw in (the probe's exact expectations know the first two's grids only)
-SAMPLER_DTYPES = {**DTYPES, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SAMPLER_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+                  "bfloat16": torch.bfloat16}
 
 
 def _dtype(name: str, allowed: dict = DTYPES):

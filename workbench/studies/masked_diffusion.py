@@ -151,7 +151,8 @@ class MaskedDiffusion(Study):
         },
     }
 
-    levels = param.Integer(16, bounds=(2, 64), doc="Grey levels each pixel is quantized to: the tokens' vocabulary.")
+    levels = param.Integer(16, bounds=(2, 17), doc="Grey levels each pixel is quantized to: the tokens' vocabulary "
+                                                   "(at most the digits' own 17 values, 0 to 16).")
     uniforms = param.Selector(default="float64", objects=list(SAMPLER_DTYPES),
                               doc="Float type of the sampler's Gumbel-max draws (the uniforms, their Gumbel noise "
                                   "and the log-probabilities they are added to): float64 is exact to 2⁻⁵³; float32, "
@@ -177,7 +178,7 @@ class MaskedDiffusion(Study):
                                                                 "samples).")
 
     def model_bytes(self) -> int:
-        d, out = SIDE * SIDE * (self.levels + 1), SIDE * SIDE * self.levels
+        d, out = SIDE * SIDE * (self.levels + 1), SIDE * SIDE * self.levels  # the net's input and output sizes
         params = d * self.width + (self.depth - 1) * self.width ** 2 + self.width * out
         return 4 * (4 * params + self.n_samples * (d + out + 2 * self.width))
 
