@@ -48,6 +48,7 @@ bench: setup browser
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_diffusion.py
+	$(BIN)/python bench/bench_mdm_sampler.py
 	$(BIN)/python bench/bench_load.py
 
 reproduce: kernel

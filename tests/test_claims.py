@@ -56,6 +56,7 @@ TINY = {
     "one_more_step": {"seeds": [0, 1], "steps": 20, "n_samples": 64},
     "label_noise_diffusion": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 4, "flips": [0.4]},
     "laplace_schedule": {"seeds": [0, 1], "steps": 8, "n_samples": 64, "sample_steps": 4, "scales": [0.5]},
+    "mdm_sampling_precision": {"seeds": [0, 1], "steps": 20, "n_samples": 64, "sample_steps": 32, "width": 32},
     "critical_batch": {"seeds": [0, 1], "batch_sizes": [16, 128], "lrs": [0.4], "max_steps": 40,
                        "targets": [2.0, 1.5]},
 }

@@ -121,7 +121,7 @@ class MaskedDiffusion(Study):
              "inaccurate categorical sampling)")
     finding = ("In low precision the sampler draws rare levels too seldom: the samples' entropy and tail share fall "
                "below the held-out images' and the judge's NLL with them, as a lower temperature would do.")
-    claims = ("gumbel_precision",)
+    claims = ("mdm_sampling_precision", "gumbel_precision")
     axis = "step"
     metrics = (
         Metric("train_loss", "train negative ELBO (nats per pixel)", "min", group=NELBO),
