@@ -120,6 +120,18 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert fine["status"] in ("pass", "fail") and fine["n"] == len(reproduce.CLAIMS["noisyquant"].quick["seeds"])
     assert "a broken check" in index.read_text()
 
+    # one claim run again: the report keeps the other's result at this profile, in the registry's order
+    path = tmp_path / "out" / "reproduce" / "results.json"
+    stored = json.loads(path.read_text())
+    stored += [dict(fine, key="retired_claim"), dict(fine, key="elr", profile="full")]
+    path.write_text(json.dumps(stored))
+    again, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
+                                     keys=["noisyquant"], timeout=300, progress=False)
+    assert [r["key"] for r in again] == ["noisyquant"]
+    kept = json.loads(path.read_text())
+    assert [r["key"] for r in kept] == ["early_learning", "noisyquant"]  # not the retired one, not full's elr
+    assert kept[0]["detail"] == broken["detail"] and "a broken check" in index.read_text()
+
 
 def test_a_runs_last_finite_value_and_where_a_rising_curve_crosses_a_level():
     import numpy as np

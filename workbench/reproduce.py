@@ -834,8 +834,9 @@ def _mdm_sampling_precision(s):
                        f"steps), {s['n_samples']} samples from the ancestral sampler in {s['sample_steps']} steps, the "
                        "same models sampled with each float type. Entropy per pixel (nats): float64 "
                        f"{_fmt(ent['float64'])}, float32 {_fmt(ent['float32'])}, float16 {_fmt(ent['float16'])}, "
-                       f"held-out images {_fmt(data)}; float64 − float16 {_fmt(drop16)}. Tail share: float64 "
-                       f"{_fmt(tail['float64'])}, float32 {_fmt(tail['float32'])}, float16 {_fmt(tail['float16'])}. "
+                       f"held-out images {_fmt(data)}; float64 − float16 {_fmt(drop16)}. Tail share (‰ of pixels): "
+                       f"float64 {_fmt(1e3 * tail['float64'])}, float32 {_fmt(1e3 * tail['float32'])}, float16 "
+                       f"{_fmt(1e3 * tail['float16'])}. "
                        f"Judge NLL per pixel (lower: more typical): float64 {_fmt(judge['float64'])}, float32 "
                        f"{_fmt(judge['float32'])}, float16 {_fmt(judge['float16'])}. Sliced W. to held-out images: "
                        f"float64 {_fmt(sw['float64'])}, float32 {_fmt(sw['float32'])}, float16 {_fmt(sw['float16'])}. "
@@ -2169,7 +2170,8 @@ def write_notebooks(folder: Path) -> list[Path]:
 
 def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, timeout: int = 3600,
             progress: bool = True) -> tuple[list[dict], Path]:
-    """Execute each claim's notebook with papermill into out/reproduce/, then write out/index.html.
+    """Execute each claim's notebook with papermill into out/reproduce/, then write out/index.html (with the
+    results already there of the claims not run now, at the same profile). Returns this run's results.
 
     The notebooks run one after another in one kernel, started once: a fresh kernel per notebook spent about 7 s
     on its start and imports, several minutes over the quick profile. Each notebook sets everything it uses
@@ -2221,6 +2223,20 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
         if km.has_kernel:
             km.shutdown_kernel(now=True)
     index = out / "index.html"
-    index.write_text(report(results, profile))
-    (out / "reproduce" / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    kept = _merged(folder / "results.json", results, profile)
+    index.write_text(report(kept, profile))
+    (folder / "results.json").write_text(json.dumps(kept, indent=2, default=float))
     return results, index
+
+
+def _merged(path: Path, results: list[dict], profile: str) -> list[dict]:
+    """The report's results after a run of some claims: these, and the results the folder already holds of the
+    other claims at the same profile (a rerun of one claim keeps the rest of the report), in the registry's order;
+    a claim no longer registered is dropped. Each result keeps its own time and machine."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    by_key = {r["key"]: r for r in earlier if isinstance(r, dict) and r.get("profile") == profile}
+    by_key.update({r["key"]: r for r in results})
+    return [by_key[k] for k in CLAIMS if k in by_key]
