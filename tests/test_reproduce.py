@@ -126,11 +126,12 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     stored += [dict(fine, key="retired_claim"), dict(fine, key="elr", profile="full")]
     path.write_text(json.dumps(stored))
     again, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
-                                     keys=["noisyquant"], timeout=300, progress=False)
-    assert [r["key"] for r in again] == ["noisyquant"]
+                                     keys=["early_learning"], timeout=300, progress=False)
+    assert [r["key"] for r in again] == ["early_learning"]
     kept = json.loads(path.read_text())
     assert [r["key"] for r in kept] == ["early_learning", "noisyquant"]  # not the retired one, not full's elr
-    assert kept[0]["detail"] == broken["detail"] and "a broken check" in index.read_text()
+    assert kept[1]["detail"] == fine["detail"] and kept[1]["seconds"] == fine["seconds"]
+    assert "a broken check" in index.read_text() and fine["detail"][:40] in index.read_text()
 
 
 def test_a_runs_last_finite_value_and_where_a_rising_curve_crosses_a_level():
