@@ -158,6 +158,22 @@ def test_sweep_presets_can_map_per_run_summaries(store):
     assert "diverged" in StudyPage("precision", store=store).sweep.metric.options
 
 
+def test_a_dial_of_named_choices_gets_its_choices_as_sweep_values(store):
+    """A range like 0:0.6:4 is never a float type: picking a dial of named choices fills in its choices."""
+    from workbench.viz.page import StudyPage
+
+    sweep = StudyPage("masked_diffusion", store=store).sweep
+    assert sweep.x.value == "uniforms" and sweep.x_values.value == "float64,float32,float16,bfloat16"
+    sweep.y.value = "mask_schedule"
+    assert sweep.y_values.value == "linear,cosine"
+    assert "4 × 2 grid" in sweep.status.object and "Cannot sweep" not in sweep.status.object
+    sweep.x_values.value = "0.5,2"
+    sweep.x.value = "temperature"  # a numeric dial keeps what the field says
+    assert sweep.x_values.value == "0.5,2" and "2 × 2 grid" in sweep.status.object
+    # on the first drawing a numeric dial's values that do not fit it are replaced: around its default
+    assert StudyPage("grokking", store=store).sweep.x_values.value == "56,113,226"  # p: 0:0.6:4 is no modulus
+
+
 def test_the_sweep_says_its_cost_before_it_runs_and_its_colours_can_be_pinned(store):
     from workbench.viz.page import StudyPage
 

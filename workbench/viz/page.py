@@ -866,6 +866,9 @@ class SweepPanel(_Follower):
         self.pipe = None
         self.diagram_area = pn.Column(pn.pane.Markdown("*The phase diagram fills in here, cell by cell.*"),
                                       sizing_mode="stretch_width")
+        for dial, values in ((self.x, self.x_values), (self.y, self.y_values)):
+            self._choices(dial.value, values, first=True)
+            dial.param.watch(lambda e, values=values: self._choices(e.new, values), "value")
         self.preset.param.watch(self._on_preset, "value")
         for w in (self.metric, self.reduce):
             w.param.watch(lambda e: self._new_scale(), "value")
@@ -1043,6 +1046,36 @@ class SweepPanel(_Follower):
         if self.pipe is not None:
             self.pipe.send(self._table())
             self._draw_cell()
+
+    def _choices(self, dial: str, values, first: bool = False) -> None:
+        """A dial of named choices (a float type, a sampler) gets its values field filled with its choices (up to
+        four), which a range such as 0:0.6:4 could never be; a numeric dial keeps what the field says, except on
+        the page's first drawing where that does not fit it: then half, once and twice its default, within its
+        bounds (0, a quarter and half its range for a default of 0)."""
+        p = self.page.cls.param[dial]
+        if isinstance(p, param.Selector):
+            values.value = ",".join(map(str, list(p.objects)[:4]))
+            return
+        if not first:
+            return
+        from ..runs.sweep import parse_values
+
+        try:
+            for v in parse_values(values.value):
+                coerce(p, dial, v)
+            return
+        except ConfigError:
+            pass
+        lo, hi = p.softbounds if getattr(p, "softbounds", None) else p.bounds or (None, None)
+        d = p.default
+        raw = [d / 2, d, d * 2] if d else [0, (hi or 1) / 4, (hi or 1) / 2]
+        kept = []
+        for v in raw:
+            v = min(max(v, lo if lo is not None else v), hi if hi is not None else v)
+            v = int(round(v)) if isinstance(p, param.Integer) else float(f"{v:.3g}")
+            if v not in kept:
+                kept.append(v)
+        values.value = ",".join(map(str, kept))
 
     # -- actions ------------------------------------------------------------------------------------------------
     def _on_preset(self, event):
