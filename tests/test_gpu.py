@@ -62,7 +62,10 @@ def test_a_training_step_on_cuda_matches_the_cpu(fmt):
 def test_studies_run_on_cuda(data_root):
     for study, dials in (("label_noise", dict(epochs=2, width=32, n_train=300, precision="fp8_e4m3")),
                          ("grokking", dict(p=11, epochs=20, eval_every=10, width=32)),
-                         ("sgd_noise", dict(steps=50, eval_every=25, n_train=64, width=16))):
+                         ("sgd_noise", dict(steps=50, eval_every=25, n_train=64, width=16)),
+                         ("diffusion", dict(steps=50, eval_every=25, n_samples=200)),
+                         ("masked_diffusion", dict(steps=50, eval_every=25, n_train=200, n_samples=64, width=32,
+                                                   sample_steps=64, uniforms="float32"))):
         run = wb.run(study, device="cuda", **dials)
         assert run.status == "done", (study, run.error)
 
