@@ -8,7 +8,7 @@ import workbench as wb
 from workbench.errors import ConfigError
 from workbench.probes.categorical import gumbel_argmax
 from workbench.studies import get as get_study
-from workbench.studies.masked_diffusion import alpha, entropy_per_pixel, nelbo, sample
+from workbench.studies.masked_diffusion import alpha, entropy_per_pixel, nelbo, sample, sample_first_hitting
 
 L, V = 6, 5
 
@@ -30,11 +30,16 @@ def _logits(gap=3.0):
     return torch.randn(L, V, generator=g) * gap
 
 
-@pytest.mark.parametrize("schedule, steps", [("linear", 1), ("linear", 40), ("cosine", 25)])
+@pytest.mark.parametrize("schedule, steps", [("linear", 1), ("linear", 40), ("cosine", 25), ("first_hitting", 0)])
 def test_the_sampler_in_float64_draws_each_pixel_from_the_models_distribution(schedule, steps):
-    """Whatever the steps and schedule, every pixel ends unmasked and at level v with the model's p(v)."""
-    net, n = Fixed(_logits()), 20_000
-    x = sample(net, n, L, V, steps, schedule, "float64", 1.0, torch.Generator().manual_seed(1), "cpu")
+    """Whatever the steps and schedule, every pixel ends unmasked and at level v with the model's p(v); the
+    first-hitting sampler too."""
+    net, n, g = Fixed(_logits()), 20_000, torch.Generator().manual_seed(1)
+    if schedule == "first_hitting":
+        x = sample_first_hitting(net, n, L, V, "float64", 1.0, g, "cpu")
+        assert net.rows == n * L  # one net call a token
+    else:
+        x = sample(net, n, L, V, steps, schedule, "float64", 1.0, g, "cpu")
     assert (x < V).all()
     p = torch.softmax(net.logits.double(), -1)
     freq = torch.nn.functional.one_hot(x, V).double().mean(0)
@@ -76,6 +81,10 @@ def test_in_float16_the_sampler_draws_rare_levels_too_seldom_the_more_so_the_mor
     assert abs(exact - float(-(p * p.log()).sum(1).mean())) < 0.02  # float64: the model's own entropy
     few, many = exact - entropy("float16", 8), exact - entropy("float16", 256)
     assert many > 0.05 and many > few, (few, many)
+    # the first-hitting sampler draws among the levels only: no choice against staying masked to get wrong
+    fhs = entropy_per_pixel(sample_first_hitting(net, n, L, V, "float16", 1.0, torch.Generator().manual_seed(3),
+                                                 "cpu"), V)
+    assert abs(fhs - float(-(p * p.log()).sum(1).mean())) < 0.03 < many, (fhs, many)
 
 
 def test_the_negative_elbo_of_a_context_free_model_is_its_cross_entropy():
@@ -93,8 +102,9 @@ def test_the_negative_elbo_of_a_context_free_model_is_its_cross_entropy():
         assert abs(est - ce) < 0.03 * ce, (schedule, est, ce)
 
 
-def test_a_run_measures_diversity_against_held_out_images_and_bad_input_is_refused():
-    run = wb.run("masked_diffusion", progress=False, **get_study("masked_diffusion").tiny)
+@pytest.mark.parametrize("sampler", ["ancestral", "first_hitting"])
+def test_a_run_measures_diversity_against_held_out_images_and_bad_input_is_refused(sampler):
+    run = wb.run("masked_diffusion", progress=False, sampler=sampler, **get_study("masked_diffusion").tiny)
     ds = run.ds
     assert run.status == "done"
     for name in ("test_nelbo", "sample_entropy", "tail_share", "judge_nll", "sw"):
@@ -102,7 +112,7 @@ def test_a_run_measures_diversity_against_held_out_images_and_bad_input_is_refus
     assert 0 < float(ds.data_entropy[-1]) < np.log(16)
     assert ds.samples.shape[-1] == 64 and float(ds.level_hist.sum("level")) == pytest.approx(1.0)
     for dial, value in (("uniforms", "float8"), ("levels", 1), ("levels", 18), ("temperature", 0.0),
-                        ("mask_schedule", "log")):
+                        ("mask_schedule", "log"), ("sampler", "ddim")):
         with pytest.raises(ConfigError) as e:
             wb.run("masked_diffusion", **{dial: value})
         assert e.value.field == dial

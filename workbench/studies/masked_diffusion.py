@@ -13,9 +13,11 @@ model is an MLP on the one-hot tokens, the mask a token of its own, with no time
 far sampling has come), trained on the negative ELBO of continuous-time masked diffusion (Sahoo et al. 2024: the
 masked tokens' cross-entropy weighted by −α′(t)/(1 − α(t))). Sampling is the ancestral sampler in `sample_steps`
 steps: from t to s every masked pixel draws level v with probability p(v)·(α_s − α_t)/(1 − α_t) and stays masked
-with (1 − α_s)/(1 − α_t), by Gumbel-max in the float type of the `uniforms` dial. What it measures: the samples'
-entropy per pixel and their share of tail levels (where the training images rarely are) against held-out images',
-an independent-pixel judge's NLL (lower: more typical), and sliced Wasserstein to held-out images.
+with (1 − α_s)/(1 − α_t), by Gumbel-max in the float type of the `uniforms` dial; or (sampler="first_hitting",
+Zheng et al.'s) one pixel at a time in a random order, drawn among the levels only: the same law, and no choice
+against staying masked for a float type to get wrong. What it measures: the samples' entropy per pixel and their
+share of tail levels (where the training images rarely are) against held-out images', an independent-pixel judge's
+NLL (lower: more typical), and sliced Wasserstein to held-out images.
 """
 from __future__ import annotations
 
@@ -105,6 +107,24 @@ def sample(net, n: int, length: int, levels: int, steps: int, schedule: str, uni
     return x
 
 
+@torch.no_grad()
+def sample_first_hitting(net, n: int, length: int, levels: int, uniforms: str, temperature: float,
+                         generator: torch.Generator, device) -> torch.Tensor:
+    """n token sequences from Zheng et al.'s first-hitting sampler: for a time-agnostic model the ancestral sampler's
+    only effect of time is the order in which tokens are unmasked, a uniformly random one; so unmask one token at a
+    time in a random order, each drawn from the model's distribution by Gumbel-max in the float type `uniforms`.
+    The same law as the ancestral sampler at any number of steps (exactly, in float64), `length` net calls a
+    sequence, and no draw competes with "stay masked"."""
+    x = torch.full((n, length), levels, dtype=torch.long, device=device)
+    order = torch.argsort(torch.rand(n, length, generator=generator), dim=1).to(device)
+    rows = torch.arange(n, device=device)
+    for i in range(length):
+        pos = order[:, i]
+        logp = torch.log_softmax(net(x).double() / temperature, -1)[rows, pos]  # (n, levels)
+        x[rows, pos] = gumbel_argmax(logp, uniforms, generator)
+    return x
+
+
 def entropy_per_pixel(tokens: torch.Tensor, levels: int) -> float:
     """The entropy (nats) of each pixel's level over the images, averaged over pixels."""
     p = F.one_hot(tokens, levels).double().mean(0)  # (L, V)
@@ -138,8 +158,9 @@ class MaskedDiffusion(Study):
     )
     headline = "sw"
     tiny = {"steps": 20, "eval_every": 10, "n_train": 200, "n_samples": 64, "width": 32, "sample_steps": 16}
-    batchable = frozenset({"seed", "uniforms", "temperature", "sample_steps", "lr"})
-    primary = ("uniforms", "sample_steps", "temperature", "levels", "mask_schedule", "steps", "seed")
+    batchable = frozenset({"seed", "uniforms", "temperature", "sampler", "sample_steps", "lr"})
+    primary = ("uniforms", "sampler", "sample_steps", "temperature", "levels", "mask_schedule", "steps", "seed")
+    applies = {"sample_steps": ("sampler", ("ancestral",))}
     presets = {
         "uniforms_vs_steps": {
             "about": "The samples' entropy per pixel for each float type of the sampler's uniforms against the "
@@ -157,6 +178,11 @@ class MaskedDiffusion(Study):
                               doc="Float type of the sampler's Gumbel-max draws (the uniforms, their Gumbel noise "
                                   "and the log-probabilities they are added to): float64 is exact to 2⁻⁵³; float32, "
                                   "what sampling code commonly uses, cuts the Gumbel noise off at about 16.6.")
+    sampler = param.Selector(default="ancestral", objects=["ancestral", "first_hitting"],
+                             doc="ancestral: sample_steps steps from t = 1 to 0, every masked pixel choosing between "
+                                 "the levels and staying masked at each; first_hitting (Zheng et al.): one pixel at a "
+                                 "time in a random order, drawn among the levels only — the same law, 64 net calls a "
+                                 "sample, and no choice against staying masked for a float type to get wrong.")
     temperature = param.Number(1.0, bounds=(0.05, 10.0), softbounds=(0.25, 2.0),
                                doc="Sampling temperature: the model's logits are divided by it.")
     sample_steps = param.Integer(256, bounds=(1, 100_000), softbounds=(1, 4096),
@@ -254,8 +280,13 @@ class MaskedDiffusion(Study):
             with torch.no_grad():
                 h, t, masked = s.elbo[m]
                 out["test_nelbo"][m] = float(nelbo(net, h, t, masked, s.levels, s.schedule).mean())
-            x = sample(net, c.n_samples, s.length, s.levels, c.sample_steps, s.schedule, c.uniforms, c.temperature,
-                       s.streams[m].fresh("sampling"), s.dev).cpu()
+            g = s.streams[m].fresh("sampling")
+            if c.sampler == "first_hitting":
+                x = sample_first_hitting(net, c.n_samples, s.length, s.levels, c.uniforms, c.temperature, g, s.dev)
+            else:
+                x = sample(net, c.n_samples, s.length, s.levels, c.sample_steps, s.schedule, c.uniforms,
+                           c.temperature, g, s.dev)
+            x = x.cpu()
             samples.append(x)
             out["sample_entropy"][m] = entropy_per_pixel(x, s.levels)
             out["tail_share"][m] = cls._tail_share(x, s.tail[m])
