@@ -1,9 +1,9 @@
 """The study notebooks in notebooks/: each study's parameterised notebook (papermill) is derived from its class.
 
 `sync` rewrites every notebook's `parameters` cell from the study's dials (keeping the notebook's own parameters
-below them) and writes a notebook for any study that
-has none yet (a new study is one file: its notebook follows from it). Cell ids are stable (a hash of the study and
-the cell's place), so a regenerated notebook differs from the committed one only where the study changed.
+below them) and writes a notebook for any study that has none yet (a new study is one file: its notebook follows
+from it). Cell ids are stable (a hash of the study and the cell's place), so a regenerated notebook differs from the
+committed one only where the study changed.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def parameters_source(study: str, own: str = "") -> str:
 
 def own_parameters(source: str) -> str:
     """The part of a `parameters` cell that is the notebook's own (below the OWN line), or ''."""
-    head, sep, own = source.partition(OWN + "\n")
+    _, sep, own = source.partition(OWN + "\n")
     return own if sep else ""
 
 
