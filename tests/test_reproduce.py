@@ -134,6 +134,22 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert "a broken check" in index.read_text() and fine["detail"][:40] in index.read_text()
 
 
+def test_a_run_says_how_long_its_claims_took_last_time(tmp_path):
+    """Long work says what to expect: the claims' times from the report folder's last results at that profile."""
+    folder = tmp_path / "reproduce"
+    folder.mkdir()
+    assert reproduce.expected(tmp_path, ["elr"], "quick") == ""  # nothing run here yet
+    (folder / "results.json").write_text(json.dumps([
+        {"key": "elr", "profile": "quick", "seconds": 120.0, "machine": "2 CPU cores"},
+        {"key": "dropout", "profile": "quick", "seconds": 60.0, "machine": "2 CPU cores"},
+        {"key": "regret", "profile": "full", "seconds": 6000.0, "machine": "2 CPU cores"}]))
+    said = reproduce.expected(tmp_path, ["elr", "dropout", "regret"], "quick")
+    assert said == "reproduce (quick): 3 claims to run; 2 of them ran here before, in about 3 min (2 CPU cores)"
+    assert reproduce.expected(tmp_path, ["regret"], "quick") == ""  # only a full-profile time: not this profile's
+    assert reproduce.expected(tmp_path, ["dropout"], "quick").endswith("1 claim to run; it ran here before, in about "
+                                                                       "60 s (2 CPU cores)")
+
+
 def test_a_runs_last_finite_value_and_where_a_rising_curve_crosses_a_level():
     import numpy as np
 

@@ -427,6 +427,9 @@ def cmd_reproduce(args) -> int:
 
     keys = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
     out = Path(args.output) if args.output else default_root() / "reports"
+    said = reproduce.expected(out, keys, args.profile)
+    if said and not args.quiet:
+        print(said, file=sys.stderr)
     results, index = reproduce.run_all(args.profile, out, REPO / "notebooks" / "reproduce", ensure_kernel(args.kernel),
                                        keys, timeout=args.timeout, progress=not args.quiet)
     for r in results:

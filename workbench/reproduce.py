@@ -2229,6 +2229,26 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     return results, index
 
 
+def expected(out: Path, keys, profile: str) -> str:
+    """What the last runs in this report folder say the claims about to run will take: '' when none of them has a
+    time there at this profile."""
+    try:
+        earlier = json.loads((out / "reproduce" / "results.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    keys = list(keys or CLAIMS)
+    took = {r["key"]: r for r in earlier if isinstance(r, dict) and r.get("profile") == profile
+            and isinstance(r.get("seconds"), (int, float)) and r["key"] in keys}
+    if not took:
+        return ""
+    seconds = sum(r["seconds"] for r in took.values())
+    machines = sorted({str(r.get("machine", "")) for r in took.values()})
+    when = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    some = "it" if len(keys) == 1 else f"{len(took)} of them"
+    return (f"reproduce ({profile}): {len(keys)} claim{'s' * (len(keys) != 1)} to run; {some} ran here before, in "
+            f"about {when} ({', '.join(machines)})")
+
+
 def _merged(path: Path, results: list[dict], profile: str) -> list[dict]:
     """The report's results after a run of some claims: these, and the results the folder already holds of the
     other claims at the same profile (a rerun of one claim keeps the rest of the report), in the registry's order;
