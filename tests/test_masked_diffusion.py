@@ -30,12 +30,13 @@ def _logits(gap=3.0):
     return torch.randn(L, V, generator=g) * gap
 
 
-@pytest.mark.parametrize("schedule, steps", [("linear", 1), ("linear", 40), ("cosine", 25), ("first_hitting", 0)])
-def test_the_sampler_in_float64_draws_each_pixel_from_the_models_distribution(schedule, steps):
+@pytest.mark.parametrize("sampler, schedule, steps", [("ancestral", "linear", 1), ("ancestral", "linear", 40),
+                                                      ("ancestral", "cosine", 25), ("first_hitting", None, None)])
+def test_the_sampler_in_float64_draws_each_pixel_from_the_models_distribution(sampler, schedule, steps):
     """Whatever the steps and schedule, every pixel ends unmasked and at level v with the model's p(v); the
     first-hitting sampler too."""
     net, n, g = Fixed(_logits()), 20_000, torch.Generator().manual_seed(1)
-    if schedule == "first_hitting":
+    if sampler == "first_hitting":
         x = sample_first_hitting(net, n, L, V, "float64", 1.0, g, "cpu")
         assert net.rows == n * L  # one net call a token
     else:
