@@ -45,14 +45,14 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # Runs inside each page: set the dial's Bokeh model to each value in turn and wait for the URL to follow.
-TURN_DIAL = """async ([dial, values, gap]) => {
+TURN_DIAL = """async ([dial, values, gap, patience]) => {
   const model = [...Bokeh.documents[0].all_models].find(m => m.title === dial && 'value' in m);
   const out = [];
   for (const v of values) {
     const t0 = performance.now();
     model.value = v;
     while (!window.location.search.includes(dial + '=' + v)) {
-      if (performance.now() - t0 > 10000) break;
+      if (performance.now() - t0 > patience) break;
       await new Promise(r => setTimeout(r, 2));
     }
     out.push(window.location.search.includes(dial + '=' + v) ? performance.now() - t0 : null);
@@ -138,7 +138,12 @@ def summary(ms: list) -> dict:
             "max_ms": round(float(got.max()), 1)}
 
 
-async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100) -> dict:
+#: how long a dial turn may wait for the server's answer before it counts as unanswered (--patience)
+PATIENCE_S = 10.0
+
+
+async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100,
+                    patience_s: float = PATIENCE_S) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -155,7 +160,8 @@ async def load_test(url: str, sessions: int, events: int, job: dict, gap_ms: int
             pages.append(page)
 
         async def turn(page, first):
-            return await page.evaluate(TURN_DIAL, ["width", list(range(first, first + events)), gap_ms])
+            return await page.evaluate(TURN_DIAL, ["width", list(range(first, first + events)), gap_ms,
+                                                   1000 * patience_s])
 
         marks["pages_open"] = time.perf_counter() - start
         idle = await asyncio.gather(*(turn(pg, 100 + 100 * i) for i, pg in enumerate(pages)))
@@ -208,7 +214,8 @@ async def _said(page, text: str, timeout: float = 60_000) -> bool:
         return False
 
 
-async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100, hostile: int = 2) -> dict:
+async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: int = 100, hostile: int = 2,
+                     patience_s: float = PATIENCE_S) -> dict:
     from playwright.async_api import async_playwright
 
     hog = "&".join(f"{k}={v}" for k, v in HOG.items())
@@ -245,7 +252,8 @@ async def abuse_test(url: str, sessions: int, events: int, job: dict, gap_ms: in
                 refused["tabs"] += 1
         def turns(first):  # every normal visitor turns its width dial `events` times, from its own values
             return asyncio.gather(*(pg.evaluate(TURN_DIAL, ["width", list(range(first + 100 * i, first + 100 * i
-                                                                                 + events)), gap_ms])
+                                                                                 + events)), gap_ms,
+                                                            1000 * patience_s])
                                     for i, pg in enumerate(normal)))
         marks["hogs_queued"] = time.perf_counter() - start
         idle_turns = await turns(100)
@@ -302,7 +310,8 @@ def abuse_main(args) -> dict:
                                                              "bench-load-cookie-secret"))
     try:
         job = {"epochs": args.epochs, "width": 32, "n_train": 300}
-        raw = asyncio.run(abuse_test(url, args.sessions, args.events, job, hostile=args.hostile))
+        raw = asyncio.run(abuse_test(url, args.sessions, args.events, job, hostile=args.hostile,
+                                     patience_s=args.patience))
     finally:
         stop_server(proc)
     rows = wb.Store(data).list()
@@ -348,6 +357,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     ap.add_argument("--abuse", action="store_true", help="a shared server with hostile visitors (see above)")
     ap.add_argument("--hostile", type=int, default=2, choices=(1, 2), help="hostile visitors under --abuse")
+    ap.add_argument("--patience", type=float, default=PATIENCE_S,
+                    help="seconds a dial turn waits for the server's answer before it counts as unanswered")
     args = ap.parse_args(argv)
     if args.abuse:
         return abuse_main(args)
@@ -358,7 +369,7 @@ def main(argv=None) -> dict:
     proc, url = start_server(data, env, args.profile)
     try:
         job = {"epochs": args.epochs, "width": 64, "n_train": 1000}
-        raw = asyncio.run(load_test(url, args.sessions, args.events, job))
+        raw = asyncio.run(load_test(url, args.sessions, args.events, job, patience_s=args.patience))
     finally:
         stop_server(proc)
     rows = wb.Store(data).list()

@@ -24,7 +24,8 @@ def bench(*args) -> dict:
 
 def test_sessions_start_jobs_at_once_and_none_is_lost():
     # three sessions here (the benchmark's default is five: bench/RESULTS.md)
-    out = bench("--sessions", "3", "--events", "5", "--epochs", "3")
+    # a turn answered late on a busy machine is still answered: latency is reported (bench/RESULTS.md), not asserted
+    out = bench("--sessions", "3", "--events", "5", "--epochs", "3", "--patience", "60")
     assert out["jobs_done"] == out["jobs_stored"] == 3 and out["pages_saw_done"] == 3, out
     assert out["idle"]["unanswered"] == out["while_jobs_run"]["unanswered"] == 0
     assert out["while_jobs_run"]["events"] == 3 * 5
@@ -32,7 +33,7 @@ def test_sessions_start_jobs_at_once_and_none_is_lost():
 
 def test_hostile_visitors_on_a_shared_server_are_held_by_its_quotas_and_starve_nobody():
     # one hostile visitor (bench/RESULTS.md has two): its eight pages cost most of this test's time
-    out = bench("--abuse", "--sessions", "2", "--hostile", "1", "--events", "5", "--epochs", "3",
+    out = bench("--abuse", "--sessions", "2", "--hostile", "1", "--events", "5", "--epochs", "3", "--patience", "60",
                 "--env", "WORKBENCH_QUOTA_JOB_S=6")
     print("phases (s):", out["phases_s"])  # where the time went, shown if it fails
     # every abuse refused, with its reason on the hostile page: a third tab's job (per visitor, not per tab), a
