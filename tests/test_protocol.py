@@ -8,8 +8,10 @@ import sqlite3
 import sys
 
 import numpy as np
+import param
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import workbench as wb
 from workbench.engine import Context, pick_device
@@ -59,6 +61,64 @@ def test_a_model_in_a_group_equals_the_model_trained_alone(key):
                      if not _same(group[v].isel(model=m).values if "model" in group[v].dims else group[v].values,
                                   alone[v].isel(model=0).values if "model" in alone[v].dims else alone[v].values)]
         assert not different, f"{key}: model {m} of the group differs from the run alone in {different}"
+
+
+def _sampled_otherwise(cls, config):
+    """The config with each of its study's sampling dials moved to another value it accepts (a dial whose other
+    values the config refuses is left as it is)."""
+    values = config.config()
+    for name in sorted(cls.sampling):
+        p, now = cls.param[name], values[name]
+        if getattr(p, "objects", None):
+            options = [v for v in p.objects if v != now]
+        elif isinstance(p, param.Boolean):
+            options = [not now]
+        else:
+            lo, hi = p.bounds or (None, None)
+            options = [v for v in (now * 2, now / 2, now + 1) if (lo is None or v >= lo) and (hi is None or v <= hi)]
+            options = [int(v) if isinstance(p, param.Integer) else v for v in options if v != now]
+        for option in options:
+            try:
+                cls.configure(**{**values, name: option})
+            except ConfigError:
+                continue
+            values[name] = option
+            break
+    return cls.configure(**values)
+
+
+SAMPLING = [k for k in STUDIES if get_study(k).sampling]
+
+
+@pytest.mark.parametrize("key", SAMPLING)
+def test_models_that_differ_only_in_sampling_train_once_and_each_equals_its_run_alone(key):
+    """Configs differing only in sampling dials share one training in a group (one optimiser step per training
+    step, not one per model), and each still equals its config trained alone."""
+    cls = get_study(key)
+    base = cls.configure(**cls.tiny, seed=3)
+    other = _sampled_otherwise(cls, base)
+    moved = sorted(n for n in cls.sampling if getattr(other, n) != getattr(base, n))
+    assert moved, f"{key}: no sampling dial could be moved from its tiny value"
+    configs = [base, other, cls.configure(**cls.tiny, seed=5)]
+    group = Group(configs)
+    assert group.leaders == [0, 2] and group.training == [0, 0, 1]
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *a: steps.append(1))
+    try:
+        together, _ = _train(cls, configs)
+    finally:
+        hook.remove()
+    assert len(steps) == 2 * cls.tiny["steps"], key  # two trainings, not three
+    alone = [_train(cls, [c])[0] for c in configs]
+    for m, ds in enumerate(alone):
+        different = [v for v in ds.data_vars
+                     if not _same(together[v].isel(model=m).values if "model" in together[v].dims
+                                  else together[v].values, ds[v].isel(model=0).values if "model" in ds[v].dims
+                                  else ds[v].values)]
+        assert not different, f"{key}: model {m} (sampling dials {moved} moved) differs alone in {different}"
+    differ = [v for v in ("samples", "sw") if v in together and
+              not np.allclose(together[v].isel(model=0).values, together[v].isel(model=1).values, equal_nan=True)]
+    assert differ, f"{key}: moving {moved} changed no sample: the dials did not reach the sampler"
 
 
 @pytest.mark.parametrize("key", STUDIES)

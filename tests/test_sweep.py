@@ -51,6 +51,39 @@ def test_shape_changing_dials_split_the_grid_into_tasks(store):
     assert all(len({c.width for c in job}) == 1 for job in jobs)
 
 
+def test_the_cells_of_one_training_share_a_task_and_train_once(store):
+    """A sweep over sampling dials (eta × sampling steps) trains one denoiser per seed, in one task per seed when
+    a task holds fewer cells than the grid; each cell equals its config run alone."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from workbench.runs.sweep import plan, tasks
+    from workbench.studies import get
+
+    tiny = {**get("diffusion").tiny, "sampler": "ddim"}
+    grid = {"eta": [0.0, 1.0], "sample_steps": [2, 4]}
+    dials = {k: v for k, v in tiny.items() if k not in grid}
+    cls, cells, *_ = plan("diffusion", grid, [0, 1], dials)
+    per_cell = cells[0].model_bytes()
+    jobs = tasks(cls, cells, "cpu", budget=5 * per_cell)  # five cells a task: a seed's four stay together
+    assert sorted(len(j) for j in jobs) == [4, 4]
+    assert all(len({c.seed for c in job}) == 1 for job in jobs)
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *a: steps.append(1))
+    try:
+        sweep = wb.sweep("diffusion", grid=grid, seeds=[0, 1], store=store, progress=False, **dials)
+    finally:
+        hook.remove()
+    assert sweep.status == "done"
+    assert len(steps) == 2 * tiny["steps"]  # two trainings (the seeds), not eight
+    for eta in grid["eta"]:
+        for n in grid["sample_steps"]:
+            alone = wb.run("diffusion", seed=1, eta=eta, sample_steps=n, store=store, progress=False, **dials).ds
+            cell = sweep.ds.sel(eta=eta, sample_steps=n, seed=1)
+            for m in ("train_loss", "sw", "mmd"):
+                np.testing.assert_allclose(cell[m].values, alone[m].values, rtol=1e-5, atol=1e-6, err_msg=m)
+            np.testing.assert_allclose(cell["samples"].values, alone["samples"].values, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("grid, seeds, words", [
     ({"flip_rat": [0.1]}, [0], "grid='flip_rat'"),
     ({"flip_rate": [0.1, 1.5]}, [0], "flip_rate=1.5"),

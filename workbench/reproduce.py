@@ -572,11 +572,12 @@ _NC_SAMPLERS = ("ddpm", "ddim", "heun")
 
 
 def _noise_conditioning(s):
-    kw = _points_2d(s)
+    # one sweep: the denoisers with and without t are trained once per seed and sampled by each sampler
+    ds = _sweep("diffusion", {"sampler": list(_NC_SAMPLERS), "time_conditioning": [True, False]}, s["seeds"],
+                **_points_2d(s))
     ratio, rows, said = {}, [], []
     for sampler in _NC_SAMPLERS:
-        ds = _sweep("diffusion", {"time_conditioning": [True, False]}, s["seeds"], sampler=sampler, **kw)
-        sw = ds.sw.isel(step=-1)
+        sw = ds.sw.isel(step=-1).sel(sampler=sampler)
         on, off = sw.sel(time_conditioning=True).values.ravel(), sw.sel(time_conditioning=False).values.ravel()
         ratio[sampler] = off / on
         rows += [(sampler, "with t", float(on.mean())), (sampler, "without t", float(off.mean()))]

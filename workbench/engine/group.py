@@ -68,7 +68,8 @@ class Streams:
 
 
 class Group:
-    """K configs that differ only in their study's batchable dials, trained as one program on `device`.
+    """K configs that differ only in their study's batchable (and sampling) dials, trained as one program on
+    `device`; configs that differ only in sampling dials train one model between them (`training`, `leaders`).
 
     Refuses configs that differ in any other dial (naming it): a shared value must really be shared. Gives each
     model its streams, and per-model dials as (K,) tensors."""
@@ -90,6 +91,11 @@ class Group:
                                       f"one value across a group (only {', '.join(sorted(type(c).batchable_dials()))}"
                                       " may differ between models trained together)")
         self.streams = [Streams(c) for c in self.configs]
+        # configs that differ only in sampling dials train one model: training[m] is the index (into `leaders`) of
+        # model m's training, leaders[j] the first model of training j (whose streams every model of it shares)
+        keys = [c.training_key() for c in self.configs]
+        self.leaders = [m for m, key in enumerate(keys) if key not in keys[:m]]
+        self.training = [self.leaders.index(keys.index(key)) for key in keys]
 
     def __len__(self):
         return self.k
@@ -103,6 +109,10 @@ class Group:
 
     def generators(self, purpose: str) -> list[torch.Generator]:
         return [s.generator(purpose) for s in self.streams]
+
+    def shared(self, per_training: list) -> list:
+        """Per-training objects (one per leader) as per-model ones: model m gets its training's."""
+        return [per_training[j] for j in self.training]
 
     def seeds(self, purpose: str, *salt: int) -> list[int]:
         return [s.seed(purpose, *salt) for s in self.streams]

@@ -1,8 +1,9 @@
 """Sweeps: a grid over dials × seeds, trained group by group, stored part by part, resumable, on Dask if asked.
 
 Cells that differ only in shape-keeping dials (the study's `batchable`: seed, flip rate, learning rate, ...) train
-together as one program; dials that change shapes (width, depth, ...) split the grid into groups. Each group (or a
-memory-sized chunk of one) is one task. Every finished task is written to the store atomically before the next is
+together as one program, and cells that differ only in how a trained model is sampled from (its `sampling` dials: a
+sampler, its steps) share one training; dials that change shapes (width, depth, ...) split the grid into groups.
+Each group (or a memory-sized chunk of one) is one task. Every finished task is written to the store atomically before the next is
 awaited; a rerun of a killed sweep computes only the missing tasks. Workers compute and return; only the client
 writes.
 """
@@ -127,7 +128,8 @@ def sweep_identity(cells: list) -> dict:
 
 def tasks(cls, cells: list, device, budget: int | None = None) -> list[list]:
     """Group cells by their shape-changing dials; split groups into chunks that fit in memory (`budget` bytes, else
-    what `device` has here)."""
+    what `device` has here). The cells of one training (differing only in sampling dials) stay in one chunk, side by
+    side, so that it trains once (split only where one training alone has more cells than a chunk holds)."""
     groups: dict[tuple, list] = {}
     for cell in cells:
         groups.setdefault(cell.group_key(), []).append(cell)
@@ -136,7 +138,18 @@ def tasks(cls, cells: list, device, budget: int | None = None) -> list[list]:
     for members in groups.values():
         per_model = max(1, members[0].model_bytes())
         size = int(max(1, min(MAX_MODELS, budget // per_model)))
-        out += [members[i:i + size] for i in range(0, len(members), size)]
+        trainings: dict[str, list] = {}
+        for cell in members:
+            trainings.setdefault(cell.training_key(), []).append(cell)
+        chunk: list = []
+        for same in trainings.values():
+            for i in range(0, len(same), size):
+                piece = same[i:i + size]
+                if len(chunk) + len(piece) > size:
+                    out.append(chunk)
+                    chunk = []
+                chunk += piece
+        out += [chunk] if chunk else []
     return out
 
 

@@ -53,6 +53,11 @@ class Study(param.Parameterized):
     notebook: ClassVar[str] = ""
     #: dials that keep tensor shapes: configs differing only in these train together as one program
     batchable: ClassVar[frozenset] = frozenset({"seed"})
+    #: dials that act only on sampling from the trained models and on measuring them, never on training (a
+    #: sampler, its steps, the float type of its draws): configs differing only in these (and otherwise alike,
+    #: seeds included) train one model between them, which each samples its own way (engine.group.Group.training).
+    #: They may differ within a group, as batchable dials do; the study's hooks read them per model.
+    sampling: ClassVar[frozenset] = frozenset()
     #: dials that act only for some values of another: {dial: (the other dial, the values where it acts)}; the
     #: page greys a dial out where it does nothing (gce_q with loss='ce', momentum with Adam)
     applies: ClassVar[dict] = {}
@@ -88,6 +93,9 @@ class Study(param.Parameterized):
                             f"'max' (declared: {', '.join(names)})")
         dials = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
                  if isinstance(v, param.Parameter)}  # cls.param is made after this hook
+        strays = sorted(set(cls.sampling) - set(dials))
+        if strays:
+            raise TypeError(f"{where}: sampling names {', '.join(strays)}, which are not dials")
         for dial, (other, values) in cls.applies.items():
             if dial not in dials or other not in dials:
                 raise TypeError(f"{where}: applies names {dial!r} / {other!r}, which are not both dials")
@@ -272,8 +280,13 @@ class Study(param.Parameterized):
 
     @classmethod
     def batchable_dials(cls) -> frozenset:
-        """The study's batchable dials and the seeds: what may differ between models trained together."""
-        return cls.batchable | {"seed", *SEED_DIALS.values()}
+        """The study's batchable and sampling dials and the seeds: what may differ between models of a group."""
+        return cls.batchable | cls.sampling | {"seed", *SEED_DIALS.values()}
+
+    def training_key(self) -> str:
+        """Configs with equal keys train the same model (they differ at most in `sampling` dials)."""
+        sampling = type(self).sampling
+        return json.dumps({k: v for k, v in self.config().items() if k not in sampling}, sort_keys=True)
 
     def group_key(self) -> tuple:
         """Configs with equal keys can share one program."""

@@ -132,6 +132,9 @@ class Diffusion(Study):
     tiny = {"steps": 20, "eval_every": 10, "n_train": 64, "n_samples": 64, "width": 16, "depth": 1,
             "sample_steps": 4, "batch_size": 16}
     batchable = frozenset({"seed"})
+    # how the trained denoiser is sampled from and measured: models differing only in these train once
+    sampling = frozenset({"sampler", "sample_steps", "spacing", "eta", "clip_x0", "sample_precision",
+                          "sample_act_precision", "calibration"})
     applies = {"eta": ("sampler", ("ddim",)), "input_scale": ("schedule", SCALED),
                "train_schedule_params": ("train_schedule", schedules.NAMES),
                "calibration": ("sample_precision", tuple(f for f in SAMPLE_FORMATS if f != "fp32")),
@@ -329,14 +332,17 @@ class Diffusion(Study):
             def build():
                 return Denoiser(dim, c0.width, c0.depth, time_conditioning=c0.time_conditioning, classes=classes)
         inits = [st.fresh("init", 1) for st in streams] if c0.data_split == "half_b" else group.generators("init")
-        trained = [init_(build(), g).to(dev) for g in inits]
+        # one denoiser (and optimiser, EMA copy, classifier) per training, shared by the models that only sample
+        # from it differently (group.training); its minibatches, times and noise from its leader's order stream
+        lead, shared = group.leaders, group.shared
+        trained = shared([init_(build(), inits[m]).to(dev) for m in lead])
         # transition-aware training (TDSM): a noisy-class classifier per model, from the same init stream
-        clfs = [init_(TimeClassifier(dim, classes), g).to(dev) for g in inits] \
+        clfs = shared([init_(TimeClassifier(dim, classes), inits[m]).to(dev) for m in lead]) \
             if classes and c0.condition_loss == "transition" else []
-        gens = group.generators("order")  # each model's minibatches, times and training noise
-        opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in trained]
-        clf_opts = [torch.optim.Adam(n.parameters(), lr=c0.lr) for n in clfs]
-        nets = [copy.deepcopy(n).requires_grad_(False) for n in trained] if c0.ema else trained  # what samples
+        gens = group.generators("order")
+        opts = shared([torch.optim.Adam(trained[m].parameters(), lr=c0.lr) for m in lead])
+        clf_opts = shared([torch.optim.Adam(clfs[m].parameters(), lr=c0.lr) for m in lead]) if clfs else []
+        nets = shared([copy.deepcopy(trained[m]).requires_grad_(False) for m in lead]) if c0.ema else trained
         t_min = dif.ambient_t_min(sch, c0.corruption_sigma) if c0.ambient and c0.clean_fraction < 1 else 0.0
 
         def proj(m):  # model m's random projections for sliced Wasserstein: the same directions at every measurement
@@ -349,8 +355,8 @@ class Diffusion(Study):
         # K denoisers of their own (not stacked): each model's step is its own Adam step
         near_held = np.stack([torch.cdist(h, x.cpu()).min(1).values.numpy() for h, x in zip(held, data)])
         ctx.put("nearest_train_heldout", ("model", "sample"), near_held)
-        running = [[] for _ in range(k)]
-        bin_sum, bin_n = np.zeros((k, T_BINS)), np.zeros((k, T_BINS))
+        running = [[] for _ in lead]  # per training
+        bin_sum, bin_n = np.zeros((len(lead), T_BINS)), np.zeros((len(lead), T_BINS))
         bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
         def draw(m, steps, live=False, model=None):
@@ -359,9 +365,10 @@ class Diffusion(Study):
                             sampling_step=np.array([i + 1, steps]),
                             **({} if asked is None else {"sample_class": asked[:PREVIEW_SAMPLES].numpy()}))
 
+            c = configs[m]
             return dif.sample(conditioned(model or nets[m], asked), sch, (c0.n_samples, dim), steps,
-                              streams[m].fresh("sampling"), c0.sampler, c0.prediction, c0.spacing, c0.eta, dev,
-                              clip_x0=c0.clip_x0, callback=show if live else None).cpu()
+                              streams[m].fresh("sampling"), c.sampler, c0.prediction, c.spacing, c.eta, dev,
+                              clip_x0=c.clip_x0, callback=show if live else None).cpu()
 
         def conditioned(model, y):
             """model(x, t), asked for classes y (None: unconditional)."""
@@ -374,20 +381,23 @@ class Diffusion(Study):
             return training_times(sch, train_sch, noisy, t_min, g)
 
         def quantized_quality(samples):
-            """Sample again (same noise) with the rounded denoiser: quality, and distance to the fp32 samples."""
-            ts = dif.times(sch, c0.sample_steps, c0.spacing)[:-1] if c0.calibration == "all" \
-                else torch.tensor([0.5], dtype=torch.float64)
+            """Sample again (same noise) with the rounded denoiser: quality, and distance to the fp32 samples (nan
+            for the models sampled in fp32 only)."""
             sw, drift = np.full(k, np.nan), np.full(k, np.nan)
-            for m in range(k):
+            for m, c in enumerate(configs):
+                if c.sample_precision == "fp32":
+                    continue
+                ts = dif.times(sch, c.sample_steps, c.spacing)[:-1] if c.calibration == "all" \
+                    else torch.tensor([0.5], dtype=torch.float64)
                 cal = held[m][:512].to(dev)
                 batches = ptq.timestep_batches(cal, sch, ts, streams[m].fresh("probe", 1))
                 if classes:  # calibrated on held-out data told its own classes
                     y_cal = held_y[m][:512].to(dev)
                     plain = batches
                     batches = lambda plain=plain: ((xt, tt, y_cal) for xt, tt in plain())  # noqa: E731
-                act = None if c0.sample_act_precision == "same" else c0.sample_act_precision
-                low = ptq.quantized(nets[m], c0.sample_precision, ptq.calibrate(nets[m], batches()), act_fmt=act)
-                s = draw(m, c0.sample_steps, model=low)
+                act = None if c.sample_act_precision == "same" else c.sample_act_precision
+                low = ptq.quantized(nets[m], c.sample_precision, ptq.calibrate(nets[m], batches()), act_fmt=act)
+                s = draw(m, c.sample_steps, model=low)
                 if torch.isfinite(s).all():
                     sw[m] = dif.sliced_wasserstein(s, held[m], generator=proj(m))
                     drift[m] = dif.sliced_wasserstein(s, samples[m], generator=proj(m))
@@ -398,6 +408,7 @@ class Diffusion(Study):
                             draw=draw, conditioned=conditioned, classes=classes, flips=flips, told=told,
                             asked=asked, held_y=held_y, vote_base=vote_base, clfs=clfs, clf_opts=clf_opts,
                             draw_times=draw_times, proj=proj, quantized_quality=quantized_quality, sw_base=sw_base,
+                            leaders=lead, training=group.training,
                             near_held=near_held, bin_sum=bin_sum, bin_n=bin_n, bin_centres=bin_centres,
                             running=running, ok=np.ones(k, dtype=bool), final=None)
         return Plan(total=c0.steps, every=c0.eval_every, state=s)
@@ -405,7 +416,8 @@ class Diffusion(Study):
     @classmethod
     def step(cls, plan, batch, step):
         s, c0, dev, n = plan.state, plan.state.c0, plan.state.dev, step + 1
-        for m, (net, opt, g, x, sig) in enumerate(zip(s.trained, s.opts, s.gens, s.data, s.sigma)):
+        for j, m in enumerate(s.leaders):  # each training once
+            net, opt, g, x, sig = s.trained[m], s.opts[m], s.gens[m], s.data[m], s.sigma[m]
             idx = torch.randint(0, len(x), (c0.batch_size,), generator=g).to(dev)
             x0, sn = x[idx], sig[idx]
             eps = torch.randn(x0.shape, generator=g)
@@ -432,11 +444,11 @@ class Diffusion(Study):
             if c0.ema:
                 decay = min(c0.ema, (1 + n) / (10 + n))
                 torch._foreach_lerp_(list(s.nets[m].parameters()), list(net.parameters()), 1 - decay)
-            s.running[m].append(float(loss.detach()))
+            s.running[j].append(float(loss.detach()))
             bins = np.minimum((t.numpy() * T_BINS).astype(int), T_BINS - 1)
-            np.add.at(s.bin_sum[m], bins, per_example.detach().cpu().numpy())
-            np.add.at(s.bin_n[m], bins, 1)
-        return torch.tensor([r[-1] for r in s.running])
+            np.add.at(s.bin_sum[j], bins, per_example.detach().cpu().numpy())
+            np.add.at(s.bin_n[j], bins, 1)
+        return torch.tensor([s.running[j][-1] for j in s.training])
 
     @staticmethod
     def _class_weights(s, m, x_t, t, told):
@@ -453,16 +465,16 @@ class Diffusion(Study):
     @classmethod
     def measure(cls, plan, i, step):
         s, c0, ctx, k = plan.state, plan.state.c0, plan.ctx, plan.state.k
-        samples = [s.draw(m, c0.sample_steps, live=m == 0) for m in range(k)]
+        samples = [s.draw(m, c.sample_steps, live=m == 0) for m, c in enumerate(s.configs)]
         ok = np.array([bool(torch.isfinite(x).all()) for x in samples])
         sw = np.array([dif.sliced_wasserstein(x, h, generator=s.proj(m)) if o else np.nan
                        for m, (x, h, o) in enumerate(zip(samples, s.held, ok))])
         mmd = np.array([dif.mmd_rbf(x[:1000], h[:1000]) if o else np.nan for x, h, o in zip(samples, s.held, ok)])
-        loss = np.array([np.mean(r) if r else np.nan for r in s.running])
+        loss = np.array([np.mean(r) if r else np.nan for r in s.running])[s.training]
         for r in s.running:
             r.clear()
         low = {"sw_quantized": np.full(k, np.nan), "sw_quantized_vs_fp32": np.full(k, np.nan)}
-        if step == c0.steps and c0.sample_precision != "fp32":
+        if step == c0.steps and any(c.sample_precision != "fp32" for c in s.configs):
             low = s.quantized_quality(samples)
         oms = {key: np.full(k, np.nan) for key in OMS_METRICS}
         if step == c0.steps and c0.one_more_step:
@@ -478,7 +490,7 @@ class Diffusion(Study):
             asked = np.array([float((dif.nearest_class(x, h, hy) == s.asked).float().mean()) if o else np.nan
                               for x, h, hy, o in zip(samples, s.held, s.held_y, ok)])
         with np.errstate(invalid="ignore"):
-            ctx.put("loss_by_t", ("model", "t_bin"), s.bin_sum / s.bin_n, t_bin=s.bin_centres)
+            ctx.put("loss_by_t", ("model", "t_bin"), (s.bin_sum / s.bin_n)[s.training], t_bin=s.bin_centres)
         s.ok, s.final = ok, samples
         return {"train_loss": loss, "sw": sw, "mmd": mmd, "sw_baseline": s.sw_base,
                 "nearest_train_ratio": np.median(near, 1) / np.maximum(np.median(s.near_held, 1), 1e-12), **low,
@@ -512,9 +524,7 @@ class Diffusion(Study):
             r = x.mean(1, keepdim=True)
             return torch.cat([r, torch.nn.functional.one_hot(y, s.classes).float()], 1) if s.classes else r
 
-        out = {key: np.full(k, np.nan) for key in OMS_METRICS}
-        drawn = []
-        for m in range(k):
+        def train(m):  # model m's One More Step net (one per training: it does not depend on the sampling)
             oms = init_(OneMoreStep(s.dim, 1 + s.classes), s.streams[m].fresh("init", 2)).to(dev)
             opt, g, x = torch.optim.Adam(oms.parameters(), lr=c0.lr), s.streams[m].fresh("order", 1), s.data[m]
             for _ in range(OMS_STEPS):
@@ -525,14 +535,20 @@ class Diffusion(Study):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            return oms
+
+        out = {key: np.full(k, np.nan) for key in OMS_METRICS}
+        drawn, steppers = [], [train(m) for m in s.leaders]
+        for m, c in enumerate(s.configs):
+            oms = steppers[s.training[m]]
             wanted = s.held[m][:c0.n_samples].to(dev)
             g = s.streams[m].fresh("sampling", 2)
             with torch.no_grad():
                 z = torch.randn((c0.n_samples, s.dim), generator=g).to(dev)
                 asked = None if s.asked is None else s.asked.to(dev)
-                start = dif.one_more_step(oms, s.sch, c0.sample_steps, c0.spacing, z, request(wanted, asked))
-            x = dif.sample(s.conditioned(s.nets[m], s.asked), s.sch, (c0.n_samples, s.dim), c0.sample_steps, g,
-                           c0.sampler, c0.prediction, c0.spacing, c0.eta, dev, clip_x0=c0.clip_x0,
+                start = dif.one_more_step(oms, s.sch, c.sample_steps, c.spacing, z, request(wanted, asked))
+            x = dif.sample(s.conditioned(s.nets[m], s.asked), s.sch, (c0.n_samples, s.dim), c.sample_steps, g,
+                           c.sampler, c0.prediction, c.spacing, c.eta, dev, clip_x0=c.clip_x0,
                            x_init=start).cpu()
             drawn.append(x)
             r = wanted.mean(1).cpu()
@@ -550,9 +566,9 @@ class Diffusion(Study):
         denoiser's loss gradient in each of T_BINS bins of t (one large batch of the training data, the same
         examples and noise in every bin, t uniform within the bin), and the cosine between every two bins' gradients,
         with each bin's logSNR at its centre."""
-        c0, k = s.c0, s.k
-        cos = np.full((k, T_BINS, T_BINS), np.nan)
-        for m in range(k):
+        c0 = s.c0
+        cos = np.full((len(s.leaders), T_BINS, T_BINS), np.nan)
+        for j, m in enumerate(s.leaders):  # a probe of the trained denoiser: once per training
             net, g = s.trained[m], s.streams[m].fresh("probe", 2)
             x = s.data[m]
             idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g).to(s.dev)
@@ -568,10 +584,10 @@ class Diffusion(Study):
                 loss = (s.conditioned(net, told)(x_t, t.float().to(s.dev)) - tgt).pow(2).mean()
                 grads.append(torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(loss, list(net.parameters()))]))
             G = torch.nn.functional.normalize(torch.stack(grads).double(), dim=1)
-            cos[m] = (G @ G.T).cpu().numpy()
+            cos[j] = (G @ G.T).cpu().numpy()
         centres = torch.tensor((np.arange(T_BINS) + 0.5) / T_BINS, dtype=torch.float64)
-        ctx.put("grad_cosine", ("model", "t_bin", "t_bin_other"), cos, t_bin_other=centres.numpy())
-        ctx.put("logsnr_by_t_bin", ("model", "t_bin"), np.tile(s.sch.logsnr(centres).numpy(), (k, 1)))
+        ctx.put("grad_cosine", ("model", "t_bin", "t_bin_other"), cos[s.training], t_bin_other=centres.numpy())
+        ctx.put("logsnr_by_t_bin", ("model", "t_bin"), np.tile(s.sch.logsnr(centres).numpy(), (s.k, 1)))
 
     @staticmethod
     def _best_of(ctx, s):
@@ -586,9 +602,10 @@ class Diffusion(Study):
         rows = torch.arange(n)
         for m in range(k):
             asked = None if s.asked is None else (torch.arange(n) % s.classes).repeat_interleave(most)
-            cand = dif.sample(s.conditioned(s.nets[m], asked), s.sch, (n * most, s.dim), c0.sample_steps,
-                              s.streams[m].fresh("sampling", 1), c0.sampler, c0.prediction, c0.spacing, c0.eta,
-                              s.dev, clip_x0=c0.clip_x0).cpu()
+            c = s.configs[m]
+            cand = dif.sample(s.conditioned(s.nets[m], asked), s.sch, (n * most, s.dim), c.sample_steps,
+                              s.streams[m].fresh("sampling", 1), c.sampler, c0.prediction, c.spacing, c.eta,
+                              s.dev, clip_x0=c.clip_x0).cpu()
             logp = datasets.log_density(c0.dataset, cand)
             logp = torch.where(torch.isfinite(logp), logp, -math.inf).view(n, most)
             cand = cand.view(n, most, s.dim)

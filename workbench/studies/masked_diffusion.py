@@ -158,7 +158,9 @@ class MaskedDiffusion(Study):
     )
     headline = "sw"
     tiny = {"steps": 20, "eval_every": 10, "n_train": 200, "n_samples": 64, "width": 32, "sample_steps": 16}
-    batchable = frozenset({"seed", "uniforms", "temperature", "sampler", "sample_steps", "lr"})
+    batchable = frozenset({"seed", "lr"})
+    # how the trained net is sampled from: models differing only in these train once
+    sampling = frozenset({"uniforms", "temperature", "sampler", "sample_steps"})
     primary = ("uniforms", "sampler", "sample_steps", "temperature", "levels", "mask_schedule", "steps", "seed")
     applies = {"sample_steps": ("sampler", ("ancestral",))}
     presets = {
@@ -223,7 +225,10 @@ class MaskedDiffusion(Study):
         # the judge: each pixel's level frequencies in the training images (add-one smoothed), per model
         judge = [torch.log((F.one_hot(x.cpu(), v).double().sum(0) + 1) / (len(x) + v)) for x in tokens]  # (L, V)
         tail = [F.one_hot(x.cpu(), v).double().mean(0) < TAIL for x in tokens]  # (L, V): each pixel's rare levels
-        nets = [init_(MaskedTokenNet(length, v, c0.width, c0.depth), g).to(dev) for g in group.generators("init")]
+        # one net (and optimiser) per training, shared by the models that only sample from it differently
+        inits = group.generators("init")
+        nets = group.shared([init_(MaskedTokenNet(length, v, c0.width, c0.depth), inits[m]).to(dev)
+                             for m in group.leaders])
         # the held-out negative ELBO's masks: the same draws at every measurement (stratified t per image)
         elbo = []
         for m, h in enumerate(held):
@@ -235,9 +240,10 @@ class MaskedDiffusion(Study):
             elbo.append((h.repeat(ELBO_DRAWS, 1).to(dev), t.to(dev), masked.to(dev)))
         s = SimpleNamespace(
             k=group.k, configs=configs, dev=dev, length=length, levels=v, schedule=c0.mask_schedule, nets=nets,
-            opts=[torch.optim.Adam(n.parameters(), lr=c.lr) for n, c in zip(nets, configs)], streams=streams,
+            opts=group.shared([torch.optim.Adam(nets[m].parameters(), lr=configs[m].lr) for m in group.leaders]),
+            streams=streams, leaders=group.leaders, training=group.training,
             gens=group.generators("order"), tokens=tokens, held=held, judge=judge, tail=tail, elbo=elbo,
-            running=[[] for _ in configs], ok=np.ones(group.k, dtype=bool),
+            running=[[] for _ in group.leaders], ok=np.ones(group.k, dtype=bool),
             data_entropy=np.array([entropy_per_pixel(h, v) for h in held]),
             data_tail=np.array([cls._tail_share(h, tl) for h, tl in zip(held, tail)]),
             data_judge=np.array([cls._judge_nll(h, j) for h, j in zip(held, judge)]),
@@ -258,7 +264,8 @@ class MaskedDiffusion(Study):
     @classmethod
     def step(cls, plan, batch, step):
         s = plan.state
-        for m, (net, opt, g, x) in enumerate(zip(s.nets, s.opts, s.gens, s.tokens)):
+        for j, m in enumerate(s.leaders):  # each training once
+            net, opt, g, x = s.nets[m], s.opts[m], s.gens[m], s.tokens[m]
             bs = s.configs[m].batch_size
             x0 = x[torch.randint(0, len(x), (bs,), generator=g).to(s.dev)]
             u = torch.rand(1, generator=g, dtype=torch.float64)
@@ -268,18 +275,18 @@ class MaskedDiffusion(Study):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            s.running[m].append(float(loss.detach()))
-        return torch.tensor([r[-1] for r in s.running])
+            s.running[j].append(float(loss.detach()))
+        return torch.tensor([s.running[j][-1] for j in s.training])
 
     @classmethod
     def measure(cls, plan, i, step):
         s, k = plan.state, plan.state.k
         out = {name: np.full(k, np.nan) for name in ("test_nelbo", "sample_entropy", "tail_share", "judge_nll", "sw")}
         samples = []
+        with torch.no_grad():  # a measure of the trained net: once per training
+            out["test_nelbo"] = np.array([float(nelbo(s.nets[m], *s.elbo[m], s.levels, s.schedule).mean())
+                                          for m in s.leaders])[s.training]
         for m, (net, c) in enumerate(zip(s.nets, s.configs)):
-            with torch.no_grad():
-                h, t, masked = s.elbo[m]
-                out["test_nelbo"][m] = float(nelbo(net, h, t, masked, s.levels, s.schedule).mean())
             g = s.streams[m].fresh("sampling")
             if c.sampler == "first_hitting":
                 x = sample_first_hitting(net, c.n_samples, s.length, s.levels, c.uniforms, c.temperature, g, s.dev)
@@ -293,7 +300,7 @@ class MaskedDiffusion(Study):
             out["judge_nll"][m] = cls._judge_nll(x, s.judge[m])
             out["sw"][m] = dif.sliced_wasserstein(grey(x, s.levels), grey(s.held[m], s.levels),
                                                   generator=s.streams[m].fresh("probe"))
-        loss = np.array([np.mean(r) if r else np.nan for r in s.running])
+        loss = np.array([np.mean(r) if r else np.nan for r in s.running])[s.training]
         for r in s.running:
             r.clear()
         s.ok = np.isfinite(out["test_nelbo"])
