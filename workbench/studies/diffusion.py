@@ -359,16 +359,25 @@ class Diffusion(Study):
         bin_sum, bin_n = np.zeros((len(lead), T_BINS)), np.zeros((len(lead), T_BINS))
         bin_centres = (np.arange(T_BINS) + 0.5) / T_BINS
 
-        def draw(m, steps, live=False, model=None):
+        def draw(m, steps, live=False, model=None, memo=None):
+            """Model m's samples in `steps` steps (from `model`: a rounded copy of its denoiser). With a `memo` (one
+            per state of the nets), models of one training that sample alike draw once: the same net, the same
+            sampling stream."""
+            c = configs[m]
+            key = (group.training[m], steps, c.sampler, c.spacing, c.eta, c.clip_x0)
+            if memo is not None and model is None and key in memo:
+                return memo[key]
             def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds (with the classes asked for)
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
                             sampling_step=np.array([i + 1, steps]),
                             **({} if asked is None else {"sample_class": asked[:PREVIEW_SAMPLES].numpy()}))
 
-            c = configs[m]
-            return dif.sample(conditioned(model or nets[m], asked), sch, (c0.n_samples, dim), steps,
-                              streams[m].fresh("sampling"), c.sampler, c0.prediction, c.spacing, c.eta, dev,
-                              clip_x0=c.clip_x0, callback=show if live else None).cpu()
+            x = dif.sample(conditioned(model or nets[m], asked), sch, (c0.n_samples, dim), steps,
+                           streams[m].fresh("sampling"), c.sampler, c0.prediction, c.spacing, c.eta, dev,
+                           clip_x0=c.clip_x0, callback=show if live else None).cpu()
+            if memo is not None and model is None:
+                memo[key] = x
+            return x
 
         def conditioned(model, y):
             """model(x, t), asked for classes y (None: unconditional)."""
@@ -410,7 +419,7 @@ class Diffusion(Study):
                             draw_times=draw_times, proj=proj, quantized_quality=quantized_quality, sw_base=sw_base,
                             leaders=lead, training=group.training,
                             near_held=near_held, bin_sum=bin_sum, bin_n=bin_n, bin_centres=bin_centres,
-                            running=running, ok=np.ones(k, dtype=bool), final=None)
+                            running=running, ok=np.ones(k, dtype=bool), final=None, memo=None)
         return Plan(total=c0.steps, every=c0.eval_every, state=s)
 
     @classmethod
@@ -465,7 +474,8 @@ class Diffusion(Study):
     @classmethod
     def measure(cls, plan, i, step):
         s, c0, ctx, k = plan.state, plan.state.c0, plan.ctx, plan.state.k
-        samples = [s.draw(m, c.sample_steps, live=m == 0) for m, c in enumerate(s.configs)]
+        s.memo = {}  # the nets as they are now: what one model draws, its training's others drawing alike reuse
+        samples = [s.draw(m, c.sample_steps, live=m == 0, memo=s.memo) for m, c in enumerate(s.configs)]
         ok = np.array([bool(torch.isfinite(x).all()) for x in samples])
         sw = np.array([dif.sliced_wasserstein(x, h, generator=s.proj(m)) if o else np.nan
                        for m, (x, h, o) in enumerate(zip(samples, s.held, ok))])
@@ -507,7 +517,8 @@ class Diffusion(Study):
     @classmethod
     def finish(cls, plan):
         s = plan.state
-        cls._final_analysis(plan.ctx, s.configs, s.final, s.held, s.draw, s.proj, s.sch, s.images)
+        cls._final_analysis(plan.ctx, s.configs, s.final, s.held, lambda m, n: s.draw(m, n, memo=s.memo), s.proj,
+                            s.sch, s.images)
         cls._transfer(plan.ctx, s)
         if s.c0.best_of:
             cls._best_of(plan.ctx, s)
