@@ -134,6 +134,66 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert "a broken check" in index.read_text() and fine["detail"][:40] in index.read_text()
 
 
+def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path):
+    """--jobs 2: two kernels take the claims in turn, the longest (by the folder's last times) first; each kernel
+    gets half the cores; the results come back in the order asked and say they shared the machine."""
+    import os
+
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    keys = ["early_learning", "elr", "dropout"]
+    for key in keys:  # each notebook says which kernel ran it and the threads it was given, as its "error"
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
+                                                               "display_name": "workbench"}})
+        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
+                                              metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("import os, time\ntime.sleep(3)\n"
+                                              "raise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")]
+        nbformat.write(nb, folder / f"{key}.ipynb")
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps([{"key": "elr", "profile": "quick", "seconds": 5.0},
+                                   {"key": "dropout", "profile": "quick", "seconds": 50.0},
+                                   {"key": "early_learning", "profile": "full", "seconds": 500.0}]))
+    assert reproduce._longest_first(keys, earlier, "quick") == \
+        ["early_learning", "dropout", "elr"]  # never timed here at this profile first, then the longest
+    out = tmp_path / "out"
+    results, index = reproduce.run_all("quick", out, folder, cli.ensure_kernel("workbench"), keys=keys,
+                                       timeout=120, progress=False, jobs=2)
+    assert [r["key"] for r in results] == keys
+    said = [r["detail"].removeprefix("ValueError: ").split() for r in results]
+    assert len({pid for pid, _ in said}) == 2, said  # two kernels
+    assert {threads for _, threads in said} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert all(r["status"] == "error" and r["machine"].endswith("2 claims at a time") for r in results)
+    assert "2 claims at a time" in index.read_text()
+    with pytest.raises(ConfigError, match="jobs"):
+        reproduce.run_all("quick", out, folder, "workbench", keys=keys, jobs=0)
+
+
+def test_each_claims_result_is_kept_as_soon_as_it_is_known(tmp_path):
+    """A long run that is stopped keeps the claims it finished: results.json and index.html are rewritten after
+    every claim (the second notebook finds the first's result there)."""
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    out = tmp_path / "out"
+    code = {"early_learning": "raise ValueError('first')",
+            "elr": "import json\nraise ValueError([r['key'] for r in json.loads(open(" +
+                   repr(str(out / "reproduce" / "results.json")) + ").read())])"}
+    for key, text in code.items():
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
+                                                               "display_name": "workbench"}})
+        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
+                                              metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(text)]
+        nbformat.write(nb, folder / f"{key}.ipynb")
+    results, index = reproduce.run_all("quick", out, folder, cli.ensure_kernel("workbench"), keys=list(code),
+                                       timeout=120, progress=False)
+    assert results[1]["detail"] == "ValueError: ['early_learning']"
+    assert not list((out / "reproduce").glob("*.part"))
+
+
 def test_a_run_says_how_long_its_claims_took_last_time(tmp_path):
     """Long work says what to expect: the claims' times from the report folder's last results at that profile."""
     folder = tmp_path / "reproduce"

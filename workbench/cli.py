@@ -431,7 +431,7 @@ def cmd_reproduce(args) -> int:
     if said and not args.quiet:
         print(said, file=sys.stderr)
     results, index = reproduce.run_all(args.profile, out, REPO / "notebooks" / "reproduce", ensure_kernel(args.kernel),
-                                       keys, timeout=args.timeout, progress=not args.quiet)
+                                       keys, timeout=args.timeout, progress=not args.quiet, jobs=args.jobs)
     for r in results:
         effect = "" if r.get("effect") is None else f"  effect {reproduce.effect_text(r)} ({r['effect_label']})"
         print(f"{r['status']:>7}  {r['key']}{effect}")
@@ -698,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="report folder (default: data/reports)")
     s.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
     s.add_argument("--timeout", type=int, default=3600, help="seconds a notebook cell may run")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="claims run at a time, each in a kernel of its own with an equal share of the cores "
+                        "(default 1: one after another in one kernel)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--strict", action="store_true", help="exit 1 when a finding is not reproduced (not only on errors)")
     s.add_argument("--readme", action="store_true",

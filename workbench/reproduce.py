@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -2170,64 +2171,129 @@ def write_notebooks(folder: Path) -> list[Path]:
 
 
 def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, timeout: int = 3600,
-            progress: bool = True) -> tuple[list[dict], Path]:
+            progress: bool = True, jobs: int = 1) -> tuple[list[dict], Path]:
     """Execute each claim's notebook with papermill into out/reproduce/, then write out/index.html (with the
-    results already there of the claims not run now, at the same profile). Returns this run's results.
+    results already there of the claims not run now, at the same profile). Returns this run's results, in the
+    order of `keys`.
 
     The notebooks run one after another in one kernel, started once: a fresh kernel per notebook spent about 7 s
     on its start and imports, several minutes over the quick profile. Each notebook sets everything it uses
     (its parameters, then imports and the check), so one notebook's state does not reach the next's result; a
-    kernel that dies is restarted for the next notebook."""
-    import papermill as pm
+    kernel that dies is restarted for the next notebook. With `jobs` > 1, that many kernels take the claims in
+    turn, the longest first by their last times here, each kernel given an equal share of the CPU's cores
+    (OMP_NUM_THREADS); a claim's time is then its own wall time on a machine shared with the others."""
+    import os
+    import queue
+    import threading
+
     from jupyter_client import KernelManager
-    from nbconvert import HTMLExporter
     from tqdm.auto import tqdm
 
     keys = list(keys or CLAIMS)
     _validate(keys, profile)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError("jobs", jobs, "a whole number of kernels, at least 1")
     folder = out / "reproduce"
     folder.mkdir(parents=True, exist_ok=True)
-    results = []
-    machine = _machine()
-    km = KernelManager(kernel_name=kernel)
+    jobs = min(jobs, len(keys))
+    machine = _machine() + (f", {jobs} claims at a time" if jobs > 1 else "")
+    env = dict(os.environ)
+    if jobs > 1:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    todo: queue.Queue = queue.Queue()
+    for key in _longest_first(keys, folder / "results.json", profile) if jobs > 1 else keys:
+        todo.put(key)
+    results: dict[str, dict] = {}
+    bar = tqdm(total=len(keys), desc=f"reproduce ({profile})", unit="claim", disable=not progress)
+    lock = threading.Lock()
+    index = out / "index.html"
+
+    def write() -> None:
+        """The report as it stands: each claim's result is kept as soon as it is known (an interrupted run keeps
+        the claims it finished), the file replaced whole."""
+        kept = _merged(folder / "results.json", [results[k] for k in keys if k in results], profile)
+        for path, text in ((folder / "results.json", json.dumps(kept, indent=2, default=float)),
+                           (index, report(kept, profile))):
+            part = path.with_name(path.name + ".part")
+            part.write_text(text)
+            part.replace(path)
+
+    def work() -> None:
+        km = KernelManager(kernel_name=kernel)
+        try:
+            while True:
+                try:
+                    key = todo.get_nowait()
+                except queue.Empty:
+                    return
+                r = _execute(key, profile, km, env, folder, notebooks, kernel, timeout, machine)
+                with lock:
+                    results[key] = r
+                    write()
+                bar.update(1)
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+
     try:
-        for key in tqdm(keys, desc=f"reproduce ({profile})", unit="claim", disable=not progress):
-            if profile == "quick" and CLAIMS[key].quick is None:  # said in the report, no notebook run
-                results.append(check(key, profile))
-                continue
-            if not km.has_kernel or not km.is_alive():
-                if km.has_kernel:
-                    km.shutdown_kernel(now=True)
-                km.start_kernel()
-            executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
-            result_path.unlink(missing_ok=True)
-            started = time.perf_counter()
-            try:
-                pm.execute_notebook(str(notebooks / f"{key}.ipynb"), str(executed), kernel_name=kernel, km=km,
-                                    parameters={"profile": profile, "result_path": str(result_path),
-                                                "figure_path": str(folder / f"{key}-figure.html")},
-                                    progress_bar=False, execution_timeout=timeout)
-                r = json.loads(result_path.read_text())
-            except (pm.PapermillExecutionError, RuntimeError) as e:  # a cell's error; a dead kernel (RuntimeError)
-                what = f"{e.ename}: {e.evalue}" if isinstance(e, pm.PapermillExecutionError) else f"the kernel: {e}"
-                r = dict(_header(key, profile), status="error", effect=None, effect_label="", detail=what,
-                         figure=None)
-            r["seconds"], r["machine"] = round(time.perf_counter() - started, 1), machine
-            if executed.is_file():
-                body, _ = HTMLExporter().from_filename(str(executed))
-                (folder / f"{key}.html").write_text(body)
-                r["notebook"] = f"reproduce/{key}.html"
-            if r.get("figure"):
-                r["figure"] = f"reproduce/{r['figure']}"
-            results.append(r)
+        if jobs == 1:
+            work()
+        else:
+            threads = [threading.Thread(target=work, name=f"reproduce-{i}", daemon=True) for i in range(jobs)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
     finally:
+        bar.close()
+    write()
+    return [results[k] for k in keys if k in results], index
+
+
+def _longest_first(keys: list, path: Path, profile: str) -> list:
+    """The claims ordered by their last time in this report folder at `profile`, longest first (claims never
+    timed here first of all: they may be long), so that parallel kernels end near together."""
+    try:
+        earlier = {r["key"]: r.get("seconds") for r in json.loads(path.read_text())
+                   if isinstance(r, dict) and r.get("profile") == profile}
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}
+    took = {k: earlier[k] if isinstance(earlier.get(k), (int, float)) else math.inf for k in keys}
+    return sorted(keys, key=lambda k: -took[k])
+
+
+def _execute(key: str, profile: str, km, env: dict, folder: Path, notebooks: Path, kernel: str, timeout: int,
+             machine: str) -> dict:
+    """One claim's notebook in the kernel `km` (started, or restarted if it died): its result, timed."""
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    if profile == "quick" and CLAIMS[key].quick is None:  # said in the report, no notebook run
+        return check(key, profile)
+    if not km.has_kernel or not km.is_alive():
         if km.has_kernel:
             km.shutdown_kernel(now=True)
-    index = out / "index.html"
-    kept = _merged(folder / "results.json", results, profile)
-    index.write_text(report(kept, profile))
-    (folder / "results.json").write_text(json.dumps(kept, indent=2, default=float))
-    return results, index
+        km.start_kernel(env=env)
+    executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
+    result_path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebooks / f"{key}.ipynb"), str(executed), kernel_name=kernel, km=km,
+                            parameters={"profile": profile, "result_path": str(result_path),
+                                        "figure_path": str(folder / f"{key}-figure.html")},
+                            progress_bar=False, execution_timeout=timeout)
+        r = json.loads(result_path.read_text())
+    except (pm.PapermillExecutionError, RuntimeError) as e:  # a cell's error; a dead kernel (RuntimeError)
+        what = f"{e.ename}: {e.evalue}" if isinstance(e, pm.PapermillExecutionError) else f"the kernel: {e}"
+        r = dict(_header(key, profile), status="error", effect=None, effect_label="", detail=what, figure=None)
+    r["seconds"], r["machine"] = round(time.perf_counter() - started, 1), machine
+    if executed.is_file():
+        body, _ = HTMLExporter().from_filename(str(executed))
+        (folder / f"{key}.html").write_text(body)
+        r["notebook"] = f"reproduce/{key}.html"
+    if r.get("figure"):
+        r["figure"] = f"reproduce/{r['figure']}"
+    return r
 
 
 def expected(out: Path, keys, profile: str) -> str:
