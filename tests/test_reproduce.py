@@ -97,20 +97,24 @@ def test_a_bar_in_a_label_stays_inside_its_cell():
     assert said == {"elr": {"verdict": "reproduced", "effect": 0.5}}
 
 
+def _claim_notebook(folder, key: str, code: str) -> None:
+    """A stand-in for a claim's notebook: the parameters cell `workbench reproduce` fills, then `code`."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
+                                                           "display_name": "workbench"}})
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
+                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, folder / f"{key}.ipynb")
+
+
 def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data, tmp_path):
     """The notebooks share one kernel: a cell's exception is that claim's error, and the next notebook runs."""
     import shutil
 
-    import nbformat
-
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    for key, code in (("early_learning", "raise ValueError('a broken check')"),):
-        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
-                                                               "display_name": "workbench"}})
-        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
-                                              metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
-        nbformat.write(nb, folder / f"{key}.ipynb")
+    _claim_notebook(folder, "early_learning", "raise ValueError('a broken check')")
     shutil.copy(cli.REPO / "notebooks" / "reproduce" / "noisyquant.ipynb", folder)
     results, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
                                        keys=["early_learning", "noisyquant"], timeout=300,
@@ -139,19 +143,12 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
     gets half the cores; the results come back in the order asked and say they shared the machine."""
     import os
 
-    import nbformat
-
     folder = tmp_path / "notebooks"
     folder.mkdir()
     keys = ["early_learning", "elr", "dropout"]
     for key in keys:  # each notebook says which kernel ran it and the threads it was given, as its "error"
-        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
-                                                               "display_name": "workbench"}})
-        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
-                                              metadata={"tags": ["parameters"]}),
-                    nbformat.v4.new_code_cell("import os, time\ntime.sleep(3)\n"
-                                              "raise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")]
-        nbformat.write(nb, folder / f"{key}.ipynb")
+        _claim_notebook(folder, key, "import os, time\ntime.sleep(3)\n"
+                                     "raise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")
     earlier = tmp_path / "results.json"
     earlier.write_text(json.dumps([{"key": "elr", "profile": "quick", "seconds": 5.0},
                                    {"key": "dropout", "profile": "quick", "seconds": 50.0},
@@ -174,8 +171,6 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
 def test_each_claims_result_is_kept_as_soon_as_it_is_known(tmp_path):
     """A long run that is stopped keeps the claims it finished: results.json and index.html are rewritten after
     every claim (the second notebook finds the first's result there)."""
-    import nbformat
-
     folder = tmp_path / "notebooks"
     folder.mkdir()
     out = tmp_path / "out"
@@ -183,11 +178,7 @@ def test_each_claims_result_is_kept_as_soon_as_it_is_known(tmp_path):
             "elr": "import json\nraise ValueError([r['key'] for r in json.loads(open(" +
                    repr(str(out / "reproduce" / "results.json")) + ").read())])"}
     for key, text in code.items():
-        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "workbench", "language": "python",
-                                                               "display_name": "workbench"}})
-        nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'\nresult_path = figure_path = ''",
-                                              metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(text)]
-        nbformat.write(nb, folder / f"{key}.ipynb")
+        _claim_notebook(folder, key, text)
     results, index = reproduce.run_all("quick", out, folder, cli.ensure_kernel("workbench"), keys=list(code),
                                        timeout=120, progress=False)
     assert results[1]["detail"] == "ValueError: ['early_learning']"
