@@ -49,6 +49,7 @@ bench: setup browser
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_diffusion.py
 	$(BIN)/python bench/bench_mdm_sampler.py
+	$(BIN)/python bench/bench_sampling_sweep.py
 	$(BIN)/python bench/bench_load.py
 
 reproduce: kernel
