@@ -93,3 +93,25 @@ def test_curves_by_and_sqnr_heatmap(data_root):
     assert labels == ["precision=fp32", "precision=bf16"]
     lab = qerror.lab(("int8", "fp8_e4m3"), ("gaussian",), n=2048)
     assert isinstance(wb.viz.sqnr_heatmap(lab), hv.Overlay)
+
+
+def test_log_axes_get_ticks_that_do_not_crowd(data_root):
+    """A log axis over a decade or two gets 1-2-5 ticks (Bokeh's own put 0.3 to 0.6 on top of each other); the
+    masked diffusion page's grey-level histogram and the diffusion page's quality against steps use them."""
+    from bokeh.models import FixedTicker
+
+    from workbench.viz.plots import diffusion_plots, log_ticks, masked_diffusion_plots
+
+    assert log_ticks([0.03, 0.6]) == [0.05, 0.1, 0.2, 0.5]
+    assert log_ticks(np.array([1e-5, np.nan, 0.0, 0.5])) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]  # decades only past 3
+    assert log_ticks([1.97, 2.1]) is None and log_ticks([np.nan]) is None  # too narrow or nothing: Bokeh's own
+    tiny = {"steps": 4, "eval_every": 2, "n_train": 50, "n_samples": 32, "width": 16}
+    ds = wb.run("masked_diffusion", **tiny, sample_steps=4, progress=False).ds
+    hist = hv.render(masked_diffusion_plots(ds), backend="bokeh").children[1][0]
+    ticker = hist.yaxis[0].ticker
+    wanted = log_ticks(ds.level_hist.values, ds.level_hist_data.values)
+    assert isinstance(ticker, FixedTicker) and list(ticker.ticks) == wanted and len(wanted) >= 2
+    ds = wb.run("diffusion", steps=4, eval_every=2, n_train=32, n_samples=32, width=16, depth=1, sample_steps=2,
+                progress=False).ds
+    quality = hv.render(diffusion_plots(ds), backend="bokeh").children[1][0]
+    assert list(quality.xaxis[0].ticker.ticks) == [1, 2, 5, 10, 20, 50]

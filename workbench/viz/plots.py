@@ -338,6 +338,20 @@ def samples_plot(pts: np.ndarray, title: str = "samples", classes: np.ndarray | 
         responsive=True)
 
 
+def log_ticks(*arrays) -> list[float] | None:
+    """Ticks 1, 2, 5 × 10^k over the positive values' range, for a log axis: Bokeh's own crowd the top of an axis
+    that spans a decade or two (0.3, 0.4, 0.5, 0.6 on top of each other); only the decades past three of them.
+    None (Bokeh's own) where fewer than two would show: a range narrower than 1 to 2."""
+    v = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays])
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return None
+    lo, hi = int(np.floor(np.log10(v.min()))), int(np.ceil(np.log10(v.max())))
+    steps = (1,) if hi - lo > 3 else (1, 2, 5)
+    inside = [m * 10.0 ** e for e in range(lo, hi + 1) for m in steps if v.min() <= m * 10.0 ** e <= v.max()]
+    return inside if len(inside) >= 2 else None
+
+
 def masked_diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     """A masked diffusion run: its last samples (an image grid) and how often each grey level is drawn, against
     the held-out images' levels (a sampler at too low a temperature starves the rare levels)."""
@@ -345,13 +359,14 @@ def masked_diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     pick = (lambda da: da.isel(model=model)) if "model" in ds.dims else (lambda da: da)  # noqa: E731
     levels = ds["level"].values
     grey = levels / max(len(levels) - 1, 1) * 2 - 1
-    hist = (hv.Curve((grey, pick(ds["level_hist_data"]).values), "grey level", "share of pixels",
-                     label="held-out images").opts(color="gray", line_dash="dashed", interpolation="steps-mid") *
-            hv.Curve((grey, pick(ds["level_hist"]).values), "grey level", "share of pixels", label="samples")
+    data, drawn = pick(ds["level_hist_data"]).values, pick(ds["level_hist"]).values
+    hist = (hv.Curve((grey, data), "grey level", "share of pixels", label="held-out images")
+            .opts(color="gray", line_dash="dashed", interpolation="steps-mid") *
+            hv.Curve((grey, drawn), "grey level", "share of pixels", label="samples")
             .opts(color=PALETTE[1], interpolation="steps-mid"))
     return (samples_plot(pick(ds["samples"]).values) +
-            hist.opts(logy=True, title="grey levels drawn (log scale)", legend_position="right", show_grid=True,
-                      height=300, responsive=True)).cols(2)
+            hist.opts(logy=True, yticks=log_ticks(data, drawn), title="grey levels drawn (log scale)",
+                      legend_position="right", show_grid=True, height=300, responsive=True)).cols(2)
 
 
 def power_spectrum_plot(run_or_ds, model: int = 0) -> hv.Overlay:
@@ -377,9 +392,11 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
                           classes=pick(ds["sample_class"]).values if "sample_class" in ds else None)]
     if "sw_vs_steps" in ds:
         sw = pick(ds["sw_vs_steps"])
-        items.append(hv.Curve((sw["sampling_steps"].values, sw.values), "sampling steps", "sliced Wasserstein")
-                     .opts(logx=True, logy=True, color=PALETTE[1], title="sample quality against sampling steps",
-                           show_grid=True, **panel))
+        steps = sw["sampling_steps"].values
+        items.append(hv.Curve((steps, sw.values), "sampling steps", "sliced Wasserstein")
+                     .opts(logx=True, logy=True, xticks=[(int(n), str(int(n))) for n in steps],
+                           yticks=log_ticks(sw.values), color=PALETTE[1],
+                           title="sample quality against sampling steps", show_grid=True, **panel))
     if "best_of_log_density" in ds:  # inference-time search over initial noise
         m = ds["candidates"].values
         score = hv.Curve((m, pick(ds["best_of_log_density"]).values), "candidates per sample (M)",
@@ -399,7 +416,7 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
     if "loss_by_t" in ds:
         lt = pick(ds["loss_by_t"])
         items.append(hv.Curve((lt["t_bin"].values, lt.values), "t", "training loss")
-                     .opts(color=PALETTE[3], logy=True, title="training loss per t-bin (since the last evaluation)",
+                     .opts(color=PALETTE[3], logy=True, title="training loss by t (last interval)",
                            show_grid=True, **panel))
     if "brightness_hist" in ds:
         x = ds["brightness"].values
