@@ -102,8 +102,8 @@ def test_log_axes_get_ticks_that_do_not_crowd(data_root):
 
     from workbench.viz.plots import diffusion_plots, log_ticks, masked_diffusion_plots
 
-    assert log_ticks([0.03, 0.6]) == [0.05, 0.1, 0.2, 0.5]
-    assert log_ticks(np.array([1e-5, np.nan, 0.0, 0.5])) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]  # decades only past 3
+    assert log_ticks([0.03, 0.6]) == [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # a little past the values: the padding
+    assert log_ticks(np.array([1e-5, np.nan, 0.0, 0.5])) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # decades past 3
     assert log_ticks([1.97, 2.1]) is None and log_ticks([np.nan]) is None  # too narrow or nothing: Bokeh's own
     tiny = {"steps": 4, "eval_every": 2, "n_train": 50, "n_samples": 32, "width": 16}
     ds = wb.run("masked_diffusion", **tiny, sample_steps=4, progress=False).ds

@@ -341,15 +341,17 @@ def samples_plot(pts: np.ndarray, title: str = "samples", classes: np.ndarray | 
 def log_ticks(*arrays) -> list[float] | None:
     """Ticks 1, 2, 5 × 10^k over the positive values' range, for a log axis: Bokeh's own crowd the top of an axis
     that spans a decade or two (0.3, 0.4, 0.5, 0.6 on top of each other); only the decades past three of them.
-    None (Bokeh's own) where fewer than two would show: a range narrower than 1 to 2."""
+    Ticks a little past the values are kept for the axis' padding; None (Bokeh's own) where fewer than two fall
+    within the values: a range narrower than 1 to 2."""
     v = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays])
     v = v[np.isfinite(v) & (v > 0)]
     if not v.size:
         return None
     lo, hi = int(np.floor(np.log10(v.min()))), int(np.ceil(np.log10(v.max())))
     steps = (1,) if hi - lo > 3 else (1, 2, 5)
-    inside = [m * 10.0 ** e for e in range(lo, hi + 1) for m in steps if v.min() <= m * 10.0 ** e <= v.max()]
-    return inside if len(inside) >= 2 else None
+    ticks = [t for t in (m * 10.0 ** e for e in range(lo - 1, hi + 1) for m in steps)
+             if v.min() / 2 <= t <= 2 * v.max()]
+    return ticks if sum(v.min() <= t <= v.max() for t in ticks) >= 2 else None
 
 
 def masked_diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
@@ -395,7 +397,7 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
         steps = sw["sampling_steps"].values
         items.append(hv.Curve((steps, sw.values), "sampling steps", "sliced Wasserstein")
                      .opts(logx=True, logy=True, xticks=[(int(n), str(int(n))) for n in steps],
-                           yticks=log_ticks(sw.values), color=PALETTE[1],
+                           yticks=log_ticks(sw.values), color=PALETTE[1], padding=0.05,
                            title="sample quality against sampling steps", show_grid=True, **panel))
     if "best_of_log_density" in ds:  # inference-time search over initial noise
         m = ds["candidates"].values
