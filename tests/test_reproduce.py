@@ -163,7 +163,7 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
     assert len({pid for pid, _ in said}) == 2, said  # two kernels
     assert {threads for _, threads in said} == {str(max(1, (os.cpu_count() or 1) // 2))}
     assert all(r["status"] == "error" and r["machine"].endswith("2 claims at a time") for r in results)
-    assert "2 claims at a time" in index.read_text()
+    assert "2 claims at a time" in index.read_text() and "added up: some ran at the same time" in index.read_text()
     with pytest.raises(ConfigError, match="jobs"):
         reproduce.run_all("quick", out, folder, "workbench", keys=keys, jobs=0)
 

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import ConfigError, RunNotFound, StoreError, require
@@ -430,12 +431,14 @@ def cmd_reproduce(args) -> int:
     said = reproduce.expected(out, keys, args.profile)
     if said and not args.quiet:
         print(said, file=sys.stderr)
+    started = time.perf_counter()
     results, index = reproduce.run_all(args.profile, out, REPO / "notebooks" / "reproduce", ensure_kernel(args.kernel),
                                        keys, timeout=args.timeout, progress=not args.quiet, jobs=args.jobs)
+    wall = time.perf_counter() - started
     for r in results:
         effect = "" if r.get("effect") is None else f"  effect {reproduce.effect_text(r)} ({r['effect_label']})"
         print(f"{r['status']:>7}  {r['key']}{effect}")
-    print(index)
+    print(f"{index} ({len(results)} claim{'s' * (len(results) != 1)} in {wall / 60:.1f} min)")
     if args.readme and reproduce.write_readme(REPO / "README.md", results):
         print(f"{REPO / 'README.md'}: the claims table updated")
     bad = ("error", "fail") if args.strict else ("error",)  # "not reproduced here" is a result, not an error

@@ -2122,8 +2122,10 @@ def _times(results: list[dict]) -> str:
         return ""
     total = _took({"seconds": sum(float(r["seconds"]) for r in timed)})
     where = ", ".join(sorted({str(r.get("machine", "")) for r in timed} - {""}))
-    return f"Time: {total} for {len(timed)} notebooks on {where or 'this machine'}; a claim whose runs were " \
-           "already stored reads them back in seconds."
+    together = any("at a time" in str(r.get("machine", "")) for r in timed)
+    return f"Time: {total} for {len(timed)} notebooks on {where or 'this machine'}" \
+           + (" (each notebook's own time, added up: some ran at the same time, so the run took less)"
+              if together else "") + "; a claim whose runs were already stored reads them back in seconds."
 
 
 def notebook(key: str):
