@@ -147,8 +147,7 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
     folder.mkdir()
     keys = ["early_learning", "elr", "dropout"]
     for key in keys:  # each notebook says which kernel ran it and the threads it was given, as its "error"
-        _claim_notebook(folder, key, "import os, time\ntime.sleep(3)\n"
-                                     "raise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")
+        _claim_notebook(folder, key, "import os\nraise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")
     earlier = tmp_path / "results.json"
     earlier.write_text(json.dumps([{"key": "elr", "profile": "quick", "seconds": 5.0},
                                    {"key": "dropout", "profile": "quick", "seconds": 50.0},
