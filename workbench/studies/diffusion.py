@@ -367,6 +367,7 @@ class Diffusion(Study):
             key = (group.training[m], steps, c.sampler, c.spacing, c.eta, c.clip_x0)
             if memo is not None and model is None and key in memo:
                 return memo[key]
+
             def show(i, x0):  # the page draws model 0's x̂_0 as sampling proceeds (with the classes asked for)
                 ctx.preview("sampling", ("sample", "coord"), x0[:PREVIEW_SAMPLES].cpu().numpy(),
                             sampling_step=np.array([i + 1, steps]),
