@@ -606,6 +606,8 @@ def test_every_page_says_its_finding_and_its_claims_verdicts(store):
     folder = store.root / "reports" / "reproduce"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps([{"key": "early_learning", "status": "pass", "profile": "quick"},
-                                                     {"key": "sgd_temperature", "status": "fail", "profile": "full"}]))
-    assert "**reproduced (quick profile)**" in claims_line(get_study("label_noise"), store)
+                                                     {"key": "sgd_temperature", "status": "fail", "profile": "full"},
+                                                     {"key": "early_learning", "status": "fail", "profile": "full"}]))
+    said = claims_line(get_study("label_noise"), store)
+    assert "**reproduced (quick profile)**, **not reproduced here (full profile)**" in said  # each profile's
     assert "not reproduced here (full profile)" in claims_line(get_study("sgd_noise"), store)

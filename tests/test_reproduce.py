@@ -124,18 +124,24 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert fine["status"] in ("pass", "fail") and fine["n"] == len(reproduce.CLAIMS["noisyquant"].quick["seeds"])
     assert "a broken check" in index.read_text()
 
-    # one claim run again: the report keeps the other's result at this profile, in the registry's order
+    # one claim run again: the report keeps the other's result at this profile, in the registry's order, and the
+    # results of the other profile (a full-profile run of one claim no longer wiped the quick report)
     path = tmp_path / "out" / "reproduce" / "results.json"
     stored = json.loads(path.read_text())
-    stored += [dict(fine, key="retired_claim"), dict(fine, key="elr", profile="full")]
+    full_elr = dict(fine, key="elr", profile="full", detail="measured at full settings")
+    stored += [dict(fine, key="retired_claim"), full_elr]
     path.write_text(json.dumps(stored))
     again, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
                                      keys=["early_learning"], timeout=300, progress=False)
     assert [r["key"] for r in again] == ["early_learning"]
     kept = json.loads(path.read_text())
-    assert [r["key"] for r in kept] == ["early_learning", "noisyquant"]  # not the retired one, not full's elr
-    assert kept[1]["detail"] == fine["detail"] and kept[1]["seconds"] == fine["seconds"]
-    assert "a broken check" in index.read_text() and fine["detail"][:40] in index.read_text()
+    assert [(r["key"], r["profile"]) for r in kept] == [("early_learning", "quick"), ("noisyquant", "quick"),
+                                                        ("elr", "full")]  # not the retired one
+    assert kept[1]["detail"] == fine["detail"] and kept[1]["seconds"] == fine["seconds"] and kept[2] == full_elr
+    page = index.read_text()
+    assert "a broken check" in page and fine["detail"][:40] in page and "measured at full settings" not in page
+    assert 'href="full.html"' in page and "measured at full settings" in (tmp_path / "out" / "full.html").read_text()
+    assert again[0]["notebook"] == "reproduce/early_learning-quick.html"  # each profile's notebook of its own
 
 
 def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path):

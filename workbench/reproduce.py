@@ -2080,8 +2080,9 @@ def write_readme(path: Path, results: list[dict]) -> bool:
     return new != text
 
 
-def report(results: list[dict], profile: str) -> str:
-    """The index page: claims, pass/fail, effect sizes, figures, links to the executed notebooks."""
+def report(results: list[dict], profile: str, held: dict | None = None) -> str:
+    """The index page: claims, pass/fail, effect sizes, figures, links to the executed notebooks; `held` ({profile:
+    claims}) links the folder's reports of the other profiles."""
     color = {"pass": "#2ca02c", "fail": "#d62728", "skipped": "#888", "error": "#d62728"}
     verdict = VERDICTS
     rows = []
@@ -2101,6 +2102,9 @@ def report(results: list[dict], profile: str) -> str:
             f"<td><small>{html.escape(_took(r))}</small></td><td>{' · '.join(links)}</td></tr>")
     passed = sum(r["status"] == "pass" for r in results)
     ran = sum(r["status"] in ("pass", "fail", "error") for r in results)
+    others = "; ".join(f'<a href="{p}.html">the {p} profile\'s report</a> ({n} claim{"s" * (n != 1)})'
+                       for p, n in (held or {}).items() if p != profile)
+    others = f"<p>Also in this folder: {others}.</p>" if others else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Noise Workbench — reproduction report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
@@ -2108,7 +2112,7 @@ padding:6px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
 <p>{passed} of {ran} findings reproduced. Each check trains the models over the seeds listed in its notebook; the
 quick profile is small, the full one uses longer runs and more seeds. A finding that does not show at these settings
 is reported as not reproduced here, with its numbers: mean ± sd over seeds, the 95 % interval of the mean, n.
-{html.escape(_times(results))}</p>
+{html.escape(_times(results))}</p>{others}
 <table><tr><th>claim</th><th>what the paper reports / what is checked</th><th>result</th><th>effect size (here)</th>
 <th>the paper's number</th><th>detail</th><th>time</th><th>links</th></tr>
 {''.join(rows)}
@@ -2212,10 +2216,14 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
 
     def write() -> None:
         """The report as it stands: each claim's result is kept as soon as it is known (an interrupted run keeps
-        the claims it finished), the file replaced whole."""
+        the claims it finished), each file replaced whole. results.json holds every profile's results; index.html
+        is this profile's report, <profile>.html each profile's."""
         kept = _merged(folder / "results.json", [results[k] for k in keys if k in results], profile)
-        for path, text in ((folder / "results.json", json.dumps(kept, indent=2, default=float)),
-                           (index, report(kept, profile))):
+        by_profile = {p: [r for r in kept if r.get("profile") == p] for p in PROFILES}
+        held = {p: len(rs) for p, rs in by_profile.items() if rs}
+        pages = [(out / f"{p}.html", report(rs, p, held)) for p, rs in by_profile.items() if rs]
+        for path, text in [(folder / "results.json", json.dumps(kept, indent=2, default=float)),
+                           (index, report(by_profile[profile], profile, held)), *pages]:
             part = path.with_name(path.name + ".part")
             part.write_text(text)
             part.replace(path)
@@ -2276,13 +2284,14 @@ def _execute(key: str, profile: str, km, env: dict, folder: Path, notebooks: Pat
         if km.has_kernel:
             km.shutdown_kernel(now=True)
         km.start_kernel(env=env)
-    executed, result_path = folder / f"{key}.ipynb", folder / f"{key}.json"
+    stem = f"{key}-{profile}"  # each profile's notebook and figure of a claim kept apart
+    executed, result_path = folder / f"{stem}.ipynb", folder / f"{stem}.json"
     result_path.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
         pm.execute_notebook(str(notebooks / f"{key}.ipynb"), str(executed), kernel_name=kernel, km=km,
                             parameters={"profile": profile, "result_path": str(result_path),
-                                        "figure_path": str(folder / f"{key}-figure.html")},
+                                        "figure_path": str(folder / f"{stem}-figure.html")},
                             progress_bar=False, execution_timeout=timeout)
         r = json.loads(result_path.read_text())
     except (pm.PapermillExecutionError, RuntimeError) as e:  # a cell's error; a dead kernel (RuntimeError)
@@ -2291,8 +2300,8 @@ def _execute(key: str, profile: str, km, env: dict, folder: Path, notebooks: Pat
     r["seconds"], r["machine"] = round(time.perf_counter() - started, 1), machine
     if executed.is_file():
         body, _ = HTMLExporter().from_filename(str(executed))
-        (folder / f"{key}.html").write_text(body)
-        r["notebook"] = f"reproduce/{key}.html"
+        (folder / f"{stem}.html").write_text(body)
+        r["notebook"] = f"reproduce/{stem}.html"
     if r.get("figure"):
         r["figure"] = f"reproduce/{r['figure']}"
     return r
@@ -2319,13 +2328,14 @@ def expected(out: Path, keys, profile: str) -> str:
 
 
 def _merged(path: Path, results: list[dict], profile: str) -> list[dict]:
-    """The report's results after a run of some claims: these, and the results the folder already holds of the
-    other claims at the same profile (a rerun of one claim keeps the rest of the report), in the registry's order;
-    a claim no longer registered is dropped. Each result keeps its own time and machine."""
+    """The folder's results after a run of some claims at `profile`: these, and every other result it already
+    holds — the other claims at this profile (a rerun of one claim keeps the rest of the report) and every claim at
+    the other profiles (a full-profile run of one claim keeps the quick report) — by profile, in the registry's
+    order; a claim no longer registered is dropped. Each result keeps its own time and machine."""
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         earlier = []
-    by_key = {r["key"]: r for r in earlier if isinstance(r, dict) and r.get("profile") == profile}
-    by_key.update({r["key"]: r for r in results})
-    return [by_key[k] for k in CLAIMS if k in by_key]
+    held = {(r["key"], r.get("profile")): r for r in earlier if isinstance(r, dict) and "key" in r}
+    held.update({(r["key"], profile): r for r in results})
+    return [held[k, p] for p in PROFILES for k in CLAIMS if (k, p) in held]

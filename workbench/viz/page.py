@@ -535,19 +535,20 @@ def claims_line(cls, store=None) -> str:
     if not cls.claims:
         return ""
     path = (store or Store()).root / "reports" / "reproduce" / "results.json"
+    verdicts: dict[str, list] = {}  # a claim's results, one per profile it was checked at
     try:
-        verdicts = {r["key"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+        for r in json.loads(path.read_text()) if path.is_file() else []:
+            verdicts.setdefault(r["key"], []).append(r)
     except (OSError, ValueError, KeyError, TypeError):
         verdicts = {}
     words = {"pass": "reproduced", "fail": "not reproduced here", "skipped": "not run in the quick profile"}
     parts = []
     for key in cls.claims:
-        r = verdicts.get(key)
-        said = f"{words.get(r.get('status'), r.get('status'))} ({r.get('profile', '')} profile)" if r else \
-            "not yet checked here (`workbench reproduce`)"
+        said = ", ".join(f"**{html.escape(str(words.get(r.get('status'), r.get('status'))))} "
+                         f"({html.escape(str(r.get('profile', '')))} profile)**" for r in verdicts.get(key, [])) \
+            or "**not yet checked here (`workbench reproduce`)**"
         claim = html.escape(CLAIMS[key].claim if key in CLAIMS else key, quote=True)
-        parts.append(f'<span title="{claim}">`{key}`</span>: **{html.escape(str(said))}** '
-                     f"(`notebooks/reproduce/{key}.ipynb`)")
+        parts.append(f'<span title="{claim}">`{key}`</span>: {said} (`notebooks/reproduce/{key}.ipynb`)')
     return "\n\n**Reproduction:** " + "; ".join(parts)
 
 
