@@ -171,6 +171,11 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
     assert "2 claims at a time" in index.read_text() and "added up: some ran at the same time" in index.read_text()
     with pytest.raises(ConfigError, match="jobs"):
         reproduce.run_all("quick", out, folder, "workbench", keys=keys, jobs=0)
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    with pytest.raises(NoSuchKernel):  # a kernel that cannot start stops the run, in whichever thread it failed
+        reproduce.run_all("quick", out, folder, "no_such_kernel", keys=keys, progress=False, jobs=2)
+    assert [r["key"] for r in json.loads((out / "reproduce" / "results.json").read_text())] == keys  # kept
 
 
 def test_each_claims_result_is_kept_as_soon_as_it_is_known(tmp_path):

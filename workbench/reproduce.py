@@ -2178,9 +2178,9 @@ def write_notebooks(folder: Path) -> list[Path]:
 
 def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, timeout: int = 3600,
             progress: bool = True, jobs: int = 1) -> tuple[list[dict], Path]:
-    """Execute each claim's notebook with papermill into out/reproduce/, then write out/index.html (with the
-    results already there of the claims not run now, at the same profile). Returns this run's results, in the
-    order of `keys`.
+    """Execute each claim's notebook with papermill into out/reproduce/ and write out/index.html (with the results
+    already there of the claims not run now at the same profile; the other profile's stay in results.json and its
+    own page). Returns this run's results, in the order of `keys`.
 
     The notebooks run one after another in one kernel, started once: a fresh kernel per notebook spent about 7 s
     on its start and imports, several minutes over the quick profile. Each notebook sets everything it uses
@@ -2213,6 +2213,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     bar = tqdm(total=len(keys), desc=f"reproduce ({profile})", unit="claim", disable=not progress)
     lock = threading.Lock()
     index = out / "index.html"
+    failures: list[BaseException] = []  # what stopped a kernel's thread (not a claim's error: that is its result)
 
     def write() -> None:
         """The report as it stands: each claim's result is kept as soon as it is known (an interrupted run keeps
@@ -2241,6 +2242,8 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
                     results[key] = r
                     write()
                 bar.update(1)
+        except BaseException as e:  # noqa: BLE001 - raised again by the caller's thread once the others end
+            failures.append(e)
         finally:
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
@@ -2257,6 +2260,8 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     finally:
         bar.close()
     write()
+    if failures:
+        raise failures[0]
     return [results[k] for k in keys if k in results], index
 
 
