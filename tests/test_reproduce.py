@@ -192,7 +192,7 @@ def test_each_claims_result_is_kept_as_soon_as_it_is_known(tmp_path):
     results, index = reproduce.run_all("quick", out, folder, cli.ensure_kernel("workbench"), keys=list(code),
                                        timeout=120, progress=False)
     assert results[1]["detail"] == "ValueError: ['early_learning']"
-    assert not list((out / "reproduce").glob("*.part"))
+    assert not list(out.rglob(".*.tmp"))  # every file renamed into place
 
 
 def test_a_run_says_how_long_its_claims_took_last_time(tmp_path):

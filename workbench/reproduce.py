@@ -14,6 +14,7 @@ import html
 import json
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -2225,7 +2226,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
         pages = [(out / f"{p}.html", report(rs, p, held)) for p, rs in by_profile.items() if rs]
         for path, text in [(folder / "results.json", json.dumps(kept, indent=2, default=float)),
                            (index, report(by_profile[profile], profile, held)), *pages]:
-            part = path.with_name(path.name + ".part")
+            part = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"  # the store's way: hidden, renamed
             part.write_text(text)
             part.replace(path)
 
