@@ -25,6 +25,11 @@ def test_bad_claim_or_profile_is_refused():
     assert cli.main(["reproduce", "--only", "early_learning,bogus", "--quiet"]) == 2
 
 
+def test_a_bad_number_of_jobs_is_refused_before_any_notebook_runs(tmp_path, capsys):
+    assert cli.main(["reproduce", "--only", "elr", "--jobs", "0", "--quiet", "--output", str(tmp_path)]) == 2
+    assert "jobs=0" in capsys.readouterr().err and not (tmp_path / "reproduce" / "results.json").exists()
+
+
 # The quick profile's claims that take seconds (or whose runs other tests store first), end to end through their
 # notebooks: the whole quick profile is the slow run below; every claim's check runs on tiny settings in the default
 # suite, and `edge_of_stability`, `softmax_collapse` and `perp_grad` (20 s to a minute each here: the tests that
