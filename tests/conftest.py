@@ -1,6 +1,20 @@
+import contextlib
 import os
 
 import pytest
+
+
+@contextlib.contextmanager
+def optimizer_steps():
+    """Counts every torch optimiser step taken inside the block (the list's length): how many trainings ran."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps: list = []
+    hook = register_optimizer_step_post_hook(lambda *a: steps.append(1))
+    try:
+        yield steps
+    finally:
+        hook.remove()
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ import numpy as np
 import param
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import workbench as wb
 from workbench.engine import Context, pick_device
@@ -23,6 +22,8 @@ from workbench.runs.run import run_id, summarize, to_dataset
 from workbench.studies import get as get_study
 from workbench.studies.base import Metric, Study
 from workbench.viz import browser
+
+from .conftest import optimizer_steps
 
 STUDIES = wb.studies()
 
@@ -57,10 +58,17 @@ def test_a_model_in_a_group_equals_the_model_trained_alone(key):
     for m, cfg in enumerate(configs):
         alone, _ = _train(cls, [cfg])
         assert set(alone.data_vars) == set(group.data_vars), key
-        different = [v for v in alone.data_vars
-                     if not _same(group[v].isel(model=m).values if "model" in group[v].dims else group[v].values,
-                                  alone[v].isel(model=0).values if "model" in alone[v].dims else alone[v].values)]
+        different = _differing(group, m, alone)
         assert not different, f"{key}: model {m} of the group differs from the run alone in {different}"
+
+
+def _differing(group, m: int, alone) -> list[str]:
+    """The stored variables in which model m of a group's dataset differs from a run alone."""
+    def model(ds, i):
+        return lambda v: ds[v].isel(model=i).values if "model" in ds[v].dims else ds[v].values
+
+    of_group, of_alone = model(group, m), model(alone, 0)
+    return [v for v in alone.data_vars if not _same(of_group(v), of_alone(v))]
 
 
 def _sampled_otherwise(cls, config):
@@ -102,19 +110,11 @@ def test_models_that_differ_only_in_sampling_train_once_and_each_equals_its_run_
     configs = [base, other, cls.configure(**cls.tiny, seed=5)]
     group = Group(configs)
     assert group.leaders == [0, 2] and group.training == [0, 0, 1]
-    steps = []
-    hook = register_optimizer_step_post_hook(lambda *a: steps.append(1))
-    try:
+    with optimizer_steps() as steps:
         together, _ = _train(cls, configs)
-    finally:
-        hook.remove()
     assert len(steps) == 2 * cls.tiny["steps"], key  # two trainings, not three
-    alone = [_train(cls, [c])[0] for c in configs]
-    for m, ds in enumerate(alone):
-        different = [v for v in ds.data_vars
-                     if not _same(together[v].isel(model=m).values if "model" in together[v].dims
-                                  else together[v].values, ds[v].isel(model=0).values if "model" in ds[v].dims
-                                  else ds[v].values)]
+    for m, config in enumerate(configs):
+        different = _differing(together, m, _train(cls, [config])[0])
         assert not different, f"{key}: model {m} (sampling dials {moved} moved) differs alone in {different}"
     differ = [v for v in ("samples", "sw") if v in together and
               not np.allclose(together[v].isel(model=0).values, together[v].isel(model=1).values, equal_nan=True)]
