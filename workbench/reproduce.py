@@ -1703,7 +1703,7 @@ CLAIMS = {c.key: c for c in [
           "8×8 digits: two denoisers on disjoint halves of 16 to 512 images each, sampled from the same initial "
           "noise; the distance between their samples against the distance to their own nearest training image.",
           _geometry_adaptive, {"seeds": [0, 1, 2], "steps": 2000, "n_samples": 400, "sample_steps": 50,
-                               "sizes": [16, 64, 512]},
+                               "sizes": [16, 512]},  # the check reads the ends; the full curve fills in between
           {"seeds": [0, 1, 2, 3, 4], "steps": 5000, "n_samples": 400, "sample_steps": 50,
            "sizes": [16, 32, 64, 128, 256, 512]}),
     Claim("sampling_noise", "Albergo, Boffi & Vanden-Eijnden 2023 (stochastic interpolants)",
