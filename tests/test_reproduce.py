@@ -43,11 +43,12 @@ SHARED_QUICK = ["fp8_training", "relay_snr", "gumbel_precision", "data_diet", "n
 @pytest.mark.parametrize("only", [pytest.param(SHARED_QUICK, id="shared"),
                                   pytest.param(None, id="all", marks=pytest.mark.slow)])
 def test_quick_profile_writes_the_report(only, shared_data, tmp_path, capsys):
-    """The quick profile end to end: each claim's notebook runs (or says it is full-profile only), each check that
-    runs gives its verdict with its effect (mean ± sd, 95 % interval, n = its seeds), index.html links every executed
-    notebook and figure, and the README's table of claims says what this run measured."""
+    """The quick profile end to end: each claim's notebook runs, each check gives its verdict with its effect
+    (mean ± sd, 95 % interval, n = its seeds), index.html links every executed notebook and figure and names the
+    long claims a whole quick run leaves out, and the README's table of claims says what this run measured (a long
+    claim's row what its own run measured: its quick settings alone, or the full profile)."""
     out = tmp_path / "reports"
-    keys = [k for k in reproduce.CLAIMS if only is None or k in only]
+    keys = [k for k in reproduce.claims_to_run("quick") if only is None or k in only]
     code = cli.main(["reproduce", "--profile", "quick", "--output", str(out), "--quiet", "--timeout", "600"]
                     + (["--only", ",".join(only)] if only else []))
     printed = capsys.readouterr().out
@@ -58,22 +59,22 @@ def test_quick_profile_writes_the_report(only, shared_data, tmp_path, capsys):
     for r in results:
         claim = reproduce.CLAIMS[r["key"]]
         said = readme[r["key"]]
-        assert said["verdict"] == reproduce.VERDICTS[r["status"]], (r["key"], said, r["status"], r["detail"])
-        if claim.quick is None:
-            assert r["status"] == "skipped"
-            continue
+        assert said["verdict"] == reproduce.verdict(r), (r["key"], said, r["status"], r["detail"])
         assert r["status"] in ("pass", "fail"), r  # a finding not reproduced here is a result; an error is not
         assert isinstance(r["effect"], float) and r["effect_label"] and r["seeds"] == claim.quick["seeds"]
         assert r["n"] == len(claim.quick["seeds"]) and r["effect_lo"] <= r["effect"] <= r["effect_hi"]
         assert said["effect"] == pytest.approx(r["effect"], abs=max(0.01, 0.05 * abs(r["effect"]))), r["key"]
         assert "cdn.bokeh.org" not in (out / r["figure"]).read_text()  # BokehJS inline: it draws offline
         assert r["seconds"] > 0 and r["machine"], r  # how long its notebook took, and where
+        assert (out / r["notebook"]).is_file()
     page = (out / "index.html").read_text()
     assert "Time: " in page and results[0]["machine"] in page
-    for r in results:
-        assert r["key"] in page
-        if r["status"] != "skipped":
-            assert (out / r["notebook"]).is_file() and r["notebook"] in page
+    assert all(r["key"] in page and r["notebook"] in page for r in results)
+    measured = {reproduce.verdict({"status": s, "profile": p}) for s in ("pass", "fail") for p in reproduce.PROFILES}
+    for key in set(reproduce.CLAIMS) - set(reproduce.claims_to_run("quick")):
+        assert readme[key]["verdict"] in measured and readme[key]["effect"] is not None, key
+        if only is None:  # no full-profile results in this fresh folder: the page says how to run the claim
+            assert f"reproduce --only {key}`" in page
     assert code == 0 and str(out / "index.html") in printed
 
 
@@ -134,17 +135,23 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     path = tmp_path / "out" / "reproduce" / "results.json"
     stored = json.loads(path.read_text())
     full_elr = dict(fine, key="elr", profile="full", detail="measured at full settings")
-    stored += [dict(fine, key="retired_claim"), full_elr]
+    full_ambient = dict(fine, key="ambient", profile="full", status="pass", detail="ambient at full settings")
+    stored += [dict(fine, key="retired_claim"), full_elr, full_ambient]
     path.write_text(json.dumps(stored))
     again, index = reproduce.run_all("quick", tmp_path / "out", folder, cli.ensure_kernel("workbench"),
                                      keys=["early_learning"], timeout=300, progress=False)
     assert [r["key"] for r in again] == ["early_learning"]
     kept = json.loads(path.read_text())
     assert [(r["key"], r["profile"]) for r in kept] == [("early_learning", "quick"), ("noisyquant", "quick"),
-                                                        ("elr", "full")]  # not the retired one
-    assert kept[1]["detail"] == fine["detail"] and kept[1]["seconds"] == fine["seconds"] and kept[2] == full_elr
+                                                        ("ambient", "full"), ("elr", "full")]  # not the retired one
+    assert kept[1]["detail"] == fine["detail"] and kept[1]["seconds"] == fine["seconds"] and kept[3] == full_elr
     page = index.read_text()
     assert "a broken check" in page and fine["detail"][:40] in page and "measured at full settings" not in page
+    # the long claims a whole quick run leaves out: by their full-profile result where the folder holds one, else
+    # how to run them
+    assert "reproduced (full profile)" in page and "ambient at full settings" in page
+    assert "not run (long)" in page and "reproduce --only mdm_sampling_precision`" in page
+    assert "(1 of them, long claims a whole quick run leaves out, at the full profile)" in page
     assert 'href="full.html"' in page and "measured at full settings" in (tmp_path / "out" / "full.html").read_text()
     assert again[0]["notebook"] == "reproduce/early_learning-quick.html"  # each profile's notebook of its own
 
@@ -224,3 +231,12 @@ def test_a_runs_last_finite_value_and_where_a_rising_curve_crosses_a_level():
     xs, ys = np.array([0.1, 1.0, 10.0]), np.array([0.01, 0.1, 1.0])  # y = x / 10: a straight line in log-log
     assert np.isclose(reproduce._rise_crossing(xs, ys, 0.3), 3.0)
     assert np.isnan(reproduce._rise_crossing(xs, ys, 2.0)) and np.isnan(reproduce._rise_crossing(xs, ys, 0.001))
+
+
+def test_a_whole_quick_run_leaves_out_the_long_claims_only():
+    long = {k for k, c in reproduce.CLAIMS.items() if c.long}
+    assert long and reproduce.claims_to_run("full") == list(reproduce.CLAIMS)  # the full profile runs every claim
+    assert reproduce.claims_to_run("quick") == [k for k in reproduce.CLAIMS if k not in long]
+    assert reproduce.claims_to_run("quick", ["ambient"]) == ["ambient"]  # named, a long claim runs at quick settings
+    said = reproduce.expected(cli.REPO / "no_such_folder", None, "quick")
+    assert said == ""  # nothing ran there yet
