@@ -152,6 +152,9 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert "reproduced (full profile)" in page and "ambient at full settings" in page
     assert "not run (long)" in page and "reproduce --only mdm_sampling_precision`" in page
     assert "(1 of them, long claims a whole quick run leaves out, at the full profile)" in page
+    rows = reproduce.readme_results(tmp_path / "out", again, "quick")  # what `--readme` writes: the page's rows
+    assert [(r["key"], r["profile"]) for r in rows] == [("early_learning", "quick"), ("ambient", "full")]
+    assert reproduce.verdict(rows[1]) == "reproduced (full profile)"
     assert 'href="full.html"' in page and "measured at full settings" in (tmp_path / "out" / "full.html").read_text()
     assert again[0]["notebook"] == "reproduce/early_learning-quick.html"  # each profile's notebook of its own
 

@@ -439,7 +439,8 @@ def cmd_reproduce(args) -> int:
         effect = "" if r.get("effect") is None else f"  effect {reproduce.effect_text(r)} ({r['effect_label']})"
         print(f"{r['status']:>7}  {r['key']}{effect}")
     print(f"{index} ({len(results)} claim{'s' * (len(results) != 1)} in {wall / 60:.1f} min)")
-    if args.readme and reproduce.write_readme(REPO / "README.md", results):
+    rows = reproduce.readme_results(out, results, args.profile)
+    if args.readme and reproduce.write_readme(REPO / "README.md", rows):
         print(f"{REPO / 'README.md'}: the claims table updated")
     bad = ("error", "fail") if args.strict else ("error",)  # "not reproduced here" is a result, not an error
     return 1 if any(r["status"] in bad for r in results) else 0

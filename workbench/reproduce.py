@@ -2048,6 +2048,27 @@ def verdict(r: dict, profile: str = "quick") -> str:
     return said if r.get("profile", profile) == profile else f"{said} ({r['profile']} profile)"
 
 
+def quick_page(kept: list[dict]) -> list[dict]:
+    """The quick report's rows from a folder's results (every profile's): each claim's quick result, and the long
+    claims a whole quick run leaves out by their full-profile results (else a row saying how to run them)."""
+    pairs = {(r["key"], r.get("profile")): r for r in kept}
+    return [pairs[k, "quick"] if (k, "quick") in pairs else _left_out(k, pairs)
+            for k in CLAIMS if (k, "quick") in pairs or CLAIMS[k].long]
+
+
+def readme_results(out: Path, results: list[dict], profile: str) -> list[dict]:
+    """The rows `--readme` writes after a run: its results, and after a quick run the full-profile results its
+    report shows for the long claims it left out (the README's table says what the quick report says)."""
+    if profile != "quick":
+        return results
+    try:
+        kept = json.loads((out / "reproduce" / "results.json").read_text())
+    except (OSError, ValueError):
+        return results
+    ran = {r["key"] for r in results}
+    return results + [r for r in quick_page(kept) if r["key"] not in ran and r.get("profile") == "full"]
+
+
 def _left_out(key: str, held: dict) -> dict:
     """What the quick report says of a long claim a whole quick run left out: its full-profile result when the
     folder holds one, else that it was not run and how to run it."""
@@ -2252,10 +2273,8 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
         kept = _merged(folder / "results.json", [results[k] for k in keys if k in results], profile)
         by_profile = {p: [r for r in kept if r.get("profile") == p] for p in PROFILES}
         held = {p: len(rs) for p, rs in by_profile.items() if rs}
-        if by_profile["quick"]:  # the quick report names every claim: the long ones by their full results
-            pairs = {(r["key"], r["profile"]): r for r in kept}
-            by_profile["quick"] = [pairs[k, "quick"] if (k, "quick") in pairs else _left_out(k, pairs)
-                                   for k in CLAIMS if (k, "quick") in pairs or CLAIMS[k].long]
+        if by_profile["quick"]:
+            by_profile["quick"] = quick_page(kept)
         pages = [(out / f"{p}.html", report(rs, p, held)) for p, rs in by_profile.items() if rs]
         for path, text in [(folder / "results.json", json.dumps(kept, indent=2, default=float)),
                            (index, report(by_profile[profile], profile, held)), *pages]:
