@@ -75,6 +75,7 @@ def test_filter_overlay_tag_export_delete(store, runs):
         assert "test_acc" in back
     exported = page._html().read().lower()
     assert "<html" in exported and "cdn.bokeh.org" not in exported  # BokehJS inline: the file draws offline
+    assert "cdn.holoviz.org" not in exported  # and Panel's stylesheets
     page.table.selection = [list(page.table.value["id"]).index(a.id)]
     page.new_tags.value = "baseline, keep"
     page._act(page._set_tags)

@@ -65,6 +65,7 @@ def test_quick_profile_writes_the_report(only, shared_data, tmp_path, capsys):
         assert r["n"] == len(claim.quick["seeds"]) and r["effect_lo"] <= r["effect"] <= r["effect_hi"]
         assert said["effect"] == pytest.approx(r["effect"], abs=max(0.01, 0.05 * abs(r["effect"]))), r["key"]
         assert "cdn.bokeh.org" not in (out / r["figure"]).read_text()  # BokehJS inline: it draws offline
+        assert "cdn.holoviz.org" not in (out / r["figure"]).read_text()  # and Panel's stylesheets
         assert r["seconds"] > 0 and r["machine"], r  # how long its notebook took, and where
         assert (out / r["notebook"]).is_file()
     page = (out / "index.html").read_text()

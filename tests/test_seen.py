@@ -133,3 +133,26 @@ def test_the_index_draws_each_studys_headline_from_its_stored_runs(server, brows
         cls = get_study(study)
         assert card["label"] == f"{cls.label(cls.headline)} over {cls.axis}s", card
         assert card["points"] >= 2 and card["pixels"] > 100, card  # a drawn curve, in colour
+
+
+def test_a_saved_figure_draws_offline_without_errors(browser, tmp_path):
+    """The report's figures and the run browser's HTML export are single files for a machine without the network:
+    opened with every request off the disk refused, each panel draws and the console stays clean (Panel's layout
+    stylesheets, which hv.save links from its CDN, are inlined)."""
+    import holoviews as hv
+
+    from workbench.viz.plots import standalone_html
+
+    fig = (hv.Bars([("plain", 0.57), ("transition-aware", 1.0)], "loss", "share").opts(title="bars")
+           + hv.Curve(([0, 1, 2, 3], [3.0, 2.0, 1.5, 1.2]), "step", "loss").opts(title="curve")).cols(1)
+    path = tmp_path / "figure.html"
+    path.write_text(standalone_html(fig))
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    console, asked = Console(page), []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+               else (asked.append(route.request.url), route.abort()))
+    page.goto(path.as_uri())
+    drawn = audit(page, "a saved figure", at_least=2, shot="saved-figure")
+    assert {f["title"] for f in drawn} == {"bars", "curve"}
+    assert not asked and not console.errors, (asked, console.errors)
+    page.close()

@@ -2013,11 +2013,11 @@ def check(key: str, profile: str = "quick") -> dict:
 
 def save(result: dict, path: str | Path, figure_path: str | Path | None = None) -> None:
     """Write a result as JSON (and its figure as HTML next to it)."""
-    import holoviews as hv
+    from .viz.plots import standalone_html
 
     fig = result.get("figure")
     if fig is not None and figure_path:
-        hv.save(fig, str(figure_path), backend="bokeh", resources="inline")  # opens offline too
+        Path(figure_path).write_text(standalone_html(fig))  # opens offline too
     data = {k: v for k, v in result.items() if k != "figure"}
     data["figure"] = Path(figure_path).name if fig is not None and figure_path else None
     Path(path).write_text(json.dumps(data, indent=2, default=float))

@@ -24,7 +24,7 @@ from ..runs.store import STATUSES, check_tags
 from ..studies import get as get_study, names as study_names
 from .markup import escape
 from .owners import Visitor
-from .plots import PALETTE, label
+from .plots import PALETTE, label, standalone_html
 
 MAX_ROWS = 500  # newest runs listed
 
@@ -348,10 +348,7 @@ class RunBrowser:
         return io.BytesIO(netcdf_zip(self.store, self.selected_ids()))
 
     def _html(self):
-        buf = io.StringIO()
-        hv.save(self.plot.object, buf, backend="bokeh", fmt="html", resources="inline")  # opens offline too
-        buf.seek(0)
-        return buf
+        return io.StringIO(standalone_html(self.plot.object))  # opens offline too
 
     def panel(self) -> pn.viewable.Viewable:
         if pn.state.location is not None:  # filters in the URL: ./runs?study=grokking (an index card links so)

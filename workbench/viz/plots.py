@@ -780,3 +780,34 @@ def schedule_preview(values: dict) -> hv.Overlay:
 #: live previews on a study page: {study: (the dials they depend on, values -> plot)}
 PREVIEWS = {"diffusion": (("schedule", "schedule_params", "input_scale", "train_schedule", "train_schedule_params",
                            "zero_terminal_snr", "sample_steps", "spacing"), schedule_preview)}
+
+
+_PANEL_CSS = re.compile(r'\{"type":"object","name":"ImportedStyleSheet","id":"([^"]+)","attributes":\{"url":'
+                        r'"https://cdn\.holoviz\.org/panel/[^/"]+/dist/([^"?]+)(?:\?[^"]*)?"\}\}')
+
+
+_PANEL_ICON = re.compile(r'<link rel="[a-z -]*icon"[^>]*href="https://cdn\.holoviz\.org/[^"]*"[^>]*>')
+
+
+def standalone_html(fig) -> str:
+    """A figure as one HTML file that draws offline: BokehJS inline, and the Panel stylesheets its layout links
+    from Panel's CDN (which `hv.save(resources="inline")` still does: a browser without the network logs an error
+    for each) inlined from the installed Panel's own files; the CDN's page icons left out."""
+    import io
+    import json
+    from pathlib import Path
+
+    import panel
+
+    buf = io.StringIO()
+    hv.save(fig, buf, backend="bokeh", fmt="html", resources="inline")
+    dist = Path(panel.__file__).parent / "dist"
+
+    def inline(m: re.Match) -> str:
+        path = dist / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        css = json.dumps(path.read_text()).replace("</", "<\\/")  # inside a <script> element: no '</'
+        return f'{{"type":"object","name":"InlineStyleSheet","id":"{m.group(1)}","attributes":{{"css":{css}}}}}'
+
+    return _PANEL_ICON.sub("", _PANEL_CSS.sub(inline, buf.getvalue()))  # the page's icons: none, not the CDN's
