@@ -697,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="run the reproduction notebooks; write data/reports/index.html")
     s.add_argument("--profile", choices=["quick", "full"], default="quick",
-                   help="quick: small, the long claims left out (about 13 min on 2 CPU cores with --jobs 2); "
+                   help="quick: small, the long claims left out (11 min on 2 CPU cores with --jobs 2); "
                         "full: every claim, longer runs, more seeds")
     s.add_argument("--only", help="comma-separated claims (default: all)")
     s.add_argument("--output", help="report folder (default: data/reports)")

@@ -3,9 +3,9 @@
 `check(key, profile)` trains the models and returns {passed, effect, effect_label, detail, seeds, figure}; the
 notebooks in notebooks/reproduce/ (one per claim, `workbench notebook sync` writes them) call it; `workbench
 reproduce [--profile quick|full]` runs them under papermill and writes data/reports/index.html. The quick profile is
-small (two to eight seeds, short runs) and a whole run of it is sized for the test budget (15 minutes on two cores): the
-long claims, whose quick settings take over 3 minutes on one core, are left out of it and shown by their
-full-profile results (`--only` runs them at their quick settings). The full profile runs every claim with longer
+small (two to eight seeds, short runs) and a whole run of it fits the test budget (15 minutes on two cores; 10.7
+with --jobs 2): the long claims, whose quick settings take over 3 minutes on one core, are left out of it and shown
+by their full-profile results (`--only` runs them at their quick settings). The full profile runs every claim with longer
 runs and more seeds, for users and GPU machines.
 """
 from __future__ import annotations
