@@ -1,7 +1,10 @@
 """HoloViews plots of runs: the same functions feed notebooks (inline), the apps and exported figures."""
 from __future__ import annotations
 
+import io
+import json
 import re
+from pathlib import Path
 
 import holoviews as hv
 import numpy as np
@@ -411,8 +414,6 @@ def diffusion_plots(run_or_ds, model: int = 0) -> hv.Layout:
                                **panel))
     params = ds.attrs.get("config")
     if params:
-        import json
-
         p = json.loads(params) if isinstance(params, str) else params
         items.append(schedule_curves(p).opts(title=f"schedule {p['schedule']}", show_grid=True, **panel))
     if "loss_by_t" in ds:
@@ -793,10 +794,6 @@ def standalone_html(fig) -> str:
     """A figure as one HTML file that draws offline: BokehJS inline, and the Panel stylesheets its layout links
     from Panel's CDN (which `hv.save(resources="inline")` still does: a browser without the network logs an error
     for each) inlined from the installed Panel's own files; the CDN's page icons left out."""
-    import io
-    import json
-    from pathlib import Path
-
     import panel
 
     buf = io.StringIO()
