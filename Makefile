@@ -11,6 +11,7 @@ PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: setup serve test test-all bench browser kernel reproduce clean
 PROFILE ?= full
+JOBS ?= 1
 
 setup: $(VENV)/.installed
 
@@ -53,7 +54,7 @@ bench: setup browser
 	$(BIN)/python bench/bench_load.py
 
 reproduce: kernel
-	$(BIN)/workbench reproduce --profile $(PROFILE)
+	$(BIN)/workbench reproduce --profile $(PROFILE) --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

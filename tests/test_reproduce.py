@@ -95,6 +95,49 @@ def test_the_readme_table_updates_only_the_claims_rerun(tmp_path):
     assert not reproduce.write_readme(readme, [rerun])  # nothing new: unchanged
 
 
+def test_the_profiles_table_says_each_profiles_verdict_effect_and_time(tmp_path):
+    """`--readme` writes the table of both profiles whole from every result the report folder holds: per claim the
+    quick verdict and time, the full verdict, effect and time, '—' where a profile has not run it, a long claim
+    never run at the quick profile as left out, and each profile's count and time added up."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n{reproduce.PROFILES_START}\nold\n"
+                      f"{reproduce.PROFILES_END}\nafter\n")
+    one = {"paper": "P", "effect_label": "e", "effect_sd": 0.01, "n": 5, "effect_lo": 0.0, "effect_hi": 1.0}
+    kept = [dict(one, key="elr", profile="quick", status="pass", effect=0.2, seconds=30.0, machine="cpu, 2 cores"),
+            dict(one, key="elr", profile="full", status="fail", effect=0.05, seconds=150.0, machine="cpu, 2 cores"),
+            dict(one, key="ambient", profile="full", status="pass", effect=1.5, seconds=1200.0, machine="H100"),
+            dict(one, key="dropout", profile="full", status="error", effect=None, machine="cpu, 2 cores")]
+    assert reproduce.write_readme(readme, kept[:1], kept)
+    text = readme.read_text()
+    rows = reproduce.profiles_rows(text)
+    assert set(rows) == set(reproduce.CLAIMS) and "old" not in text and text.endswith("after\n")
+    assert rows["elr"] == {"quick": "reproduced", "full": "not reproduced here"}
+    assert rows["ambient"] == {"quick": "left out (long)", "full": "reproduced"}
+    assert rows["dropout"] == {"quick": "—", "full": "error"} and rows["noisyquant"] == {"quick": "—", "full": "—"}
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 30 s |" in lines["`elr`"] and "+0.050 ± 0.010 (n=5) | 2.5 min |" in lines["`elr`"]
+    assert "| 20.0 min (H100) |" in lines["`ambient`"]  # a time from another machine than its profile's names it
+    assert lines["all"] == "| all | 1 of 1 reproduced | 30 s | 1 of 3 reproduced | | 22.5 min |"
+    assert "Machines: quick profile: cpu, 2 cores; full profile: cpu, 2 cores." in text
+    assert reproduce.profiles_rows(text.replace(reproduce.PROFILES_END, "")) == {}
+    other = tmp_path / "other.md"
+    other.write_text(f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n")
+    with pytest.raises(ConfigError, match="profiles table"):  # a README without its markers: said, not guessed
+        reproduce.write_readme(other, [], kept)
+    assert other.read_text() == f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n"  # and left as it was
+
+
+def test_the_readmes_two_tables_agree():
+    """The claims table says each claim's quick verdict, or a long claim's full one marked as such; the profiles
+    table under it says the same, and both list every registered claim."""
+    text = (cli.REPO / "README.md").read_text()
+    claims, profiles = reproduce.readme_rows(text), reproduce.profiles_rows(text)
+    assert set(claims) == set(profiles) == set(reproduce.CLAIMS)
+    for key, said in claims.items():
+        at = "full" if said["verdict"].endswith(" (full profile)") else "quick"
+        assert profiles[key][at] == said["verdict"].removesuffix(" (full profile)"), (key, said, profiles[key])
+
+
 def test_a_bar_in_a_label_stays_inside_its_cell():
     r = {"key": "elr", "paper": "A | B 2020", "status": "pass", "effect": 0.5, "effect_sd": 0.1, "n": 3,
          "effect_lo": 0.3, "effect_hi": 0.7, "effect_label": "mean |x − y|"}
@@ -170,10 +213,11 @@ def test_claims_run_in_parallel_kernels_with_a_share_of_the_cores_each(tmp_path)
     keys = ["early_learning", "elr", "dropout"]
     for key in keys:  # each notebook says which kernel ran it and the threads it was given, as its "error"
         _claim_notebook(folder, key, "import os\nraise ValueError(f\"{os.getpid()} {os.environ['OMP_NUM_THREADS']}\")")
-    earlier = tmp_path / "results.json"
-    earlier.write_text(json.dumps([{"key": "elr", "profile": "quick", "seconds": 5.0},
-                                   {"key": "dropout", "profile": "quick", "seconds": 50.0},
-                                   {"key": "early_learning", "profile": "full", "seconds": 500.0}]))
+    earlier = tmp_path / "earlier"
+    (earlier / "reproduce").mkdir(parents=True)
+    (earlier / "reproduce" / "results.json").write_text(json.dumps([
+        {"key": "elr", "profile": "quick", "seconds": 5.0}, {"key": "dropout", "profile": "quick", "seconds": 50.0},
+        {"key": "early_learning", "profile": "full", "seconds": 500.0}]))
     assert reproduce._longest_first(keys, earlier, "quick") == \
         ["early_learning", "dropout", "elr"]  # never timed here at this profile first, then the longest
     out = tmp_path / "out"

@@ -440,8 +440,8 @@ def cmd_reproduce(args) -> int:
         print(f"{r['status']:>7}  {r['key']}{effect}")
     print(f"{index} ({len(results)} claim{'s' * (len(results) != 1)} in {wall / 60:.1f} min)")
     rows = reproduce.readme_results(out, results, args.profile)
-    if args.readme and reproduce.write_readme(REPO / "README.md", rows):
-        print(f"{REPO / 'README.md'}: the claims table updated")
+    if args.readme and reproduce.write_readme(REPO / "README.md", rows, reproduce.stored(out)):
+        print(f"{REPO / 'README.md'}: the claims and profiles tables updated")
     bad = ("error", "fail") if args.strict else ("error",)  # "not reproduced here" is a result, not an error
     return 1 if any(r["status"] in bad for r in results) else 0
 
@@ -698,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reproduce", help="run the reproduction notebooks; write data/reports/index.html")
     s.add_argument("--profile", choices=["quick", "full"], default="quick",
                    help="quick: small, the long claims left out (11 min on 2 CPU cores with --jobs 2); "
-                        "full: every claim, longer runs, more seeds")
+                        "full: every claim, longer runs, more seeds (about 2 h on 2 CPU cores with --jobs 2, "
+                        "resolution_shift aside: a GPU job)")
     s.add_argument("--only", help="comma-separated claims (default: all)")
     s.add_argument("--output", help="report folder (default: data/reports)")
     s.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
@@ -709,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--strict", action="store_true", help="exit 1 when a finding is not reproduced (not only on errors)")
     s.add_argument("--readme", action="store_true",
-                   help="write the results' rows of the claims table in README.md (the other rows are kept)")
+                   help="write the results' rows of the claims table in README.md (the other rows are kept), and "
+                        "its table of both profiles' verdicts and times from every result the report folder holds")
     s.set_defaults(func=cmd_reproduce)
     s = sub.add_parser("serve", help="the dashboard (panel serve apps/*.py), bound to localhost; "
                                      "extra options such as --basic-auth are passed to panel")

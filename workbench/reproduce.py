@@ -6,13 +6,15 @@ reproduce [--profile quick|full]` runs them under papermill and writes data/repo
 small (two to eight seeds, short runs) and a whole run of it fits the test budget (15 minutes on two cores; 10.7
 with --jobs 2): the long claims, whose quick settings take over 3 minutes on one core, are left out of it and shown
 by their full-profile results (`--only` runs them at their quick settings). The full profile runs every claim with longer
-runs and more seeds, for users and GPU machines.
+runs and more seeds: about 2 hours on two cores with --jobs 2, but for `resolution_shift`, whose full settings are a
+GPU job (`bench/estimate_resolution_shift.py` measures what they cost on a machine).
 """
 from __future__ import annotations
 
 import html
 import json
 import math
+import textwrap
 import time
 import uuid
 from dataclasses import dataclass
@@ -2061,12 +2063,17 @@ def readme_results(out: Path, results: list[dict], profile: str) -> list[dict]:
     report shows for the long claims it left out (the README's table says what the quick report says)."""
     if profile != "quick":
         return results
-    try:
-        kept = json.loads((out / "reproduce" / "results.json").read_text())
-    except (OSError, ValueError):
-        return results
     ran = {r["key"] for r in results}
-    return results + [r for r in quick_page(kept) if r["key"] not in ran and r.get("profile") == "full"]
+    return results + [r for r in quick_page(stored(out)) if r["key"] not in ran and r.get("profile") == "full"]
+
+
+def stored(out: Path) -> list[dict]:
+    """Every result a report folder holds (both profiles'), as its reproduce/results.json lists them; [] if none."""
+    try:
+        earlier = json.loads((Path(out) / "reproduce" / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in earlier if isinstance(r, dict) and "key" in r] if isinstance(earlier, list) else []
 
 
 def _left_out(key: str, held: dict) -> dict:
@@ -2106,27 +2113,99 @@ def readme_rows(text: str) -> dict[str, dict]:
     return out
 
 
-def write_readme(path: Path, results: list[dict]) -> bool:
+PROFILES_START, PROFILES_END = ("<!-- profiles table: workbench reproduce --readme -->",
+                                "<!-- end of the profiles table -->")
+
+
+def profiles_table(kept: list[dict]) -> str:
+    """The README's table of both profiles from a report folder's results (`stored`): each claim's verdict and time
+    at the quick profile, its verdict, effect and time at the full one ('—' where it has not run there), each
+    profile's count and its claims' times added up, and the machine the times are from (a time from another machine
+    than most of its profile's names its own)."""
+    from collections import Counter
+
+    pairs = {(r["key"], r.get("profile")): r for r in kept}
+    usual = {p: Counter(str(r.get("machine")) for r in kept if r.get("profile") == p and r.get("machine"))
+             for p in PROFILES}
+    usual = {p: c.most_common(1)[0][0] for p, c in usual.items() if c}
+
+    def took(r: dict | None, p: str) -> str:
+        if r is None or r.get("seconds") is None:
+            return "—"
+        other = r.get("machine") and str(r["machine"]) != usual.get(p)
+        return _took(r) + (f" ({r['machine']})" if other else "")
+
+    rows = ["| claim | quick profile | time | full profile | effect at full settings | time |",
+            "|---|---|---|---|---|---|"]
+    for k in CLAIMS:
+        quick, full = pairs.get((k, "quick")), pairs.get((k, "full"))
+        unrun = "left out (long)" if CLAIMS[k].long else "—"
+        rows.append(f"| `{k}` | {_said(quick, unrun)} | {took(quick, 'quick')} | {_said(full, '—')} "
+                    f"| {_short_effect(full)} | {took(full, 'full')} |")
+    totals = []
+    for p in PROFILES:
+        mine = [r for r in kept if r.get("profile") == p]
+        ran = [r for r in mine if r["status"] in ("pass", "fail", "error")]
+        totals += [f"{sum(r['status'] == 'pass' for r in ran)} of {len(ran)} reproduced",
+                   _took({"seconds": sum(float(r.get("seconds") or 0) for r in mine)}) if mine else "—"]
+    rows.append(f"| all | {totals[0]} | {totals[1]} | {totals[2]} | | {totals[3]} |")
+    where = "; ".join(f"{p} profile: {m}" for p, m in usual.items())
+    said = ("Each time is its notebook's own, added up in the last row (claims that ran at the same time took less on "
+            f"the clock). Machines: {where}.")
+    return "\n".join(rows) + ("\n\n" + textwrap.fill(said, 118) if where else "")
+
+
+def _said(r: dict | None, missing: str) -> str:
+    return missing if r is None else f"**{VERDICTS.get(r['status'], r['status'])}**"
+
+
+def _short_effect(r: dict | None) -> str:
+    if r is None or r.get("effect") is None:
+        return "—"
+    return f"{r['effect']:+.3f} ± {float(r.get('effect_sd', float('nan'))):.3f} (n={int(r.get('n') or 0)})"
+
+
+def profiles_rows(text: str) -> dict[str, dict]:
+    """The profiles table of a README, read back: {key: {quick, full}}, each the verdict said ('—' where none)."""
+    if PROFILES_START not in text or PROFILES_END not in text:
+        return {}
+    out = {}
+    for line in text.split(PROFILES_START, 1)[1].split(PROFILES_END, 1)[0].splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            out[cells[0].strip("`")] = {"quick": cells[1], "full": cells[3]}
+    return out
+
+
+def write_readme(path: Path, results: list[dict], kept: list[dict] | None = None) -> bool:
     """Put the rows of `results` into the README's claims table between its markers, in the registry's order; the
     rows of claims not in `results` stay as they were (so `reproduce --only a,b --readme` updates those two), rows
-    of claims no longer registered go. True if it changed."""
+    of claims no longer registered go. With `kept` (every result the report folder holds) the profiles table is
+    written whole from it too. True if it changed."""
     import re
 
     text = Path(path).read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise ConfigError("readme", str(path), f"a README holding the markers {TABLE_START} and {TABLE_END}")
-    head, rest = text.split(TABLE_START, 1)
+    markers = [(TABLE_START, TABLE_END)] + ([(PROFILES_START, PROFILES_END)] if kept is not None else [])
+    for start, end in markers:
+        if start not in text or end not in text:
+            raise ConfigError("readme", str(path), f"a README holding the markers {start} and {end}")
     rows = {}
-    for line in rest.split(TABLE_END, 1)[0].splitlines():
+    for line in text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].splitlines():
         m = re.match(r"\|\s*`([a-z0-9_]+)`", line)
         if m:
             rows[m.group(1)] = line
     rows.update({r["key"]: _row(r) for r in results})
-    body = "\n".join(TABLE_HEAD + [rows[k] for k in CLAIMS if k in rows])
-    new = head + TABLE_START + "\n" + body + "\n" + TABLE_END + rest.split(TABLE_END, 1)[1]
+    new = _between(text, TABLE_START, TABLE_END, "\n".join(TABLE_HEAD + [rows[k] for k in CLAIMS if k in rows]))
+    if kept is not None:
+        new = _between(new, PROFILES_START, PROFILES_END, profiles_table(kept))
     if new != text:
         Path(path).write_text(new)
     return new != text
+
+
+def _between(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
 def report(results: list[dict], profile: str, held: dict | None = None) -> str:
@@ -2258,7 +2337,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     if jobs > 1:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     todo: queue.Queue = queue.Queue()
-    for key in _longest_first(keys, folder / "results.json", profile) if jobs > 1 else keys:
+    for key in _longest_first(keys, out, profile) if jobs > 1 else keys:
         todo.put(key)
     results: dict[str, dict] = {}
     bar = tqdm(total=len(keys), desc=f"reproduce ({profile})", unit="claim", disable=not progress)
@@ -2270,7 +2349,7 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
         """The report as it stands: each claim's result is kept as soon as it is known (an interrupted run keeps
         the claims it finished), each file replaced whole. results.json holds every profile's results; index.html
         is this profile's report, <profile>.html each profile's."""
-        kept = _merged(folder / "results.json", [results[k] for k in keys if k in results], profile)
+        kept = _merged(out, [results[k] for k in keys if k in results], profile)
         by_profile = {p: [r for r in kept if r.get("profile") == p] for p in PROFILES}
         held = {p: len(rs) for p, rs in by_profile.items() if rs}
         if by_profile["quick"]:
@@ -2318,14 +2397,10 @@ def run_all(profile: str, out: Path, notebooks: Path, kernel: str, keys=None, ti
     return [results[k] for k in keys if k in results], index
 
 
-def _longest_first(keys: list, path: Path, profile: str) -> list:
+def _longest_first(keys: list, out: Path, profile: str) -> list:
     """The claims ordered by their last time in this report folder at `profile`, longest first (claims never
     timed here first of all: they may be long), so that parallel kernels end near together."""
-    try:
-        earlier = {r["key"]: r.get("seconds") for r in json.loads(path.read_text())
-                   if isinstance(r, dict) and r.get("profile") == profile}
-    except (OSError, ValueError, KeyError, TypeError):
-        earlier = {}
+    earlier = {r["key"]: r.get("seconds") for r in stored(out) if r.get("profile") == profile}
     took = {k: earlier[k] if isinstance(earlier.get(k), (int, float)) else math.inf for k in keys}
     return sorted(keys, key=lambda k: -took[k])
 
@@ -2366,12 +2441,8 @@ def _execute(key: str, profile: str, km, env: dict, folder: Path, notebooks: Pat
 def expected(out: Path, keys, profile: str) -> str:
     """What the last runs in this report folder say the claims about to run will take: '' when none of them has a
     time there at this profile."""
-    try:
-        earlier = json.loads((out / "reproduce" / "results.json").read_text())
-    except (OSError, ValueError):
-        return ""
     keys = claims_to_run(profile, keys)
-    took = {r["key"]: r for r in earlier if isinstance(r, dict) and r.get("profile") == profile
+    took = {r["key"]: r for r in stored(out) if r.get("profile") == profile
             and isinstance(r.get("seconds"), (int, float)) and r["key"] in keys}
     if not took:
         return ""
@@ -2383,15 +2454,11 @@ def expected(out: Path, keys, profile: str) -> str:
             f"about {when} ({', '.join(machines)})")
 
 
-def _merged(path: Path, results: list[dict], profile: str) -> list[dict]:
+def _merged(out: Path, results: list[dict], profile: str) -> list[dict]:
     """The folder's results after a run of some claims at `profile`: these, and every other result it already
     holds — the other claims at this profile (a rerun of one claim keeps the rest of the report) and every claim at
     the other profiles (a full-profile run of one claim keeps the quick report) — by profile, in the registry's
     order; a claim no longer registered is dropped. Each result keeps its own time and machine."""
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
-        earlier = []
-    held = {(r["key"], r.get("profile")): r for r in earlier if isinstance(r, dict) and "key" in r}
+    held = {(r["key"], r.get("profile")): r for r in stored(out)}
     held.update({(r["key"], profile): r for r in results})
     return [held[k, p] for p in PROFILES for k in CLAIMS if (k, p) in held]

@@ -1,0 +1,65 @@
+"""What the `resolution_shift` claim costs at its full-profile settings, measured rather than guessed.
+
+Its full settings (3 resolutions × 5 input scales × 5 seeds = 75 convolutional denoisers of width 64 and depth 3,
+3,000 steps of 256 images, then 1,000 samples in 50 DDIM steps each) take far longer than anything else in the
+report. Every training runs on its own (the study steps each denoiser separately), so its cost is the sum of its
+runs. This script times one training per resolution at the full settings for two short step counts, through the
+same sweep call the claim makes, in a throw-away store: the difference gives the cost of a training step, the rest
+the run's fixed part (building the data, measuring, sampling). It prints both and the claim's total by them.
+
+    python bench/estimate_resolution_shift.py [--device cuda] [--steps 20 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: the study's own choice)")
+    ap.add_argument("--steps", type=int, nargs=2, default=[20, 100], help="the two short step counts timed")
+    args = ap.parse_args()
+    short, long_ = sorted(args.steps)
+    if short < 1 or long_ <= short:
+        ap.error(f"--steps: two different step counts of at least 1, got {args.steps}")
+    os.environ["WORKBENCH_DATA"] = tempfile.mkdtemp(prefix="workbench-estimate-")  # nothing cached, nothing kept
+    import torch
+
+    from workbench.reproduce import CLAIMS
+    from workbench.runs import sweep
+
+    s = CLAIMS["resolution_shift"].full
+    runs_per_side = len(s["scales"]) * len(s["seeds"])
+    rows, total = [], 0.0
+    for side in s["sides"]:
+        took = {}
+        for steps in (1, short, long_):  # the first, one step long, only warms up (its time not used)
+            started = time.perf_counter()
+            sweep("diffusion", {"input_scale": [s["scales"][0]]}, seeds=[0], progress=False, force=True,
+                  device=args.device, dataset="digits_images", resolution=side, denoiser="conv", width=s["width"],
+                  depth=s["depth"], batch_size=s["batch_size"], schedule="sigmoid", steps=steps, eval_every=steps,
+                  n_train=s["n_train"], n_samples=s["n_samples"], sample_steps=s["sample_steps"])
+            took[steps] = time.perf_counter() - started
+        per_step = max(0.0, (took[long_] - took[short]) / (long_ - short))
+        fixed = max(0.0, took[short] - short * per_step)
+        run = s["steps"] * per_step + fixed
+        total += runs_per_side * run
+        rows.append({"side": side, "seconds_per_step": per_step, "fixed_seconds": fixed, "seconds_per_run": run,
+                     "runs": runs_per_side})
+        print(f"{side}×{side}: {per_step * 1000:.0f} ms a training step, {fixed:.1f} s fixed; one run of "
+              f"{s['steps']} steps {run / 60:.1f} min; {runs_per_side} runs {runs_per_side * run / 3600:.2f} h",
+              flush=True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    print(f"resolution_shift at full settings: about {total / 3600:.1f} h on {where} (torch {torch.__version__})")
+    print(json.dumps({"device": where, "total_hours": total / 3600, "per_side": rows}))
+
+
+if __name__ == "__main__":
+    main()
