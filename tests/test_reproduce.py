@@ -127,6 +127,38 @@ def test_the_profiles_table_says_each_profiles_verdict_effect_and_time(tmp_path)
     assert other.read_text() == f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n"  # and left as it was
 
 
+def test_reproduce_readme_writes_both_tables_from_the_report_folder(tmp_path, monkeypatch, capsys):
+    """`workbench reproduce --only elr --readme`: the README's claims table gets the claim just run and the long
+    claims' full-profile rows the quick report shows, its profiles table every result the folder holds (the
+    notebooks' runner is replaced here: test_quick_profile_writes_the_report runs it)."""
+    out, repo = tmp_path / "out", tmp_path / "repo"
+    (out / "reproduce").mkdir(parents=True)
+    repo.mkdir()
+    (repo / "README.md").write_text(f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n{reproduce.PROFILES_START}\n"
+                                    f"{reproduce.PROFILES_END}\n")
+    one = {"paper": "P", "effect_label": "e", "effect_sd": 0.01, "n": 3, "effect_lo": 0.0, "effect_hi": 1.0,
+           "machine": "cpu, 2 cores"}
+    ran = dict(one, key="elr", profile="quick", status="pass", effect=0.2, seconds=30.0)
+    kept = [ran, dict(one, key="ambient", profile="full", status="fail", effect=2.7, seconds=1150.0)]
+    (out / "reproduce" / "results.json").write_text(json.dumps(kept))
+
+    def run_all(profile, folder, notebooks, kernel, keys, **kw):
+        assert (profile, keys) == ("quick", ["elr"])
+        return [ran], folder / "index.html"
+
+    monkeypatch.setattr(reproduce, "run_all", run_all)
+    monkeypatch.setattr(cli, "ensure_kernel", lambda name: name)
+    monkeypatch.setattr(cli, "REPO", repo)
+    assert cli.main(["reproduce", "--only", "elr", "--readme", "--quiet", "--output", str(out)]) == 0
+    assert "the claims and profiles tables updated" in capsys.readouterr().out
+    text = (repo / "README.md").read_text()
+    claims, profiles = reproduce.readme_rows(text), reproduce.profiles_rows(text)
+    assert {k: v["verdict"] for k, v in claims.items()} == {"elr": "reproduced",
+                                                            "ambient": "not reproduced here (full profile)"}
+    assert profiles["elr"] == {"quick": "reproduced", "full": "—"}
+    assert profiles["ambient"] == {"quick": "left out (long)", "full": "not reproduced here"}
+
+
 def test_the_readmes_two_tables_agree():
     """The claims table says each claim's quick verdict, or a long claim's full one marked as such; the profiles
     table under it says the same, and both list every registered claim."""
@@ -196,7 +228,7 @@ def test_a_failing_notebook_is_an_error_and_the_next_one_still_runs(shared_data,
     assert "reproduced (full profile)" in page and "ambient at full settings" in page
     assert "not run (long)" in page and "reproduce --only mdm_sampling_precision`" in page
     assert "(1 of them, long claims a whole quick run leaves out, at the full profile)" in page
-    rows = reproduce.readme_results(tmp_path / "out", again, "quick")  # what `--readme` writes: the page's rows
+    rows = reproduce.readme_results(again, "quick", reproduce.stored(tmp_path / "out"))  # what `--readme` writes: the page's rows
     assert [(r["key"], r["profile"]) for r in rows] == [("early_learning", "quick"), ("ambient", "full")]
     assert reproduce.verdict(rows[1]) == "reproduced (full profile)"
     assert 'href="full.html"' in page and "measured at full settings" in (tmp_path / "out" / "full.html").read_text()

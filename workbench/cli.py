@@ -439,9 +439,10 @@ def cmd_reproduce(args) -> int:
         effect = "" if r.get("effect") is None else f"  effect {reproduce.effect_text(r)} ({r['effect_label']})"
         print(f"{r['status']:>7}  {r['key']}{effect}")
     print(f"{index} ({len(results)} claim{'s' * (len(results) != 1)} in {wall / 60:.1f} min)")
-    rows = reproduce.readme_results(out, results, args.profile)
-    if args.readme and reproduce.write_readme(REPO / "README.md", rows, reproduce.stored(out)):
-        print(f"{REPO / 'README.md'}: the claims and profiles tables updated")
+    if args.readme:
+        kept = reproduce.stored(out)
+        if reproduce.write_readme(REPO / "README.md", reproduce.readme_results(results, args.profile, kept), kept):
+            print(f"{REPO / 'README.md'}: the claims and profiles tables updated")
     bad = ("error", "fail") if args.strict else ("error",)  # "not reproduced here" is a result, not an error
     return 1 if any(r["status"] in bad for r in results) else 0
 

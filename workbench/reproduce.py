@@ -2058,13 +2058,14 @@ def quick_page(kept: list[dict]) -> list[dict]:
             for k in CLAIMS if (k, "quick") in pairs or CLAIMS[k].long]
 
 
-def readme_results(out: Path, results: list[dict], profile: str) -> list[dict]:
+def readme_results(results: list[dict], profile: str, kept: list[dict]) -> list[dict]:
     """The rows `--readme` writes after a run: its results, and after a quick run the full-profile results its
-    report shows for the long claims it left out (the README's table says what the quick report says)."""
+    report shows for the long claims it left out (the README's table says what the quick report says); `kept` is
+    every result the report folder holds (`stored`)."""
     if profile != "quick":
         return results
     ran = {r["key"] for r in results}
-    return results + [r for r in quick_page(stored(out)) if r["key"] not in ran and r.get("profile") == "full"]
+    return results + [r for r in quick_page(kept) if r["key"] not in ran and r.get("profile") == "full"]
 
 
 def stored(out: Path) -> list[dict]:
