@@ -9,7 +9,7 @@ PORT   ?= 5006
 # cluster) are built once; one torch thread per process (tests/conftest.py)
 PYTEST_ARGS ?= -n 2 --dist loadscope
 
-.PHONY: setup serve test test-all bench browser kernel reproduce clean
+.PHONY: setup serve test test-all bench browser kernel reproduce clean gpu-wheels
 PROFILE ?= full
 JOBS ?= 1
 
@@ -43,6 +43,11 @@ test: setup browser
 # Everything, the long reproduction runs included.
 test-all: setup browser
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+# The pure-Python packages a GPU machine's image lacks, as wheels for bench/gpu_session.sh (carried as .whl/).
+gpu-wheels: setup
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux2014_x86_64 -d .whl h5netcdf==1.8.3 param==2.4.2 platformdirs==4.14.9
 
 bench: setup browser
 	$(BIN)/python bench/bench_ensemble.py

@@ -3,14 +3,15 @@
 Its full settings (3 resolutions × 5 input scales × 5 seeds = 75 convolutional denoisers of width 64 and depth 3,
 3,000 steps of 256 images, then 1,000 samples in 50 DDIM steps each) take far longer than anything else in the
 report. Every training runs on its own (the study steps each denoiser separately), so its cost is the sum of its
-runs. This script times one training per resolution at the full settings for two short step counts, through the
-same sweep call the claim makes, in a throw-away store: the difference gives the cost of a training step, the rest
-the run's fixed part (building the data, measuring, sampling). It prints both and the claim's total by them.
+runs. This script times one training per resolution at the full settings, through the same sweep call the claim
+makes, in a throw-away store: two short runs with few samples give the cost of a training step (their difference:
+the fixed part, small there, cancels), and one short run with the full samples gives the run's fixed part
+(building the data, sampling at every measurement's step counts, the probes). It prints both and the claim's total.
 
     python bench/estimate_resolution_shift.py [--device cuda] [--steps 20 100] [--sides 16 32]
 
-On a CPU the larger sides are slow to time even briefly (a 32×32 step of 256 images takes seconds): time them with
-fewer steps (`--steps 2 6`), one side at a time if need be; the total then covers the sides timed.
+On a CPU the larger sides take minutes each (the fixed part of a 32×32 run alone is several); `--sides` times
+some of them, and the total then covers the sides timed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import os
 import platform
 import tempfile
 import time
+
+FEW = 16  # samples per measurement in the runs that time the training step (the study's least)
 
 
 def main() -> None:
@@ -35,8 +38,15 @@ def main() -> None:
     os.environ["WORKBENCH_DATA"] = tempfile.mkdtemp(prefix="workbench-estimate-")  # nothing cached, nothing kept
     import torch
 
+    from workbench.engine.context import pick_device
+    from workbench.errors import ConfigError
     from workbench.reproduce import CLAIMS
     from workbench.runs import sweep
+
+    try:
+        pick_device(args.device)  # a device this machine lacks: said before anything runs
+    except ConfigError as e:
+        ap.error(str(e))
 
     s = CLAIMS["resolution_shift"].full
     sides = args.sides or s["sides"]
@@ -45,16 +55,17 @@ def main() -> None:
     runs_per_side = len(s["scales"]) * len(s["seeds"])
     rows, total = [], 0.0
     for side in sides:
-        took = {}
-        for steps in (1, short, long_):  # the first, one step long, only warms up (its time not used)
+        def timed(steps: int, n_samples: int) -> float:
             started = time.perf_counter()
             sweep("diffusion", {"input_scale": [s["scales"][0]]}, seeds=[0], progress=False, force=True,
                   device=args.device, dataset="digits_images", resolution=side, denoiser="conv", width=s["width"],
                   depth=s["depth"], batch_size=s["batch_size"], schedule="sigmoid", steps=steps, eval_every=steps,
-                  n_train=s["n_train"], n_samples=s["n_samples"], sample_steps=s["sample_steps"])
-            took[steps] = time.perf_counter() - started
-        per_step = max(0.0, (took[long_] - took[short]) / (long_ - short))
-        fixed = max(0.0, took[short] - short * per_step)
+                  n_train=s["n_train"], n_samples=n_samples, sample_steps=s["sample_steps"])
+            return time.perf_counter() - started
+
+        timed(1, FEW)  # warms up (its time not used)
+        per_step = max(0.0, (timed(long_, FEW) - timed(short, FEW)) / (long_ - short))
+        fixed = max(0.0, timed(short, s["n_samples"]) - short * per_step)
         run = s["steps"] * per_step + fixed
         total += runs_per_side * run
         rows.append({"side": side, "seconds_per_step": per_step, "fixed_seconds": fixed, "seconds_per_run": run,
