@@ -700,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", choices=["quick", "full"], default="quick",
                    help="quick: small, the long claims left out (11 min on 2 CPU cores with --jobs 2); "
                         "full: every claim, longer runs, more seeds (about 2 h on 2 CPU cores with --jobs 2, "
-                        "resolution_shift aside: a GPU job)")
+                        "resolution_shift aside: about 67 h on 2 CPU cores, a GPU job)")
     s.add_argument("--only", help="comma-separated claims (default: all)")
     s.add_argument("--output", help="report folder (default: data/reports)")
     s.add_argument("--kernel", default="workbench", help="Jupyter kernel name (installed if missing)")
