@@ -44,10 +44,13 @@ test: setup browser
 test-all: setup browser
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
-# The pure-Python packages a GPU machine's image lacks, as wheels for bench/gpu_session.sh (carried as .whl/).
+# The pure-Python packages a GPU machine's image lacks, as wheels for bench/gpu_session.sh (carried as .whl/), at
+# the versions setup installed here.
+GPU_WHEELS = h5netcdf param platformdirs
 gpu-wheels: setup
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	    --platform manylinux2014_x86_64 -d .whl h5netcdf==1.8.3 param==2.4.2 platformdirs==4.14.9
+	    --platform manylinux2014_x86_64 -d .whl $$($(BIN)/python -c 'import sys; from importlib.metadata import \
+	    version; print(*(f"{p}=={version(p)}" for p in sys.argv[1:]))' $(GPU_WHEELS))
 
 bench: setup browser
 	$(BIN)/python bench/bench_ensemble.py
