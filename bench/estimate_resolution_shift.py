@@ -54,18 +54,18 @@ def main() -> None:
         ap.error(f"--sides: the claim's sides are {s['sides']}, got {sides}")
     runs_per_side = len(s["scales"]) * len(s["seeds"])
     rows, total = [], 0.0
-    for side in sides:
-        def timed(steps: int, n_samples: int) -> float:
-            started = time.perf_counter()
-            sweep("diffusion", {"input_scale": [s["scales"][0]]}, seeds=[0], progress=False, force=True,
-                  device=args.device, dataset="digits_images", resolution=side, denoiser="conv", width=s["width"],
-                  depth=s["depth"], batch_size=s["batch_size"], schedule="sigmoid", steps=steps, eval_every=steps,
-                  n_train=s["n_train"], n_samples=n_samples, sample_steps=s["sample_steps"])
-            return time.perf_counter() - started
+    def timed(side: int, steps: int, n_samples: int) -> float:  # one training at full settings but these
+        started = time.perf_counter()
+        sweep("diffusion", {"input_scale": [s["scales"][0]]}, seeds=[0], progress=False, force=True,
+              device=args.device, dataset="digits_images", resolution=side, denoiser="conv", width=s["width"],
+              depth=s["depth"], batch_size=s["batch_size"], schedule="sigmoid", steps=steps, eval_every=steps,
+              n_train=s["n_train"], n_samples=n_samples, sample_steps=s["sample_steps"])
+        return time.perf_counter() - started
 
-        timed(1, FEW)  # warms up (its time not used)
-        per_step = max(0.0, (timed(long_, FEW) - timed(short, FEW)) / (long_ - short))
-        fixed = max(0.0, timed(short, s["n_samples"]) - short * per_step)
+    for side in sides:
+        timed(side, 1, FEW)  # warms up (its time not used)
+        per_step = max(0.0, (timed(side, long_, FEW) - timed(side, short, FEW)) / (long_ - short))
+        fixed = max(0.0, timed(side, short, s["n_samples"]) - short * per_step)
         run = s["steps"] * per_step + fixed
         total += runs_per_side * run
         rows.append({"side": side, "seconds_per_step": per_step, "fixed_seconds": fixed, "seconds_per_run": run,

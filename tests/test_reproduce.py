@@ -95,6 +95,13 @@ def test_the_readme_table_updates_only_the_claims_rerun(tmp_path):
     assert not reproduce.write_readme(readme, [rerun])  # nothing new: unchanged
 
 
+def _result(key, profile, status, effect=None, seconds=None, machine="cpu, 2 cores"):
+    """A claim's result as a report folder's results.json keeps it."""
+    return {"key": key, "profile": profile, "status": status, "effect": effect, "seconds": seconds,
+            "machine": machine, "paper": "P", "effect_label": "e", "effect_sd": 0.01, "n": 5, "effect_lo": 0.0,
+            "effect_hi": 1.0}
+
+
 def test_the_profiles_table_says_each_profiles_verdict_effect_and_time(tmp_path):
     """`--readme` writes the table of both profiles whole from every result the report folder holds: per claim the
     quick verdict and time, the full verdict, effect and time, '—' where a profile has not run it, a long claim
@@ -102,11 +109,8 @@ def test_the_profiles_table_says_each_profiles_verdict_effect_and_time(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n{reproduce.PROFILES_START}\nold\n"
                       f"{reproduce.PROFILES_END}\nafter\n")
-    one = {"paper": "P", "effect_label": "e", "effect_sd": 0.01, "n": 5, "effect_lo": 0.0, "effect_hi": 1.0}
-    kept = [dict(one, key="elr", profile="quick", status="pass", effect=0.2, seconds=30.0, machine="cpu, 2 cores"),
-            dict(one, key="elr", profile="full", status="fail", effect=0.05, seconds=150.0, machine="cpu, 2 cores"),
-            dict(one, key="ambient", profile="full", status="pass", effect=1.5, seconds=1200.0, machine="H100"),
-            dict(one, key="dropout", profile="full", status="error", effect=None, machine="cpu, 2 cores")]
+    kept = [_result("elr", "quick", "pass", 0.2, 30.0), _result("elr", "full", "fail", 0.05, 150.0),
+            _result("ambient", "full", "pass", 1.5, 1200.0, machine="H100"), _result("dropout", "full", "error")]
     assert reproduce.write_readme(readme, kept[:1], kept)
     text = readme.read_text()
     rows = reproduce.profiles_rows(text)
@@ -136,10 +140,8 @@ def test_reproduce_readme_writes_both_tables_from_the_report_folder(tmp_path, mo
     repo.mkdir()
     (repo / "README.md").write_text(f"{reproduce.TABLE_START}\n{reproduce.TABLE_END}\n{reproduce.PROFILES_START}\n"
                                     f"{reproduce.PROFILES_END}\n")
-    one = {"paper": "P", "effect_label": "e", "effect_sd": 0.01, "n": 3, "effect_lo": 0.0, "effect_hi": 1.0,
-           "machine": "cpu, 2 cores"}
-    ran = dict(one, key="elr", profile="quick", status="pass", effect=0.2, seconds=30.0)
-    kept = [ran, dict(one, key="ambient", profile="full", status="fail", effect=2.7, seconds=1150.0)]
+    ran = _result("elr", "quick", "pass", 0.2, 30.0)
+    kept = [ran, _result("ambient", "full", "fail", 2.7, 1150.0)]
     (out / "reproduce" / "results.json").write_text(json.dumps(kept))
 
     def run_all(profile, folder, notebooks, kernel, keys, **kw):
