@@ -48,11 +48,13 @@ def shared_data(tmp_path_factory, monkeypatch):
 FAST = dict(epochs=3, width=32, n_train=300)
 
 
-#: the modules that take longest on two cores (make test's --durations), longest first: the two test processes
-#: take whole modules in collection order, so a long module collected last ran alone at the end of the suite
-LONGEST_FIRST = ("test_claims", "test_notebooks", "test_seen", "test_app", "test_cluster", "test_diffusion",
-                 "test_jupyterlab", "test_reproduction", "test_load", "test_protocol", "test_faults", "test_packaging",
-                 "test_plugins", "test_grokking", "test_reproduce", "test_sweep", "test_edge_of_stability")
+#: the modules that take longest on two cores (the sum of their tests' times in make test, 2026-12-07), longest
+#: first: the two test processes take whole modules in collection order, so a long module collected last runs alone
+#: at the end of the suite
+LONGEST_FIRST = ("test_seen", "test_notebooks", "test_cluster", "test_app", "test_claims", "test_diffusion",
+                 "test_jupyterlab", "test_reproduction", "test_load", "test_protocol", "test_plugins", "test_packaging",
+                 "test_faults", "test_grokking", "test_reproduce", "test_sweep", "test_bring_your_own",
+                 "test_edge_of_stability", "test_runs", "test_tune", "test_cli")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +65,10 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if getattr(config.option, "loadscopereorder", None):
+        # pytest-xdist's loadscope re-sorts modules by their number of tests unless told not to: that put the
+        # one-test JupyterLab module (1.5-2.5 min) last, alone, and undid the order above
+        config.option.loadscopereorder = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # the suite runs in one test process per core (make test: -n 2): one torch thread each, for this process
         # and what it starts (servers, kernels, workers): two processes of two threads each on two cores spin
