@@ -49,7 +49,7 @@ FAST = dict(epochs=3, width=32, n_train=300)
 
 
 #: the modules that take longest on two cores (the sum of their tests' times in make test, 2026-12-07), longest
-#: first: the two test processes take whole modules in collection order, so a long module collected last runs alone
+#: first: the test processes take whole modules in collection order, so a long module collected last runs alone
 #: at the end of the suite
 LONGEST_FIRST = ("test_seen", "test_notebooks", "test_cluster", "test_app", "test_claims", "test_diffusion",
                  "test_jupyterlab", "test_reproduction", "test_load", "test_protocol", "test_plugins", "test_packaging",
@@ -70,9 +70,9 @@ def pytest_configure(config):
         # one-test JupyterLab module (1.5-2.5 min) last, alone, and undid the order above
         config.option.loadscopereorder = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # the suite runs in one test process per core (make test: -n 2): one torch thread each, for this process
-        # and what it starts (servers, kernels, workers): two processes of two threads each on two cores spin
-        # against each other (a 30-step diffusion run took 10x as long)
+        # the suite runs in several test processes (make test: -n 3 on two cores): one torch thread each, for this
+        # process and what it starts (servers, kernels, workers): two processes of two threads each on two cores
+        # spin against each other (a 30-step diffusion run took 10x as long)
         os.environ["OMP_NUM_THREADS"] = "1"
         import torch
 
