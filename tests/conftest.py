@@ -67,7 +67,7 @@ def pytest_configure(config):
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if getattr(config.option, "loadscopereorder", None):
         # pytest-xdist's loadscope re-sorts modules by their number of tests unless told not to: that put the
-        # one-test JupyterLab module (1.5-2.5 min) last, alone, and undid the order above
+        # one-test JupyterLab module (1-2.5 min) last, alone, and undid the order above
         config.option.loadscopereorder = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # the suite runs in several test processes (make test: -n 3 on two cores): one torch thread each, for this
