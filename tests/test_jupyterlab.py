@@ -74,6 +74,21 @@ def kernel_idle(url: str, token: str, timeout: float = 240) -> None:
     raise AssertionError(f"the notebook's kernel did not become idle in {timeout:.0f} s: {seen}")
 
 
+def shown_tracebacks(page) -> None:
+    """A Python traceback the notebook's outputs show (Panel puts an error raised while it applies the browser's
+    changes to the kernel's document into the cell's output). One was seen once, on 2026-12-07, in a full `make
+    test`, above the app while it ran, and not again in six runs of this test alone or beside others; its message
+    was cut off in the screenshot. Until its cause is found it is kept whole beside the screenshot and reported as
+    a warning, not failed on."""
+    shown = [t for t in page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                                      ".map(e => e.textContent)") if "Traceback (most recent call last)" in t]
+    kept = SCREENSHOTS / "jupyterlab-tracebacks.txt"
+    kept.unlink(missing_ok=True)  # an earlier run's
+    if shown:
+        kept.write_text("\n\n".join(shown))
+        warnings.warn("the notebook showed a Python traceback, ending: " + shown[-1].strip()[-400:])
+
+
 def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
     from playwright.sync_api import sync_playwright
 
@@ -132,6 +147,7 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
         finally:  # what the notebook showed, whatever happened
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"), full_page=True)
+            shown_tracebacks(page)
         # a busy renderer (live curves, two cores shared with the kernel and the other worker) can hold the click's
         # own completion past Playwright's 30 s default after the click itself went through: generous here too
         outputs.get_by_role("button", name="Cancel", exact=True).click(timeout=120_000)
