@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PORT   ?= 5006
 # three test processes (pytest-xdist), a module each at a time: its module-scoped fixtures (a served dashboard, a
 # cluster) are built once; one torch thread per process (tests/conftest.py). Three on two cores, because much of the
-# suite waits on browsers, kernels and servers: two kept the CPUs 75 % busy (14:25), three 81-82 % (12:30, 14:15)
+# suite waits on browsers, kernels and servers: two kept the CPUs 75 % busy (14:25), three 81-83 % (12:06-14:15)
 PYTEST_ARGS ?= -n 3 --dist loadscope
 
 .PHONY: setup serve test test-all bench browser kernel reproduce clean gpu-wheels
