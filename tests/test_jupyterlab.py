@@ -152,6 +152,7 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
         # own completion past Playwright's 30 s default after the click itself went through: generous here too
         outputs.get_by_role("button", name="Cancel", exact=True).click(timeout=120_000)
         outputs.get_by_text("Cancelled").first.wait_for(timeout=240_000)  # a busy machine: generous
+        shown_tracebacks(page)  # again, with the cancel's (the outputs keep every one shown)
         assert not cdn, f"scripts requested off this machine: {cdn[:5]}"
         assert not [e for e in console.errors if "bokeh" in e.lower() or "panel" in e.lower()], console.errors
         browser.close()
