@@ -150,8 +150,8 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"), full_page=True)
             shown_tracebacks(page)
-        # a busy renderer (live curves, two cores shared with the kernel and the other worker) can hold the click's
-        # own completion past Playwright's 30 s default after the click itself went through: generous here too
+        # a busy renderer (live curves, two cores shared with the kernel and the other test processes) can hold the
+        # click's own completion past Playwright's 30 s default after the click itself went through: generous here
         outputs.get_by_role("button", name="Cancel", exact=True).click(timeout=120_000)
         outputs.get_by_text("Cancelled").first.wait_for(timeout=240_000)  # a busy machine: generous
         shown_tracebacks(page)  # again, with the cancel's (the outputs keep every one shown)
