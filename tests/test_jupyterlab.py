@@ -77,7 +77,7 @@ def kernel_idle(url: str, token: str, timeout: float = 240) -> None:
 def shown_tracebacks(page) -> None:
     """A Python traceback the notebook's outputs show (Panel puts an error raised while it applies the browser's
     changes to the kernel's document into the cell's output). On 2026-12-07 one showed above the running app in two
-    full `make test` runs of four, and in none of six runs of this test alone or beside a few other modules: the
+    full `make test` runs of four and in one of seven runs of this test alone or beside a few other modules: the
     browser sent a curve's `Line.line_color` back to the kernel as a value spec (`Value(value='#1f77b4')`), which
     Bokeh's Python side refuses for that scalar colour property ("failed to validate ... expected either None or a
     value of type Color"). The app goes on running and drawing. Until the cause is mended it is kept whole beside
