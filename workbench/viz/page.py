@@ -244,8 +244,8 @@ class StudyPage(_Follower):
         self.queue.shown = lambda: tabs.active == jobs_tab  # the table is redrawn only while someone looks at it
         tabs.param.watch(lambda e: self.queue.refresh(force=True) if e.new == jobs_tab else None, "active")
         pn.state.onload(self._on_load)
-        return pn.Row(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
-                      sizing_mode="stretch_width")
+        return OneThreadRow(controls, pn.Column(header, self.alert, tabs, sizing_mode="stretch_width"),
+                            sizing_mode="stretch_width")
 
     def _show_measured(self) -> None:
         """Only the figures with something to draw: the rest would be blank boxes (and Bokeh warns about them)."""
@@ -561,6 +561,38 @@ def _in_kernel() -> bool:
     from IPython import get_ipython
 
     return getattr(get_ipython(), "kernel", None) is not None
+
+
+def on_main_shell(data, default):
+    """Where ipykernel (7.x) runs a comm's next message from the browser: on the main shell (None), the thread
+    whose event loop also runs the page's periodic callback."""
+    return None
+
+
+class OneThreadRow(pn.Row):
+    """A Row whose messages from the browser the kernel handles on its main thread when shown in a notebook.
+
+    JupyterLab (4.4 and later) sends comm messages over a kernel subshell, a thread of its own, so that widgets
+    answer while a cell runs. Panel is not made for two threads: a click handled on the subshell while the
+    page's periodic callback ran on the main thread made both send the same pending document changes. The
+    browser then met figures it already had, echoed their glyphs' values back, and the kernel refused a
+    `Line.line_color` sent as a value spec ("failed to validate Line(...).line_color"), a traceback shown in
+    the notebook above the running app (tests/test_jupyterlab.py). This Row routes its client comm to the main
+    shell, the one thread Panel assumes. Elsewhere (a served page, another kernel) it is a plain Row."""
+
+    def _render_mimebundle(self, model, doc, comm, location=None):
+        bundle = super()._render_mimebundle(model, doc, comm, location)
+        _, client = self._comms.get(model.ref["id"], (None, None))
+        opened = getattr(client, "_on_open", None)
+
+        def on_open(msg):
+            if hasattr(client._comm, "_reply_subshell_for"):  # ipykernel's routing hook (7.x)
+                client._comm._reply_subshell_for = on_main_shell
+            if opened is not None:
+                opened(msg)
+        if client is not None:
+            client._on_open = on_open
+        return bundle
 
 
 FILE_DIALS = ("data_path",)  # dials naming a file the run reads
