@@ -54,7 +54,7 @@ def lab(tmp_path, data_root):
     else:
         proc.kill()
         raise RuntimeError(proc.stdout.read().decode(errors="replace")[-3000:])
-    yield url, token
+    yield url, token, tmp_path / "jrun"
     proc.terminate()
     try:
         proc.wait(20)
@@ -72,6 +72,34 @@ def kernel_idle(url: str, token: str, timeout: float = 240) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"the notebook's kernel did not become idle in {timeout:.0f} s: {seen}")
+
+
+def ask_kernel(url: str, token: str, runtime, code: str, timeout: float = 120) -> str:
+    """Run `code` in the notebook's kernel from a second client (as `jupyter console --existing` would) and return
+    what it printed: the kernel's own state, which the page cannot show."""
+    from jupyter_client import BlockingKernelClient
+
+    with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=30) as r:
+        kernel = next(s["kernel"]["id"] for s in json.load(r) if s.get("path", "").endswith("check.ipynb"))
+    client = BlockingKernelClient(connection_file=str(runtime / f"kernel-{kernel}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    printed = []
+    try:
+        reply = client.execute_interactive(code, timeout=timeout, output_hook=lambda m: printed.append(
+            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    finally:
+        client.stop_channels()
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(printed)
+
+
+# ipykernel 7 can run comm messages on a subshell thread (JupyterLab 4.4+ sends them there); the app's client comm
+# must be routed to the main shell (OneThreadRow), or Panel handles clicks beside its periodic callback
+ROUTED = """from workbench.viz.page import on_main_shell
+k = get_ipython().kernel
+print(bool(getattr(k, '_supports_kernel_subshells', False)),
+      sum(getattr(c, '_reply_subshell_for', None) is on_main_shell for c in k.comm_manager.comms.values()))"""
 
 
 def shown_tracebacks(page) -> list[str]:
@@ -95,7 +123,7 @@ def shown_tracebacks(page) -> list[str]:
 def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
     from playwright.sync_api import sync_playwright
 
-    url, token = lab
+    url, token, runtime = lab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -152,6 +180,9 @@ def test_the_notebook_shows_curves_and_the_app_runs_inline(lab):
             page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"), full_page=True)
             running = shown_tracebacks(page)
         assert not running, f"the notebook showed a traceback while the app ran: {running[-1].strip()[-600:]}"
+        subshells, routed = ask_kernel(url, token, runtime, ROUTED).split()
+        assert subshells == "False" or int(routed) >= 1, \
+            "the kernel runs comm messages on subshells, and the app's comm is not kept on the main shell"
         # a busy renderer (live curves, two cores shared with the kernel and the other test processes) can hold the
         # click's own completion past Playwright's 30 s default after the click itself went through: generous here
         outputs.get_by_role("button", name="Cancel", exact=True).click(timeout=120_000)
